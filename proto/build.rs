@@ -1,0 +1,29 @@
+//! Generates the `auth.v1` code with a vendored `protoc`, so that a clone
+//! builds on a machine with no protobuf compiler installed.
+
+use std::{env, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    unsafe_set_protoc(protoc);
+
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    let includes = [
+        PathBuf::from("."),
+        protoc_bin_vendored::include_path()?,
+    ];
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("auth_v1_descriptor.bin"))
+        .compile_protos(&[PathBuf::from("auth/v1/auth.proto")], &includes)?;
+    println!("cargo:rerun-if-changed=auth");
+    Ok(())
+}
+
+fn unsafe_set_protoc(path: PathBuf) {
+    // `set_var` is `unsafe` in edition 2024 because other threads may read the
+    // environment; a build script has no other threads at this point.
+    #[allow(unsafe_code)]
+    unsafe {
+        env::set_var("PROTOC", path);
+    }
+}

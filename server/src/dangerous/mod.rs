@@ -1,0 +1,9 @@
+//! Development-only tools that mint tokens. Nothing here is used by
+//! `authd serve`: the development issuer exists so that `authd dev`, tests
+//! and benchmarks have an issuer with no cloud account. It binds loopback only.
+
+mod dev_issuer;
+mod signer;
+
+pub use dev_issuer::{DevIssuer, DevIssuerError};
+pub use signer::SigningKey;

@@ -1,0 +1,208 @@
+//! The one error type of authd's domain code, and its stable reasons.
+//!
+//! Each variant names a [`Reason`]; `grpc::status` maps errors to gRPC codes
+//! with a `google.rpc.ErrorInfo` detail in one place. Messages never contain
+//! a token, a refresh token, a key or a session handle.
+
+use std::sync::Arc;
+
+/// Everything that can go wrong in authd's domain code.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request carried no token.
+    #[error("the request carries no token")]
+    TokenMissing,
+    /// The token is over the configured size limit.
+    #[error("the token is {len} bytes, over the limit of {max} bytes")]
+    TokenTooLarge {
+        /// Its length in bytes.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// Not a well-formed JWS compact JWT, or a claim of the wrong type.
+    #[error("malformed token: {0}")]
+    MalformedToken(String),
+    /// The signature does not verify.
+    #[error("the token's signature does not verify")]
+    BadSignature,
+    /// No key of the issuer has the token's `kid`.
+    #[error("issuer {issuer} has no key {kid:?}")]
+    UnknownKey {
+        /// The issuer.
+        issuer: Arc<str>,
+        /// The token's `kid` (empty when it has none).
+        kid: String,
+    },
+    /// The token's `alg` is not configured for the issuer or does not fit the key.
+    #[error("algorithm {alg:?} is not allowed here")]
+    AlgorithmNotAllowed {
+        /// The `alg` the token asked for.
+        alg: String,
+    },
+    /// `exp` has passed.
+    #[error("the token expired at {expired_at} (unix seconds)")]
+    TokenExpired {
+        /// The token's `exp`.
+        expired_at: i64,
+    },
+    /// `nbf` or `iat` lies in the future.
+    #[error("the token is not valid before {not_before} (unix seconds)")]
+    TokenNotYetValid {
+        /// The token's `nbf` (or `iat`).
+        not_before: i64,
+    },
+    /// `iss` is not one of the configured issuers.
+    #[error("issuer {0:?} is not configured")]
+    WrongIssuer(String),
+    /// `aud` holds none of the accepted audiences.
+    #[error("the token's audience is not accepted")]
+    WrongAudience {
+        /// The audiences that would have been accepted.
+        expected: Vec<String>,
+    },
+    /// Required scopes or permissions are missing.
+    #[error("missing scopes: {}", missing.join(" "))]
+    InsufficientScope {
+        /// The required scopes the token lacks.
+        missing: Vec<String>,
+    },
+    /// No usable key, and the issuer's key set cannot be fetched.
+    #[error("no usable key for issuer {issuer}: its key set cannot be fetched")]
+    KeysUnavailable {
+        /// The issuer.
+        issuer: Arc<str>,
+    },
+    /// A request field is missing or invalid.
+    #[error("invalid {field}: {problem}")]
+    InvalidRequest {
+        /// The field's name in the protocol.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The method is not implemented by this authd.
+    #[error("{0} is not implemented by this version of authd")]
+    NotImplemented(&'static str),
+    /// An unexpected failure; the detail is logged, never returned.
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// The stable reasons of `google.rpc.ErrorInfo`, mirrored by the protocol's
+/// `auth.v1.ErrorReason` enum (whose names add an `ERROR_REASON_` prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// See [`Error::TokenMissing`].
+    TokenMissing,
+    /// See [`Error::TokenTooLarge`].
+    TokenTooLarge,
+    /// See [`Error::MalformedToken`].
+    MalformedToken,
+    /// See [`Error::BadSignature`].
+    BadSignature,
+    /// See [`Error::UnknownKey`].
+    UnknownKey,
+    /// See [`Error::AlgorithmNotAllowed`].
+    AlgorithmNotAllowed,
+    /// See [`Error::TokenExpired`].
+    TokenExpired,
+    /// See [`Error::TokenNotYetValid`].
+    TokenNotYetValid,
+    /// See [`Error::WrongIssuer`].
+    WrongIssuer,
+    /// See [`Error::WrongAudience`].
+    WrongAudience,
+    /// See [`Error::InsufficientScope`].
+    InsufficientScope,
+    /// See [`Error::KeysUnavailable`].
+    KeysUnavailable,
+    /// See [`Error::InvalidRequest`].
+    InvalidRequest,
+    /// See [`Error::NotImplemented`].
+    NotImplemented,
+    /// See [`Error::Internal`].
+    Internal,
+}
+
+impl Reason {
+    /// The `ErrorInfo.reason` string, e.g. `TOKEN_EXPIRED`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::TokenMissing => "TOKEN_MISSING",
+            Reason::TokenTooLarge => "TOKEN_TOO_LARGE",
+            Reason::MalformedToken => "MALFORMED_TOKEN",
+            Reason::BadSignature => "BAD_SIGNATURE",
+            Reason::UnknownKey => "UNKNOWN_KEY",
+            Reason::AlgorithmNotAllowed => "ALGORITHM_NOT_ALLOWED",
+            Reason::TokenExpired => "TOKEN_EXPIRED",
+            Reason::TokenNotYetValid => "TOKEN_NOT_YET_VALID",
+            Reason::WrongIssuer => "WRONG_ISSUER",
+            Reason::WrongAudience => "WRONG_AUDIENCE",
+            Reason::InsufficientScope => "INSUFFICIENT_SCOPE",
+            Reason::KeysUnavailable => "KEYS_UNAVAILABLE",
+            Reason::InvalidRequest => "INVALID_REQUEST",
+            Reason::NotImplemented => "NOT_IMPLEMENTED",
+            Reason::Internal => "INTERNAL",
+        }
+    }
+}
+
+impl Error {
+    /// The stable reason of this error.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Error::TokenMissing => Reason::TokenMissing,
+            Error::TokenTooLarge { .. } => Reason::TokenTooLarge,
+            Error::MalformedToken(_) => Reason::MalformedToken,
+            Error::BadSignature => Reason::BadSignature,
+            Error::UnknownKey { .. } => Reason::UnknownKey,
+            Error::AlgorithmNotAllowed { .. } => Reason::AlgorithmNotAllowed,
+            Error::TokenExpired { .. } => Reason::TokenExpired,
+            Error::TokenNotYetValid { .. } => Reason::TokenNotYetValid,
+            Error::WrongIssuer(_) => Reason::WrongIssuer,
+            Error::WrongAudience { .. } => Reason::WrongAudience,
+            Error::InsufficientScope { .. } => Reason::InsufficientScope,
+            Error::KeysUnavailable { .. } => Reason::KeysUnavailable,
+            Error::InvalidRequest { .. } => Reason::InvalidRequest,
+            Error::NotImplemented(_) => Reason::NotImplemented,
+            Error::Internal(_) => Reason::Internal,
+        }
+    }
+
+    /// Context for `ErrorInfo.metadata`. Values come from configuration or
+    /// from claims the caller sent; never from secrets.
+    pub fn metadata(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Error::TokenTooLarge { len, max } => {
+                vec![("length", len.to_string()), ("max_bytes", max.to_string())]
+            }
+            Error::MalformedToken(detail) => vec![("detail", detail.clone())],
+            Error::UnknownKey { issuer, kid } => {
+                vec![("issuer", issuer.to_string()), ("kid", kid.clone())]
+            }
+            Error::AlgorithmNotAllowed { alg } => vec![("alg", alg.clone())],
+            Error::TokenExpired { expired_at } => vec![("expired_at", expired_at.to_string())],
+            Error::TokenNotYetValid { not_before } => {
+                vec![("not_before", not_before.to_string())]
+            }
+            Error::WrongIssuer(iss) => vec![("issuer", iss.clone())],
+            Error::WrongAudience { expected } => vec![("expected", expected.join(" "))],
+            Error::InsufficientScope { missing } => vec![("missing", missing.join(" "))],
+            Error::KeysUnavailable { issuer } => vec![("issuer", issuer.to_string())],
+            Error::InvalidRequest { field, .. } => vec![("field", (*field).to_owned())],
+            Error::NotImplemented(method) => vec![("method", (*method).to_owned())],
+            Error::TokenMissing | Error::BadSignature | Error::Internal(_) => Vec::new(),
+        }
+    }
+}
+
+/// Cuts attacker-controlled text to a length that is safe to echo and log.
+pub(crate) fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}

@@ -1,0 +1,103 @@
+//! The one mapping from [`Error`] to a gRPC status with `google.rpc.ErrorInfo`.
+
+use std::collections::HashMap;
+
+use authd_proto::ERROR_DOMAIN;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::error::{Error, Reason};
+
+/// The gRPC code of each reason.
+pub fn code(reason: Reason) -> Code {
+    match reason {
+        Reason::TokenMissing | Reason::TokenTooLarge | Reason::InvalidRequest => Code::InvalidArgument,
+        Reason::MalformedToken
+        | Reason::BadSignature
+        | Reason::UnknownKey
+        | Reason::AlgorithmNotAllowed
+        | Reason::TokenExpired
+        | Reason::TokenNotYetValid
+        | Reason::WrongIssuer
+        | Reason::WrongAudience => Code::Unauthenticated,
+        Reason::InsufficientScope => Code::PermissionDenied,
+        Reason::KeysUnavailable => Code::Unavailable,
+        Reason::NotImplemented => Code::Unimplemented,
+        Reason::Internal => Code::Internal,
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        let reason = error.reason();
+        let message = match &error {
+            // The detail may name internals: log it, answer opaquely.
+            Error::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                error.to_string()
+            }
+            _ => error.to_string(),
+        };
+        let metadata: HashMap<String, String> = error
+            .metadata()
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect();
+        Status::with_error_details(
+            code(reason),
+            message,
+            ErrorDetails::with_error_info(reason.as_str(), ERROR_DOMAIN, metadata),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use authd_proto::pb::ErrorReason;
+
+    const ALL: [Reason; 15] = [
+        Reason::TokenMissing,
+        Reason::TokenTooLarge,
+        Reason::MalformedToken,
+        Reason::BadSignature,
+        Reason::UnknownKey,
+        Reason::AlgorithmNotAllowed,
+        Reason::TokenExpired,
+        Reason::TokenNotYetValid,
+        Reason::WrongIssuer,
+        Reason::WrongAudience,
+        Reason::InsufficientScope,
+        Reason::KeysUnavailable,
+        Reason::InvalidRequest,
+        Reason::NotImplemented,
+        Reason::Internal,
+    ];
+
+    #[test]
+    fn every_reason_is_a_value_of_the_protocol_enum() {
+        for reason in ALL {
+            let name = format!("ERROR_REASON_{}", reason.as_str());
+            assert!(ErrorReason::from_str_name(&name).is_some(), "{name} missing from auth.proto");
+        }
+    }
+
+    #[test]
+    fn status_carries_error_info_with_reason_and_metadata() {
+        let status = Status::from(Error::InsufficientScope {
+            missing: vec!["read:orders".to_owned()],
+        });
+        assert_eq!(status.code(), Code::PermissionDenied);
+        let info = status.get_details_error_info().expect("ErrorInfo attached");
+        assert_eq!(info.reason, "INSUFFICIENT_SCOPE");
+        assert_eq!(info.domain, "authd");
+        assert_eq!(info.metadata["missing"], "read:orders");
+    }
+
+    #[test]
+    fn internal_detail_is_not_returned() {
+        let status = Status::from(Error::Internal("dynamodb said: secret table name".to_owned()));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("dynamodb"));
+    }
+}

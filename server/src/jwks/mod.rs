@@ -1,0 +1,278 @@
+//! Issuers' key sets: fetched at start-up, refreshed in the background,
+//! refetched once (single-flight, rate-limited) when an unknown `kid` shows
+//! up, and kept serving for a bounded time while the issuer is unreachable.
+//!
+//! The hot path ([`IssuerKeys::get`]) is a lock-free load of the current set.
+
+mod fetch;
+mod key;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
+};
+
+use arc_swap::ArcSwapOption;
+use tokio::{sync::watch, time::Instant};
+
+pub use fetch::{BoxFuture, FetchError, FetchKeys, HttpFetcher};
+pub use key::{Algorithm, Jwk, KeyError, VerifyingKey};
+
+use crate::{config::JwksConfig, error::Error};
+
+/// Unknown `kid`s remembered per issuer at most; a flood of junk beyond this
+/// only clears the memory, it never causes fetches (those are rate-limited).
+const MAX_UNKNOWN_KIDS: usize = 4096;
+
+/// A key set as fetched at one moment.
+#[derive(Debug)]
+struct KeySet {
+    keys: HashMap<String, Arc<VerifyingKey>>,
+    fetched_at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct FetchState {
+    last_attempt: Option<Instant>,
+    last_ok: bool,
+    /// The fetch under way, if any: every caller waits on the same one.
+    inflight: Option<watch::Receiver<Option<bool>>>,
+    unknown_kids: HashMap<String, Instant>,
+}
+
+/// What waiting on a fetch gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// A fresh set was installed (by this or a recent fetch).
+    Fresh,
+    /// The fetch (or the most recent one) failed.
+    Failed,
+    /// The fetch did not finish within the wait bound; it goes on.
+    Pending,
+}
+
+/// The keys of one issuer.
+pub struct IssuerKeys {
+    issuer: Arc<str>,
+    algorithms: Vec<Algorithm>,
+    fetcher: Box<dyn FetchKeys>,
+    config: JwksConfig,
+    current: ArcSwapOption<KeySet>,
+    state: Mutex<FetchState>,
+}
+
+impl std::fmt::Debug for IssuerKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuerKeys")
+            .field("issuer", &self.issuer)
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IssuerKeys {
+    /// Keys for `issuer`, accepted for `algorithms`, fetched by `fetcher`.
+    /// Nothing is fetched until [`IssuerKeys::refresh_now`] or a lookup.
+    pub fn new(
+        issuer: Arc<str>,
+        algorithms: Vec<Algorithm>,
+        fetcher: Box<dyn FetchKeys>,
+        config: JwksConfig,
+    ) -> Arc<Self> {
+        Arc::new(IssuerKeys {
+            issuer,
+            algorithms,
+            fetcher,
+            config,
+            current: ArcSwapOption::empty(),
+            state: Mutex::new(FetchState::default()),
+        })
+    }
+
+    /// The issuer these keys belong to.
+    pub fn issuer(&self) -> &Arc<str> {
+        &self.issuer
+    }
+
+    /// The key with `kid`, fetching the key set again when `kid` is new.
+    pub async fn get(self: &Arc<Self>, kid: &str) -> Result<Arc<VerifyingKey>, Error> {
+        if let Some(key) = self.lookup(kid) {
+            return Ok(key);
+        }
+        if self.recently_unknown(kid) {
+            return Err(self.unknown(kid));
+        }
+        let outcome = self.refresh(self.config.request_wait()).await;
+        if let Some(key) = self.lookup(kid) {
+            return Ok(key);
+        }
+        match outcome {
+            Outcome::Fresh => {
+                self.remember_unknown(kid);
+                Err(self.unknown(kid))
+            }
+            // The issuer could not say whether `kid` is genuine.
+            Outcome::Failed | Outcome::Pending => Err(Error::KeysUnavailable {
+                issuer: self.issuer.clone(),
+            }),
+        }
+    }
+
+    /// Whether a key set is held and still within its staleness bound.
+    pub fn has_usable_keys(&self) -> bool {
+        self.current
+            .load()
+            .as_ref()
+            .is_some_and(|set| set.fetched_at.elapsed() <= self.config.max_stale())
+    }
+
+    /// Fetches now unless a fetch is under way (then joins it) or one was
+    /// attempted less than `min_refetch_interval` ago. Waits at most `wait`;
+    /// returns whether a fresh key set is installed.
+    pub async fn refresh_now(self: &Arc<Self>, wait: Duration) -> bool {
+        self.refresh(wait).await == Outcome::Fresh
+    }
+
+    /// Refreshes the key set every `refresh_interval`, retrying sooner (with
+    /// doubling back-off) after a failure, until `self` is dropped.
+    pub fn spawn_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let interval = self.config.refresh_interval();
+        let first_retry = self.config.min_refetch_interval().max(Duration::from_secs(1));
+        let wait = self.config.fetch_timeout() * 3;
+        tokio::spawn(async move {
+            let mut delay = interval;
+            loop {
+                tokio::time::sleep(delay).await;
+                let Some(this) = weak.upgrade() else { return };
+                delay = if this.refresh(wait).await == Outcome::Fresh {
+                    interval
+                } else if delay >= interval {
+                    first_retry
+                } else {
+                    (delay * 2).min(interval)
+                };
+            }
+        })
+    }
+
+    fn lookup(&self, kid: &str) -> Option<Arc<VerifyingKey>> {
+        let guard = self.current.load();
+        let set = guard.as_ref()?;
+        if set.fetched_at.elapsed() > self.config.max_stale() {
+            return None;
+        }
+        set.keys.get(kid).cloned()
+    }
+
+    fn unknown(&self, kid: &str) -> Error {
+        Error::UnknownKey {
+            issuer: self.issuer.clone(),
+            kid: crate::error::truncate(kid, 128),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FetchState> {
+        // The state stays consistent even if a holder panicked: recover it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn recently_unknown(&self, kid: &str) -> bool {
+        let ttl = self.config.unknown_kid_ttl();
+        self.lock()
+            .unknown_kids
+            .get(kid)
+            .is_some_and(|seen| seen.elapsed() < ttl)
+    }
+
+    fn remember_unknown(&self, kid: &str) {
+        let ttl = self.config.unknown_kid_ttl();
+        let mut state = self.lock();
+        if state.unknown_kids.len() >= MAX_UNKNOWN_KIDS {
+            state.unknown_kids.retain(|_, seen| seen.elapsed() < ttl);
+            if state.unknown_kids.len() >= MAX_UNKNOWN_KIDS {
+                state.unknown_kids.clear();
+            }
+        }
+        state
+            .unknown_kids
+            .insert(crate::error::truncate(kid, 128), Instant::now());
+    }
+
+    async fn refresh(self: &Arc<Self>, wait: Duration) -> Outcome {
+        let mut receiver = {
+            let mut state = self.lock();
+            match &state.inflight {
+                Some(receiver) => receiver.clone(),
+                None => {
+                    if let Some(last) = state.last_attempt
+                        && last.elapsed() < self.config.min_refetch_interval()
+                    {
+                        return if state.last_ok { Outcome::Fresh } else { Outcome::Failed };
+                    }
+                    let (sender, receiver) = watch::channel(None);
+                    state.inflight = Some(receiver.clone());
+                    state.last_attempt = Some(Instant::now());
+                    // The fetch runs on its own task so that a caller giving up
+                    // (timeout, cancelled request) does not abandon it.
+                    let this = Arc::clone(self);
+                    tokio::spawn(async move {
+                        let ok = this.fetch_and_install().await;
+                        {
+                            let mut state = this.lock();
+                            state.inflight = None;
+                            state.last_ok = ok;
+                        }
+                        let _ = sender.send(Some(ok));
+                    });
+                    receiver
+                }
+            }
+        };
+        match tokio::time::timeout(wait, receiver.wait_for(Option::is_some)).await {
+            Ok(Ok(done)) if *done == Some(true) => Outcome::Fresh,
+            Ok(_) => Outcome::Failed,
+            Err(_) => Outcome::Pending,
+        }
+    }
+
+    async fn fetch_and_install(&self) -> bool {
+        let fetched = tokio::time::timeout(self.config.fetch_timeout(), self.fetcher.fetch()).await;
+        let jwks = match fetched {
+            Ok(Ok(jwks)) => jwks,
+            Ok(Err(error)) => {
+                tracing::warn!(issuer = %self.issuer, %error, "key set fetch failed; keeping the last good keys");
+                return false;
+            }
+            Err(_) => {
+                tracing::warn!(issuer = %self.issuer, "key set fetch timed out; keeping the last good keys");
+                return false;
+            }
+        };
+        let mut keys = HashMap::with_capacity(jwks.len());
+        for jwk in &jwks {
+            match VerifyingKey::from_jwk(jwk, &self.algorithms) {
+                Ok(key) => {
+                    keys.insert(key.kid().to_owned(), Arc::new(key));
+                }
+                Err(error) => {
+                    tracing::debug!(issuer = %self.issuer, kid = ?jwk.kid, %error, "skipping key");
+                }
+            }
+        }
+        if keys.is_empty() {
+            tracing::warn!(issuer = %self.issuer, published = jwks.len(), "key set holds no key usable with the configured algorithms");
+        } else {
+            tracing::info!(issuer = %self.issuer, keys = keys.len(), "key set installed");
+        }
+        self.current.store(Some(Arc::new(KeySet {
+            keys,
+            fetched_at: Instant::now(),
+        })));
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests;

