@@ -8,10 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe_set_protoc(protoc);
 
     let out = PathBuf::from(env::var("OUT_DIR")?);
-    let includes = [
-        PathBuf::from("."),
-        protoc_bin_vendored::include_path()?,
-    ];
+    let includes = [PathBuf::from("."), protoc_bin_vendored::include_path()?];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("auth_v1_descriptor.bin"))
         .compile_protos(&[PathBuf::from("auth/v1/auth.proto")], &includes)?;

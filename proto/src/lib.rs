@@ -34,7 +34,9 @@ mod tests {
         assert_eq!(auth.package(), "auth.v1");
         assert_eq!(auth.service[0].name(), "AuthService");
         assert!(
-            set.file.iter().any(|f| f.name() == "google/protobuf/struct.proto"),
+            set.file
+                .iter()
+                .any(|f| f.name() == "google/protobuf/struct.proto"),
             "imports are included for reflection"
         );
     }

@@ -230,7 +230,9 @@ impl Config {
     /// Parses a TOML document (defaults first, no environment): for tests and
     /// tools.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        Self::from_figment(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)))
+        Self::from_figment(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)),
+        )
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
@@ -249,7 +251,10 @@ impl Config {
             let url = Url::parse(&issuer.issuer)
                 .map_err(|e| invalid(format!("issuers[{i}].issuer"), &format!("not a URL: {e}")))?;
             if !matches!(url.scheme(), "https" | "http") {
-                return Err(invalid(format!("issuers[{i}].issuer"), "must be an https URL"));
+                return Err(invalid(
+                    format!("issuers[{i}].issuer"),
+                    "must be an https URL",
+                ));
             }
             if issuer.audiences.is_empty() || issuer.audiences.iter().any(String::is_empty) {
                 return Err(invalid(
@@ -258,17 +263,32 @@ impl Config {
                 ));
             }
             if issuer.algorithms.is_empty() {
-                return Err(invalid(format!("issuers[{i}].algorithms"), "must not be empty"));
+                return Err(invalid(
+                    format!("issuers[{i}].algorithms"),
+                    "must not be empty",
+                ));
             }
-            if self.issuers[..i].iter().any(|other| other.issuer == issuer.issuer) {
-                return Err(invalid(format!("issuers[{i}].issuer"), "is configured twice"));
+            if self.issuers[..i]
+                .iter()
+                .any(|other| other.issuer == issuer.issuer)
+            {
+                return Err(invalid(
+                    format!("issuers[{i}].issuer"),
+                    "is configured twice",
+                ));
             }
         }
         if self.verify.max_token_bytes < 64 {
-            return Err(invalid("verify.max_token_bytes".to_owned(), "must be at least 64"));
+            return Err(invalid(
+                "verify.max_token_bytes".to_owned(),
+                "must be at least 64",
+            ));
         }
         if self.jwks.refresh_interval_seconds == 0 {
-            return Err(invalid("jwks.refresh_interval_seconds".to_owned(), "must be positive"));
+            return Err(invalid(
+                "jwks.refresh_interval_seconds".to_owned(),
+                "must be positive",
+            ));
         }
         Ok(())
     }

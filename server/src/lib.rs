@@ -21,4 +21,4 @@ pub mod verify;
 pub use config::Config;
 pub use error::{Error, Reason};
 pub use server::{App, run};
-pub use verify::{VerifiedToken, VerifyRequest, Verifier};
+pub use verify::{VerifiedToken, Verifier, VerifyRequest};

@@ -3,10 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use authd::{
-    App, Config, VerifyRequest,
-    config::IssuerConfig,
-    dangerous::DevIssuer,
-    server::StartError,
+    App, Config, VerifyRequest, config::IssuerConfig, dangerous::DevIssuer, server::StartError,
 };
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
@@ -52,7 +49,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("authd: cannot start the runtime: {error}");
@@ -75,7 +75,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             authd::telemetry::init(&config.log);
             serve(&config, App::build(&config).await?).await?;
         }
-        Command::Verify { token, scopes, config } => {
+        Command::Verify {
+            token,
+            scopes,
+            config,
+        } => {
             let config = Config::load(config.as_deref())?;
             authd::telemetry::init(&config.log);
             let app = App::build(&config).await?;
@@ -95,15 +99,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             });
         }
-        Command::Dev { listen, issuer_listen } => dev(listen, issuer_listen).await?,
+        Command::Dev {
+            listen,
+            issuer_listen,
+        } => dev(listen, issuer_listen).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(config: &Config, app: App) -> Result<(), StartError> {
-    let listener = TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|e| StartError::Setup(format!("cannot listen on {}: {e}", config.server.listen)))?;
+    let listener = TcpListener::bind(config.server.listen).await.map_err(|e| {
+        StartError::Setup(format!("cannot listen on {}: {e}", config.server.listen))
+    })?;
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     authd::run(listener, app, grace, shutdown_signal()).await
 }
@@ -127,8 +134,16 @@ async fn dev(listen: SocketAddr, issuer_listen: SocketAddr) -> anyhow::Result<()
     authd::telemetry::init(&config.log);
     let app = App::build(&config).await?;
 
-    let token = issuer.mint("auth0|demo-user", &["openid", "read:profile"], &["read:orders"], 3600);
-    println!("authd dev: development issuer at {} (loopback only; its tokens are for development)", issuer.issuer());
+    let token = issuer.mint(
+        "auth0|demo-user",
+        &["openid", "read:profile"],
+        &["read:orders"],
+        3600,
+    );
+    println!(
+        "authd dev: development issuer at {} (loopback only; its tokens are for development)",
+        issuer.issuer()
+    );
     println!("authd dev: serving gRPC on {listen}; Ctrl-C stops it.\n");
     println!("Verify the demo user's token (valid for an hour):\n");
     println!(

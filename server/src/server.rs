@@ -73,7 +73,12 @@ impl App {
             let discovery = issuer
                 .discovery_url()
                 .map_err(|source| StartError::DiscoveryUrl { index, source })?;
-            let fetcher = HttpFetcher::new(client.clone(), issuer.issuer.clone(), discovery, issuer.jwks_uri.clone());
+            let fetcher = HttpFetcher::new(
+                client.clone(),
+                issuer.issuer.clone(),
+                discovery,
+                issuer.jwks_uri.clone(),
+            );
             let keys = IssuerKeys::new(
                 issuer.issuer.as_str().into(),
                 issuer.algorithms.clone(),
@@ -94,8 +99,14 @@ impl App {
                 tracing::warn!(%issuer, "no key set at start-up; tokens of this issuer are refused until it can be fetched");
             }
         }
-        let refreshers = verifier.issuers().map(|p| p.keys().spawn_refresher()).collect();
-        Ok(App { verifier, refreshers })
+        let refreshers = verifier
+            .issuers()
+            .map(|p| p.keys().spawn_refresher())
+            .collect();
+        Ok(App {
+            verifier,
+            refreshers,
+        })
     }
 
     /// The token verifier.
@@ -113,12 +124,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<AuthServiceServer<AuthServiceImpl>>().await;
+    health
+        .set_serving::<AuthServiceServer<AuthServiceImpl>>()
+        .await;
 
     let reflection = |builder: tonic_reflection::server::Builder<'static>| {
         builder
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // google.rpc.ErrorInfo, so that grpcurl can decode error details.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            // Each reflection version lists both, whichever a client speaks.
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+            .include_reflection_service(false)
     };
     let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
         .build_v1()
@@ -134,12 +155,16 @@ pub async fn run(
     tokio::spawn(async move {
         shutdown.await;
         // Load balancers stop sending before the listener closes.
-        health_on_stop.set_not_serving::<AuthServiceServer<AuthServiceImpl>>().await;
+        health_on_stop
+            .set_not_serving::<AuthServiceServer<AuthServiceImpl>>()
+            .await;
         let _ = stop_tx.send(());
         let _ = drain_tx.send(());
     });
 
-    let addr = listener.local_addr().map_err(|e| StartError::Setup(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Setup(e.to_string()))?;
     tracing::info!(%addr, "authd serving gRPC");
     let serve = Server::builder()
         .tcp_nodelay(true)

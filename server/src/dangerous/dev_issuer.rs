@@ -105,7 +105,13 @@ impl DevIssuer {
 
     /// Mints an access token for `subject`, valid for `lifetime_seconds`,
     /// with Auth0-shaped claims.
-    pub fn mint(&self, subject: &str, scopes: &[&str], permissions: &[&str], lifetime_seconds: i64) -> String {
+    pub fn mint(
+        &self,
+        subject: &str,
+        scopes: &[&str],
+        permissions: &[&str],
+        lifetime_seconds: i64,
+    ) -> String {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)

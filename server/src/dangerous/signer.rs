@@ -43,21 +43,30 @@ pub struct KeyGenerationError;
 
 impl SigningKey {
     /// Generates a key for `alg` (RSA keys are 2048 bits) named `kid`.
-    pub fn generate(alg: Algorithm, kid: impl Into<String>) -> Result<SigningKey, KeyGenerationError> {
+    pub fn generate(
+        alg: Algorithm,
+        kid: impl Into<String>,
+    ) -> Result<SigningKey, KeyGenerationError> {
         let private = match alg {
             Algorithm::RS256
             | Algorithm::RS384
             | Algorithm::RS512
             | Algorithm::PS256
             | Algorithm::PS384
-            | Algorithm::PS512 => Private::Rsa(RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyGenerationError)?),
+            | Algorithm::PS512 => Private::Rsa(
+                RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyGenerationError)?,
+            ),
             Algorithm::ES256 => Private::Ecdsa(
-                EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|_| KeyGenerationError)?,
+                EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+                    .map_err(|_| KeyGenerationError)?,
             ),
             Algorithm::ES384 => Private::Ecdsa(
-                EcdsaKeyPair::generate(&signature::ECDSA_P384_SHA384_FIXED_SIGNING).map_err(|_| KeyGenerationError)?,
+                EcdsaKeyPair::generate(&signature::ECDSA_P384_SHA384_FIXED_SIGNING)
+                    .map_err(|_| KeyGenerationError)?,
             ),
-            Algorithm::EdDSA => Private::Ed25519(Ed25519KeyPair::generate().map_err(|_| KeyGenerationError)?),
+            Algorithm::EdDSA => {
+                Private::Ed25519(Ed25519KeyPair::generate().map_err(|_| KeyGenerationError)?)
+            }
         };
         Ok(SigningKey {
             kid: kid.into(),

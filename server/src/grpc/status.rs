@@ -11,7 +11,9 @@ use crate::error::{Error, Reason};
 /// The gRPC code of each reason.
 pub fn code(reason: Reason) -> Code {
     match reason {
-        Reason::TokenMissing | Reason::TokenTooLarge | Reason::InvalidRequest => Code::InvalidArgument,
+        Reason::TokenMissing | Reason::TokenTooLarge | Reason::InvalidRequest => {
+            Code::InvalidArgument
+        }
         Reason::MalformedToken
         | Reason::BadSignature
         | Reason::UnknownKey
@@ -78,7 +80,10 @@ mod tests {
     fn every_reason_is_a_value_of_the_protocol_enum() {
         for reason in ALL {
             let name = format!("ERROR_REASON_{}", reason.as_str());
-            assert!(ErrorReason::from_str_name(&name).is_some(), "{name} missing from auth.proto");
+            assert!(
+                ErrorReason::from_str_name(&name).is_some(),
+                "{name} missing from auth.proto"
+            );
         }
     }
 
@@ -96,7 +101,9 @@ mod tests {
 
     #[test]
     fn internal_detail_is_not_returned() {
-        let status = Status::from(Error::Internal("dynamodb said: secret table name".to_owned()));
+        let status = Status::from(Error::Internal(
+            "dynamodb said: secret table name".to_owned(),
+        ));
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("dynamodb"));
     }

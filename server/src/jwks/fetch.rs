@@ -73,7 +73,12 @@ pub struct HttpFetcher {
 
 impl HttpFetcher {
     /// A fetcher for `issuer`; `client` carries the timeouts.
-    pub fn new(client: reqwest::Client, issuer: String, discovery: Url, explicit: Option<Url>) -> Self {
+    pub fn new(
+        client: reqwest::Client,
+        issuer: String,
+        discovery: Url,
+        explicit: Option<Url>,
+    ) -> Self {
         HttpFetcher {
             client,
             issuer,
@@ -87,7 +92,12 @@ impl HttpFetcher {
         if let Some(uri) = &self.explicit {
             return Ok(uri.clone());
         }
-        if let Some(uri) = self.discovered.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        if let Some(uri) = self
+            .discovered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
             return Ok(uri);
         }
         let doc: DiscoveryDocument = self.get_json(&self.discovery).await?;
@@ -125,7 +135,10 @@ impl HttpFetcher {
             url: url.to_string(),
             problem: format!("larger than {MAX_DOCUMENT_BYTES} bytes"),
         };
-        if response.content_length().is_some_and(|len| len > MAX_DOCUMENT_BYTES as u64) {
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_DOCUMENT_BYTES as u64)
+        {
             return Err(too_large());
         }
         let mut body = Vec::new();

@@ -229,9 +229,12 @@ fn prepare(jwk: &Jwk, alg: Algorithm) -> Result<ParsedPublicKey, KeyError> {
                 Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
                 _ => &signature::RSA_PSS_2048_8192_SHA512,
             };
-            RsaPublicKeyComponents { n: strip_zeros(&n), e: strip_zeros(&e) }
-                .to_parsed_public_key(params)
-                .map_err(rejected)
+            RsaPublicKeyComponents {
+                n: strip_zeros(&n),
+                e: strip_zeros(&e),
+            }
+            .to_parsed_public_key(params)
+            .map_err(rejected)
         }
         KeyFamily::P256 | KeyFamily::P384 => {
             let x = member(&jwk.x, "member x")?;

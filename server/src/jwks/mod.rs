@@ -44,8 +44,11 @@ struct FetchState {
 /// What waiting on a fetch gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
-    /// A fresh set was installed (by this or a recent fetch).
+    /// A fetch made or joined by this call installed a fresh set.
     Fresh,
+    /// No fetch was made: the last one, less than `min_refetch_interval` ago,
+    /// succeeded.
+    Recent,
     /// The fetch (or the most recent one) failed.
     Failed,
     /// The fetch did not finish within the wait bound; it goes on.
@@ -108,10 +111,13 @@ impl IssuerKeys {
             return Ok(key);
         }
         match outcome {
+            // Only a set fetched after `kid` showed up proves it unknown; a
+            // rate-limited miss may be a key rotated in since the last fetch.
             Outcome::Fresh => {
                 self.remember_unknown(kid);
                 Err(self.unknown(kid))
             }
+            Outcome::Recent => Err(self.unknown(kid)),
             // The issuer could not say whether `kid` is genuine.
             Outcome::Failed | Outcome::Pending => Err(Error::KeysUnavailable {
                 issuer: self.issuer.clone(),
@@ -131,7 +137,7 @@ impl IssuerKeys {
     /// attempted less than `min_refetch_interval` ago. Waits at most `wait`;
     /// returns whether a fresh key set is installed.
     pub async fn refresh_now(self: &Arc<Self>, wait: Duration) -> bool {
-        self.refresh(wait).await == Outcome::Fresh
+        matches!(self.refresh(wait).await, Outcome::Fresh | Outcome::Recent)
     }
 
     /// Refreshes the key set every `refresh_interval`, retrying sooner (with
@@ -139,14 +145,17 @@ impl IssuerKeys {
     pub fn spawn_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak: Weak<Self> = Arc::downgrade(self);
         let interval = self.config.refresh_interval();
-        let first_retry = self.config.min_refetch_interval().max(Duration::from_secs(1));
+        let first_retry = self
+            .config
+            .min_refetch_interval()
+            .max(Duration::from_secs(1));
         let wait = self.config.fetch_timeout() * 3;
         tokio::spawn(async move {
             let mut delay = interval;
             loop {
                 tokio::time::sleep(delay).await;
                 let Some(this) = weak.upgrade() else { return };
-                delay = if this.refresh(wait).await == Outcome::Fresh {
+                delay = if matches!(this.refresh(wait).await, Outcome::Fresh | Outcome::Recent) {
                     interval
                 } else if delay >= interval {
                     first_retry
@@ -209,7 +218,11 @@ impl IssuerKeys {
                     if let Some(last) = state.last_attempt
                         && last.elapsed() < self.config.min_refetch_interval()
                     {
-                        return if state.last_ok { Outcome::Fresh } else { Outcome::Failed };
+                        return if state.last_ok {
+                            Outcome::Recent
+                        } else {
+                            Outcome::Failed
+                        };
                     }
                     let (sender, receiver) = watch::channel(None);
                     state.inflight = Some(receiver.clone());
@@ -275,4 +288,4 @@ impl IssuerKeys {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -113,7 +113,11 @@ impl Verifier {
     }
 
     /// Verifies `request` as of `now` (unix seconds).
-    pub async fn verify_at(&self, request: &VerifyRequest, now: i64) -> Result<VerifiedToken, Error> {
+    pub async fn verify_at(
+        &self,
+        request: &VerifyRequest,
+        now: i64,
+    ) -> Result<VerifiedToken, Error> {
         let token = strip_bearer(&request.token);
         if token.is_empty() {
             return Err(Error::TokenMissing);
@@ -151,8 +155,13 @@ impl Verifier {
 /// Accepts `Bearer ` in any case, and surrounding white space.
 fn strip_bearer(token: &str) -> &str {
     let token = token.trim();
-    match token.get(..7) {
-        Some(prefix) if prefix.eq_ignore_ascii_case("bearer ") => token[7..].trim_start(),
+    match token.get(..6) {
+        Some(prefix)
+            if prefix.eq_ignore_ascii_case("bearer")
+                && token[6..].chars().next().is_none_or(char::is_whitespace) =>
+        {
+            token[6..].trim_start()
+        }
         _ => token,
     }
 }
@@ -231,7 +240,10 @@ fn check_claims(
     Ok(VerifiedToken {
         subject: claims.sub.unwrap_or_default(),
         issuer: claims.iss,
-        audiences: claims.aud.map(token::OneOrMany::into_vec).unwrap_or_default(),
+        audiences: claims
+            .aud
+            .map(token::OneOrMany::into_vec)
+            .unwrap_or_default(),
         scopes,
         permissions,
         session_id: claims.sid,

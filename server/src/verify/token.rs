@@ -113,12 +113,19 @@ fn json_error(what: &str, error: serde_json::Error) -> Error {
 /// the signature.
 pub(crate) fn parse(token: &str) -> Result<Unverified<'_>, Error> {
     let bytes = token.as_bytes();
-    let mut dots = bytes.iter().enumerate().filter(|(_, b)| **b == b'.').map(|(i, _)| i);
+    let mut dots = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'.')
+        .map(|(i, _)| i);
     let (Some(first), Some(second), None) = (dots.next(), dots.next(), dots.next()) else {
         return Err(malformed("a JWT has exactly three segments"));
     };
-    let (header_b64, payload_b64, signature_b64) =
-        (&bytes[..first], &bytes[first + 1..second], &bytes[second + 1..]);
+    let (header_b64, payload_b64, signature_b64) = (
+        &bytes[..first],
+        &bytes[first + 1..second],
+        &bytes[second + 1..],
+    );
     if header_b64.is_empty() || payload_b64.is_empty() || signature_b64.is_empty() {
         return Err(malformed("empty segment"));
     }
@@ -140,7 +147,10 @@ pub(crate) fn parse(token: &str) -> Result<Unverified<'_>, Error> {
         // authd understands no extension header, so any `crit` entry is one it
         // must refuse (RFC 7515 §4.1.11).
         let names: Vec<_> = crit.iter().map(|c| truncate(c, 32)).collect();
-        return Err(malformed(format!("unsupported critical header {}", names.join(","))));
+        return Err(malformed(format!(
+            "unsupported critical header {}",
+            names.join(",")
+        )));
     }
 
     let payload_json = decode_segment(payload_b64, "payload")?;
