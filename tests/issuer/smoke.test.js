@@ -283,6 +283,15 @@ describe('authd test issuer (defaults)', () => {
     assert.ok(!('permissions' in mergedClaims), 'permissions removed');
     assert.deepEqual(mergedClaims.custom, { a: 1 });
 
+    // The token endpoint also takes JSON bodies, where `claims` may be an object.
+    const json = await fetch(new URL('/oauth/token', base), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ grant_type: 'client_credentials', client_id: CLIENT_ID, client_secret: CLIENT_SECRET, claims: { tenant: 't1' } }),
+    });
+    assert.equal(json.status, 200);
+    assert.equal(decodeJwt((await json.json()).access_token).tenant, 't1');
+
     // Bad knobs are rejected.
     for (const bad of [{ claims: '{not json' }, { claims: '[1,2]' }, { expires_in: 'soon' }, { kid: 'no-such-key' }, { audience: '[1]' }]) {
       const rejected = await http.clientToken(bad);
@@ -471,6 +480,8 @@ describe('authd test issuer (defaults)', () => {
     // Profile changes through the control API, custom attributes included; null removes.
     const set = await http.control('users/alice', { name: 'Alice Renamed', groups: ['admins', 'devs'], locale: 'fr', picture: null });
     assert.equal(set.status, 200, set.text);
+    assert.equal((await http.controlGet('users/alice')).json.locale, 'fr');
+    assert.equal((await http.controlGet('users/nobody')).status, 404);
     const changed = (await http.get('/userinfo', bearer(alice.access_token))).json;
     assert.equal(changed.name, 'Alice Renamed');
     assert.deepEqual(changed.groups, ['admins', 'devs']);
@@ -606,7 +617,13 @@ describe('authd test issuer (defaults)', () => {
       assert.equal(failed.status, 503);
       assert.equal(failed.headers.get('retry-after'), '2');
     }
-    await http.control('heal');
+    await http.control('fail', { endpoint: 'jwks', status: 500 });
+    assert.deepEqual(Object.keys((await http.controlGet('failures')).json.failures).sort(), ['discovery', 'jwks']);
+    await http.control('heal', { endpoint: 'jwks' }); // one endpoint
+    assert.equal((await requests.jwks()).status, 200);
+    assert.equal((await requests.discovery()).status, 503);
+    await http.control('heal'); // all
+    assert.deepEqual((await http.controlGet('failures')).json.failures, {});
     assert.equal((await requests.discovery()).status, 200);
 
     // Delay only (no status): slow but successful.

