@@ -175,3 +175,15 @@ impl FetchKeys for HttpFetcher {
         Box::pin(self.fetch_keys())
     }
 }
+
+/// A fixed key set, for embedding authd's verifier where the keys are known
+/// ahead (benchmarks, offline tools).
+#[derive(Debug, Clone)]
+pub struct StaticKeys(pub Vec<Jwk>);
+
+impl FetchKeys for StaticKeys {
+    fn fetch(&self) -> BoxFuture<'_, Result<Vec<Jwk>, FetchError>> {
+        let keys = self.0.clone();
+        Box::pin(async move { Ok(keys) })
+    }
+}
