@@ -6,7 +6,7 @@
 use std::{collections::HashMap, hint::black_box, sync::Arc, time::Duration};
 
 use authd::{
-    Config, VerifyRequest, Verifier,
+    Config, Verifier, VerifyRequest,
     config::{IssuerConfig, JwksConfig},
     dangerous::SigningKey,
     jwks::{Algorithm, IssuerKeys, Jwk, StaticKeys, VerifyingKey},
@@ -45,22 +45,41 @@ fn setup(alg: Algorithm, runtime: &tokio::runtime::Runtime) -> (SigningKey, Veri
         algorithms: vec![alg],
         leeway_seconds: 30,
     };
-    let keys = IssuerKeys::new(ISS.into(), vec![alg], Box::new(StaticKeys(vec![jwk])), JwksConfig::default());
+    let keys = IssuerKeys::new(
+        ISS.into(),
+        vec![alg],
+        Box::new(StaticKeys(vec![jwk])),
+        JwksConfig::default(),
+    );
     runtime.block_on(keys.refresh_now(Duration::from_secs(1)));
-    let policies = HashMap::from([(ISS.to_owned(), IssuerPolicy::new(&issuer, Arc::clone(&keys)))]);
+    let policies = HashMap::from([(
+        ISS.to_owned(),
+        IssuerPolicy::new(&issuer, Arc::clone(&keys)),
+    )]);
     (key, Verifier::new(policies, &Config::default()))
 }
 
 fn bench_alg(c: &mut Criterion, alg: Algorithm) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let (key, verifier) = setup(alg, &runtime);
     let tokens: Vec<String> = (0..1024).map(|n| key.sign(&auth0_claims(n))).collect();
-    let prepared = VerifyingKey::from_jwk(&serde_json::from_value(key.public_jwk()).expect("jwk"), &[alg]).expect("key");
+    let prepared = VerifyingKey::from_jwk(
+        &serde_json::from_value(key.public_jwk()).expect("jwk"),
+        &[alg],
+    )
+    .expect("key");
     let split: Vec<(usize, Vec<u8>)> = tokens
         .iter()
         .map(|t| {
             let dot = t.rfind('.').expect("three segments");
-            let sig = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &t[dot + 1..]).expect("b64");
+            let sig = base64::Engine::decode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                &t[dot + 1..],
+            )
+            .expect("b64");
             (dot, sig)
         })
         .collect();
@@ -72,7 +91,11 @@ fn bench_alg(c: &mut Criterion, alg: Algorithm) {
         b.iter(|| {
             i = (i + 1) % tokens.len();
             let (dot, sig) = &split[i];
-            assert!(prepared.verify(alg, black_box(&tokens[i].as_bytes()[..*dot]), black_box(sig)));
+            assert!(prepared.verify(
+                alg,
+                black_box(&tokens[i].as_bytes()[..*dot]),
+                black_box(sig)
+            ));
         })
     });
     let mut i = 0usize;
