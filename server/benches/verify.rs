@@ -44,6 +44,7 @@ fn setup(alg: Algorithm, runtime: &tokio::runtime::Runtime) -> (SigningKey, Veri
         jwks_uri: None,
         algorithms: vec![alg],
         leeway_seconds: 30,
+        userinfo_uri: None,
     };
     let keys = IssuerKeys::new(
         ISS.into(),

@@ -32,7 +32,21 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Where profiles and sessions are kept.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Keys that encrypt secrets at rest.
+    #[serde(default)]
+    pub secrets: SecretsConfig,
+    /// GetProfile.
+    #[serde(default)]
+    pub profiles: ProfilesConfig,
 }
+
+/// The sections of [`Config`], which `AUTHD_*` variables may override.
+const SECTIONS: [&str; 8] = [
+    "server", "issuers", "verify", "jwks", "log", "store", "secrets", "profiles",
+];
 
 /// `[server]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,6 +90,9 @@ pub struct IssuerConfig {
     /// Clock skew allowed on `exp`, `nbf` and `iat`. Defaults to `30`.
     #[serde(default = "default_leeway")]
     pub leeway_seconds: u64,
+    /// The userinfo endpoint. Defaults to discovery's `userinfo_endpoint`.
+    #[serde(default)]
+    pub userinfo_uri: Option<Url>,
 }
 
 fn default_algorithms() -> Vec<Algorithm> {
@@ -185,6 +202,126 @@ impl Default for LogConfig {
     }
 }
 
+/// `[store]`: one config line (`kind`) switches between the stores.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `embedded` or `dynamodb`. Defaults to `embedded`.
+    pub kind: StoreKind,
+    /// Embedded: the data directory; the database is `authd.redb` inside.
+    /// Defaults to `./data`.
+    pub path: std::path::PathBuf,
+    /// DynamoDB: the table. Defaults to `authd`.
+    pub table: String,
+    /// DynamoDB: the region. Defaults to the AWS chain's, else `us-east-1`.
+    pub region: Option<String>,
+    /// DynamoDB: an endpoint such as `http://127.0.0.1:8000` for a local
+    /// server. Defaults to AWS's.
+    pub endpoint_url: Option<String>,
+    /// DynamoDB: attempts per operation (with exponential back-off) before
+    /// answering UNAVAILABLE. Defaults to `3`.
+    pub max_attempts: u32,
+    /// DynamoDB: the time one operation may take, retries included. Defaults
+    /// to `3000`.
+    pub operation_timeout_ms: u64,
+    /// How often the store is probed for the health status. Defaults to `5`.
+    pub health_interval_seconds: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::Embedded,
+            path: std::path::PathBuf::from("data"),
+            table: "authd".to_owned(),
+            region: None,
+            endpoint_url: None,
+            max_attempts: 3,
+            operation_timeout_ms: 3_000,
+            health_interval_seconds: 5,
+        }
+    }
+}
+
+/// Which store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// A single-file embedded database (redb).
+    Embedded,
+    /// Amazon DynamoDB (or a compatible server).
+    Dynamodb,
+}
+
+/// `[secrets]`: AES-256 keys for secrets at rest. The first key (or
+/// `primary_key_id`) seals; every listed key opens, so a key is rotated by
+/// adding the new one first and removing the old one later.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// The key that seals new values. Defaults to the first key.
+    pub primary_key_id: Option<String>,
+    /// The keys, each 32 bytes in standard base64.
+    pub keys: Vec<SecretKeyConfig>,
+}
+
+/// One `[[secrets.keys]]` entry: an id and where the key comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretKeyConfig {
+    /// Recorded beside every value it seals.
+    pub id: String,
+    /// Where the key is read from.
+    #[serde(flatten)]
+    pub source: KeySource,
+}
+
+/// Where a key comes from; never from code.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeySource {
+    /// An environment variable holding the base64 key.
+    Env(String),
+    /// A file holding the base64 key.
+    File(std::path::PathBuf),
+    /// The base64 key itself (prefer `env` or `file`).
+    Value(String),
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Env(var) => write!(f, "Env({var})"),
+            KeySource::File(path) => write!(f, "File({})", path.display()),
+            KeySource::Value(_) => f.write_str("Value(…)"),
+        }
+    }
+}
+
+/// `[profiles]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfilesConfig {
+    /// A stored profile older than this is refreshed from the issuer's
+    /// userinfo when the user asks with an access token. Defaults to `3600`.
+    pub max_age_seconds: u64,
+    /// The permission (or scope) a service token must carry to read any
+    /// user's profile by id. Defaults to `profiles:read`.
+    pub trusted_permission: String,
+    /// Timeout of one userinfo call. Defaults to `5000`.
+    pub userinfo_timeout_ms: u64,
+}
+
+impl Default for ProfilesConfig {
+    fn default() -> Self {
+        ProfilesConfig {
+            max_age_seconds: 3_600,
+            trusted_permission: "profiles:read".to_owned(),
+            userinfo_timeout_ms: 5_000,
+        }
+    }
+}
+
 /// The log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -284,6 +421,31 @@ impl Config {
                 "must be at least 64",
             ));
         }
+        if self.store.kind == StoreKind::Dynamodb && self.store.table.is_empty() {
+            return Err(invalid("store.table".to_owned(), "must not be empty"));
+        }
+        if self.store.max_attempts == 0 {
+            return Err(invalid(
+                "store.max_attempts".to_owned(),
+                "must be at least 1",
+            ));
+        }
+        if let Some(primary) = &self.secrets.primary_key_id
+            && !self.secrets.keys.iter().any(|k| &k.id == primary)
+        {
+            return Err(invalid(
+                "secrets.primary_key_id".to_owned(),
+                "names no key in secrets.keys",
+            ));
+        }
+        for (i, key) in self.secrets.keys.iter().enumerate() {
+            if key.id.is_empty() || key.id.contains('.') {
+                return Err(invalid(
+                    format!("secrets.keys[{i}].id"),
+                    "must be non-empty without '.'",
+                ));
+            }
+        }
         if self.jwks.refresh_interval_seconds == 0 {
             return Err(invalid(
                 "jwks.refresh_interval_seconds".to_owned(),
@@ -304,8 +466,14 @@ impl IssuerConfig {
 }
 
 fn env_provider() -> Env {
-    // AUTHD_CONFIG names the file itself (see the CLI), so it is not a key.
-    Env::prefixed("AUTHD_").ignore(&["CONFIG"]).split("__")
+    // Only variables naming a section are configuration: AUTHD_CONFIG names
+    // the file itself, and secret keys may live in other AUTHD_* variables.
+    Env::prefixed("AUTHD_")
+        .filter(|key| {
+            let section = key.as_str().split("__").next().unwrap_or_default();
+            SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(section))
+        })
+        .split("__")
 }
 
 #[cfg(test)]
@@ -356,6 +524,19 @@ mod tests {
         let text = format!("{MINIMAL}algorithms = [\"HS256\"]\n");
         let err = Config::from_toml(&text).expect_err("HS256 refused");
         assert!(err.to_string().contains("HS256"), "{err}");
+    }
+
+    #[test]
+    fn store_and_secrets_parse() {
+        let text = format!(
+            "{MINIMAL}[store]\nkind = \"dynamodb\"\ntable = \"t\"\nendpoint_url = \"http://127.0.0.1:8000\"\n\
+             [[secrets.keys]]\nid = \"k2\"\nenv = \"MY_KEY\"\n[[secrets.keys]]\nid = \"k1\"\nfile = \"/k\"\n"
+        );
+        let config = Config::from_toml(&text).expect("valid");
+        assert_eq!(config.store.kind, StoreKind::Dynamodb);
+        assert!(matches!(config.secrets.keys[0].source, KeySource::Env(ref v) if v == "MY_KEY"));
+        assert!(matches!(config.secrets.keys[1].source, KeySource::File(_)));
+        assert!(!format!("{:?}", KeySource::Value("c2VjcmV0".to_owned())).contains("c2VjcmV0"));
     }
 
     #[test]

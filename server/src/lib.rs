@@ -4,6 +4,9 @@
 //! - [`config`]: typed configuration (TOML + `AUTHD_*` environment).
 //! - [`jwks`]: issuers' key sets — discovery, fetching, rotation, staleness.
 //! - [`verify`]: the VerifyToken pipeline, free of protobuf types.
+//! - [`issuer`]: HTTP calls to an issuer (discovery, JWKS, userinfo).
+//! - [`store`]: profiles and sessions — one trait, embedded and DynamoDB.
+//! - [`secrets`]: secrets that never print, sealed at rest (AES-256-GCM).
 //! - [`grpc`]: thin tonic handlers and the one error → status mapping.
 //! - [`server`]: wiring, health, reflection, graceful shutdown.
 //! - [`dangerous`]: the loopback development issuer behind `authd dev`.
@@ -13,8 +16,11 @@ pub mod config;
 pub mod dangerous;
 pub mod error;
 pub mod grpc;
+pub mod issuer;
 pub mod jwks;
+pub mod secrets;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod verify;
 

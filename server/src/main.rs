@@ -129,6 +129,7 @@ async fn dev(listen: SocketAddr, issuer_listen: SocketAddr) -> anyhow::Result<()
         jwks_uri: None,
         algorithms: vec![authd::jwks::Algorithm::RS256],
         leeway_seconds: 30,
+        userinfo_uri: None,
     });
     config.validate()?;
     authd::telemetry::init(&config.log);

@@ -11,7 +11,8 @@ use tonic::transport::Server;
 use crate::{
     config::Config,
     grpc::AuthServiceImpl,
-    jwks::{HttpFetcher, IssuerKeys},
+    issuer::IssuerClient,
+    jwks::IssuerKeys,
     verify::{IssuerPolicy, Verifier},
 };
 
@@ -70,15 +71,8 @@ impl App {
             .build()?;
         let mut policies = HashMap::new();
         for (index, issuer) in config.issuers.iter().enumerate() {
-            let discovery = issuer
-                .discovery_url()
+            let fetcher = IssuerClient::new(client.clone(), issuer)
                 .map_err(|source| StartError::DiscoveryUrl { index, source })?;
-            let fetcher = HttpFetcher::new(
-                client.clone(),
-                issuer.issuer.clone(),
-                discovery,
-                issuer.jwks_uri.clone(),
-            );
             let keys = IssuerKeys::new(
                 issuer.issuer.as_str().into(),
                 issuer.algorithms.clone(),

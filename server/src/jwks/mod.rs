@@ -16,7 +16,7 @@ use std::{
 use arc_swap::ArcSwapOption;
 use tokio::{sync::watch, time::Instant};
 
-pub use fetch::{BoxFuture, FetchError, FetchKeys, HttpFetcher, StaticKeys};
+pub use fetch::{BoxFuture, FetchError, FetchKeys, StaticKeys};
 pub use key::{Algorithm, Jwk, KeyError, VerifyingKey};
 
 use crate::{config::JwksConfig, error::Error};

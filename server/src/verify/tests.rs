@@ -47,6 +47,7 @@ fn verifier(algorithms: &[Algorithm]) -> Verifier {
         jwks_uri: None,
         algorithms: algorithms.to_vec(),
         leeway_seconds: 30,
+        userinfo_uri: None,
     };
     let keys = IssuerKeys::new(
         ISS.into(),

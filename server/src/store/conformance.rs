@@ -1,0 +1,274 @@
+//! The conformance suite every [`Store`] must pass, unchanged.
+//!
+//! Each check takes a fresh, empty store. [`crate::store_conformance_tests!`]
+//! turns the list into `#[tokio::test]`s for one store; the end-to-end tests
+//! run it against the embedded store and against a DynamoDB server.
+
+use std::{
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde_json::{Map, Value, json};
+
+use super::{Profile, SessionRecord, Store, StoreError};
+use crate::secrets::{Sealer, Secret, hash_handle, random_handle};
+
+/// Now, in unix seconds.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// A profile with ordinary values.
+pub fn profile(user_id: &str) -> Profile {
+    let t = now();
+    Profile {
+        user_id: user_id.to_owned(),
+        email: Some(format!("{user_id}@example.com")),
+        email_verified: true,
+        name: Some("Alice Example".to_owned()),
+        nickname: Some("alice".to_owned()),
+        picture: Some("https://example.com/a.png".to_owned()),
+        attributes: Map::new(),
+        created_at: t,
+        updated_at: t,
+        fetched_at: t,
+    }
+}
+
+/// A live session of `user_id` with a fresh random handle.
+pub fn session(user_id: &str) -> SessionRecord {
+    let t = now();
+    SessionRecord {
+        id: hash_handle(&random_handle()),
+        user_id: user_id.to_owned(),
+        issuer: "https://tenant.example.auth0.com/".to_owned(),
+        refresh_token: None,
+        version: 1,
+        created_at: t,
+        refreshed_at: t,
+        expires_at: t + 86_400,
+        revoked: false,
+    }
+}
+
+/// Put, get, replace and delete a profile.
+pub async fn profile_round_trip(store: Arc<dyn Store>) {
+    assert_eq!(store.get_profile("auth0|nobody").await, Ok(None));
+    let mut alice = profile("auth0|alice");
+    store.put_profile(&alice).await.expect("put");
+    assert_eq!(
+        store.get_profile("auth0|alice").await,
+        Ok(Some(alice.clone()))
+    );
+    alice.name = Some("Alice Renamed".to_owned());
+    alice.email = None;
+    alice.updated_at += 5;
+    store.put_profile(&alice).await.expect("replace");
+    assert_eq!(store.get_profile("auth0|alice").await, Ok(Some(alice)));
+    assert_eq!(store.delete_profile("auth0|alice").await, Ok(true));
+    assert_eq!(store.delete_profile("auth0|alice").await, Ok(false));
+    assert_eq!(store.get_profile("auth0|alice").await, Ok(None));
+}
+
+/// Unicode, empty strings, a 64 KiB attribute map and JSON of every kind
+/// come back exactly.
+pub async fn unusual_values_round_trip(store: Arc<dyn Store>) {
+    let mut odd = profile("google-oauth2|Zoë-Ünïcødé-🚀");
+    odd.name = Some("Zoë Ünïcødé 🚀 山田太郎 \u{202e}rtl".to_owned());
+    odd.email = Some(String::new());
+    odd.nickname = Some(String::new());
+    odd.picture = None;
+    let mut attributes = Map::new();
+    for i in 0..64 {
+        attributes.insert(format!("attr-{i:02}"), Value::String("x".repeat(1024)));
+    }
+    attributes.insert(
+        "nested".to_owned(),
+        json!({"a": [1, 2.5, -3, null, true, "", {"b": []}], "big": 9_007_199_254_740_991_i64, "empty": {}}),
+    );
+    attributes.insert(String::new(), json!("empty key"));
+    odd.attributes = attributes;
+    store.put_profile(&odd).await.expect("put");
+    assert_eq!(store.get_profile(&odd.user_id).await, Ok(Some(odd)));
+}
+
+/// Create, read back, refuse a duplicate, delete.
+pub async fn session_lifecycle(store: Arc<dyn Store>) {
+    let s = session("auth0|alice");
+    store.create_session(&s).await.expect("create");
+    assert_eq!(store.get_session(&s.id, now()).await, Ok(Some(s.clone())));
+    assert_eq!(store.create_session(&s).await, Err(StoreError::Conflict));
+    assert_eq!(store.delete_session(&s.id).await, Ok(true));
+    assert_eq!(store.get_session(&s.id, now()).await, Ok(None));
+    assert_eq!(store.delete_session(&s.id).await, Ok(false));
+}
+
+/// Updates succeed on the current version only.
+pub async fn stale_version_update_fails(store: Arc<dyn Store>) {
+    let mut s = session("auth0|alice");
+    store.create_session(&s).await.expect("create");
+    s.version = 2;
+    s.refreshed_at += 60;
+    store
+        .update_session(&s, 1, now())
+        .await
+        .expect("current version");
+    let mut stale = s.clone();
+    stale.version = 2;
+    stale.revoked = true;
+    assert_eq!(
+        store.update_session(&stale, 1, now()).await,
+        Err(StoreError::Conflict)
+    );
+    assert_eq!(
+        store.get_session(&s.id, now()).await,
+        Ok(Some(s.clone())),
+        "stale write changed nothing"
+    );
+
+    let missing = session("auth0|alice");
+    assert_eq!(
+        store.update_session(&missing, 1, now()).await,
+        Err(StoreError::NotFound)
+    );
+}
+
+/// Expired sessions are invisible and cannot be updated, even before the
+/// store deletes them.
+pub async fn expired_sessions_are_ignored(store: Arc<dyn Store>) {
+    let mut s = session("auth0|alice");
+    s.expires_at = now() - 10;
+    store.create_session(&s).await.expect("create");
+    assert_eq!(store.get_session(&s.id, now()).await, Ok(None));
+    assert_eq!(store.list_sessions("auth0|alice", now()).await, Ok(vec![]));
+    let mut next = s.clone();
+    next.version = 2;
+    assert_eq!(
+        store.update_session(&next, 1, now()).await,
+        Err(StoreError::NotFound)
+    );
+    // Still there for a reader whose clock is earlier.
+    assert!(
+        store
+            .get_session(&s.id, now() - 60)
+            .await
+            .expect("get")
+            .is_some()
+    );
+}
+
+/// A user's sessions are listed, and only theirs.
+pub async fn lists_a_users_sessions(store: Arc<dyn Store>) {
+    let mut alice: Vec<SessionRecord> = (0..3).map(|_| session("auth0|alice")).collect();
+    let bob = session("auth0|bob");
+    // A user id that is a prefix of another must not see the other's.
+    let alicia = session("auth0|alice2");
+    for s in alice.iter().chain([&bob, &alicia]) {
+        store.create_session(s).await.expect("create");
+    }
+    let mut listed = store
+        .list_sessions("auth0|alice", now())
+        .await
+        .expect("list");
+    listed.sort_by(|a, b| a.id.cmp(&b.id));
+    alice.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(listed, alice);
+    assert_eq!(store.list_sessions("auth0|bob", now()).await, Ok(vec![bob]));
+    assert_eq!(store.list_sessions("auth0|nobody", now()).await, Ok(vec![]));
+    store.delete_session(&alice[0].id).await.expect("delete");
+    assert_eq!(
+        store
+            .list_sessions("auth0|alice", now())
+            .await
+            .expect("list")
+            .len(),
+        2
+    );
+}
+
+/// Concurrent read-modify-write loops on one session lose no update.
+pub async fn concurrent_writers_lose_no_update(store: Arc<dyn Store>) {
+    let s = session("auth0|alice");
+    store.create_session(&s).await.expect("create");
+    let (writers, increments) = (8, 10);
+    let tasks = (0..writers).map(|_| {
+        let (store, id) = (Arc::clone(&store), s.id.clone());
+        tokio::spawn(async move {
+            let mut done = 0;
+            while done < increments {
+                let mut current = store
+                    .get_session(&id, now())
+                    .await
+                    .expect("get")
+                    .expect("exists");
+                let expected = current.version;
+                current.version += 1;
+                current.refreshed_at += 1;
+                match store.update_session(&current, expected, now()).await {
+                    Ok(()) => done += 1,
+                    Err(StoreError::Conflict) => tokio::task::yield_now().await,
+                    Err(e) => panic!("unexpected {e}"),
+                }
+            }
+        })
+    });
+    for task in futures_util::future::join_all(tasks).await {
+        task.expect("writer");
+    }
+    let last = store
+        .get_session(&s.id, now())
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(last.version, 1 + writers * increments);
+    assert_eq!(
+        last.refreshed_at,
+        s.refreshed_at + (writers * increments) as i64
+    );
+}
+
+/// A sealed refresh token survives the store and opens only for its item.
+pub async fn sealed_secrets_round_trip(store: Arc<dyn Store>) {
+    let sealer = Sealer::from_keys(&[("k1", [7; 32])]).expect("sealer");
+    let mut s = session("auth0|alice");
+    s.refresh_token = Some(sealer.seal(&Secret::new("v1.refresh-token-secret"), &s.item_key()));
+    store.create_session(&s).await.expect("create");
+    let back = store
+        .get_session(&s.id, now())
+        .await
+        .expect("get")
+        .expect("exists");
+    let sealed = back.refresh_token.expect("sealed token kept");
+    assert_eq!(
+        sealer.open(&sealed, &s.item_key()).expect("opens").expose(),
+        "v1.refresh-token-secret"
+    );
+    let other = session("auth0|alice");
+    assert!(sealer.open(&sealed, &other.item_key()).is_err());
+}
+
+/// Generates one `#[tokio::test]` per conformance check for a store made by
+/// `$make`, an async fn returning `(guard, Arc<dyn Store>)`: the guard keeps
+/// whatever backs the store alive for the test.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:path) => {
+        $crate::store_conformance_tests!(@each $make;
+            profile_round_trip, unusual_values_round_trip, session_lifecycle,
+            stale_version_update_fails, expired_sessions_are_ignored, lists_a_users_sessions,
+            concurrent_writers_lose_no_update, sealed_secrets_round_trip);
+    };
+    (@each $make:path; $($check:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let (_guard, store) = $make().await;
+                $crate::store::conformance::$check(store).await;
+            }
+        )*
+    };
+}
