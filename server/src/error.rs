@@ -82,6 +82,30 @@ pub enum Error {
         /// What is wrong with it.
         problem: String,
     },
+    /// No profile exists for the user.
+    #[error("no profile for user {0:?}")]
+    UserNotFound(String),
+    /// The caller is not a trusted service for this request.
+    #[error("the caller is not trusted for this request: {0}")]
+    CallerNotTrusted(String),
+    /// The issuer (or authd) limits the rate of this request.
+    #[error("rate limited; retry in {retry_after_seconds} s")]
+    RateLimited {
+        /// When to retry.
+        retry_after_seconds: u64,
+    },
+    /// The issuer cannot be reached or failed.
+    #[error("the issuer is unavailable")]
+    IssuerUnavailable {
+        /// The issuer.
+        issuer: String,
+    },
+    /// The store cannot be reached (after retries).
+    #[error("the store is unavailable")]
+    StoreUnavailable,
+    /// A concurrent change won; retrying is safe.
+    #[error("a concurrent change won; retry")]
+    Conflict,
     /// The method is not implemented by this authd.
     #[error("{0} is not implemented by this version of authd")]
     NotImplemented(&'static str),
@@ -121,6 +145,18 @@ pub enum Reason {
     KeysUnavailable,
     /// See [`Error::InvalidRequest`].
     InvalidRequest,
+    /// See [`Error::UserNotFound`].
+    UserNotFound,
+    /// See [`Error::CallerNotTrusted`].
+    CallerNotTrusted,
+    /// See [`Error::RateLimited`].
+    RateLimited,
+    /// See [`Error::IssuerUnavailable`].
+    IssuerUnavailable,
+    /// See [`Error::StoreUnavailable`].
+    StoreUnavailable,
+    /// See [`Error::Conflict`].
+    Conflict,
     /// See [`Error::NotImplemented`].
     NotImplemented,
     /// See [`Error::Internal`].
@@ -144,6 +180,12 @@ impl Reason {
             Reason::InsufficientScope => "INSUFFICIENT_SCOPE",
             Reason::KeysUnavailable => "KEYS_UNAVAILABLE",
             Reason::InvalidRequest => "INVALID_REQUEST",
+            Reason::UserNotFound => "USER_NOT_FOUND",
+            Reason::CallerNotTrusted => "CALLER_NOT_TRUSTED",
+            Reason::RateLimited => "RATE_LIMITED",
+            Reason::IssuerUnavailable => "ISSUER_UNAVAILABLE",
+            Reason::StoreUnavailable => "STORE_UNAVAILABLE",
+            Reason::Conflict => "CONFLICT",
             Reason::NotImplemented => "NOT_IMPLEMENTED",
             Reason::Internal => "INTERNAL",
         }
@@ -167,6 +209,12 @@ impl Error {
             Error::InsufficientScope { .. } => Reason::InsufficientScope,
             Error::KeysUnavailable { .. } => Reason::KeysUnavailable,
             Error::InvalidRequest { .. } => Reason::InvalidRequest,
+            Error::UserNotFound(_) => Reason::UserNotFound,
+            Error::CallerNotTrusted(_) => Reason::CallerNotTrusted,
+            Error::RateLimited { .. } => Reason::RateLimited,
+            Error::IssuerUnavailable { .. } => Reason::IssuerUnavailable,
+            Error::StoreUnavailable => Reason::StoreUnavailable,
+            Error::Conflict => Reason::Conflict,
             Error::NotImplemented(_) => Reason::NotImplemented,
             Error::Internal(_) => Reason::Internal,
         }
@@ -194,7 +242,19 @@ impl Error {
             Error::KeysUnavailable { issuer } => vec![("issuer", issuer.to_string())],
             Error::InvalidRequest { field, .. } => vec![("field", (*field).to_owned())],
             Error::NotImplemented(method) => vec![("method", (*method).to_owned())],
-            Error::TokenMissing | Error::BadSignature | Error::Internal(_) => Vec::new(),
+            Error::UserNotFound(user) => vec![("user_id", user.clone())],
+            Error::CallerNotTrusted(detail) => vec![("detail", detail.clone())],
+            Error::RateLimited {
+                retry_after_seconds,
+            } => {
+                vec![("retry_after_seconds", retry_after_seconds.to_string())]
+            }
+            Error::IssuerUnavailable { issuer } => vec![("issuer", issuer.clone())],
+            Error::TokenMissing
+            | Error::BadSignature
+            | Error::StoreUnavailable
+            | Error::Conflict
+            | Error::Internal(_) => Vec::new(),
         }
     }
 }
@@ -204,5 +264,19 @@ pub(crate) fn truncate(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_owned(),
+    }
+}
+
+impl From<crate::store::StoreError> for Error {
+    fn from(error: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match error {
+            StoreError::Conflict => Error::Conflict,
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "store unavailable");
+                Error::StoreUnavailable
+            }
+            other => Error::Internal(other.to_string()),
+        }
     }
 }

@@ -18,6 +18,7 @@ pub mod error;
 pub mod grpc;
 pub mod issuer;
 pub mod jwks;
+pub mod profile;
 pub mod secrets;
 pub mod server;
 pub mod store;

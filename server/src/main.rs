@@ -3,7 +3,11 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use authd::{
-    App, Config, VerifyRequest, config::IssuerConfig, dangerous::DevIssuer, server::StartError,
+    App, Config, VerifyRequest,
+    config::{IssuerConfig, StoreConfig, StoreKind},
+    dangerous::DevIssuer,
+    server::StartError,
+    store::{dynamodb::DynamoStore, embedded::EmbeddedStore},
 };
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
@@ -35,6 +39,11 @@ enum Command {
         #[arg(long, env = "AUTHD_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Store administration.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Runs authd on embedded defaults with a loopback development issuer,
     /// and prints a grpcurl command that verifies a demo token.
     Dev {
@@ -44,6 +53,20 @@ enum Command {
         /// Where the development issuer listens; loopback only (port 0 picks one).
         #[arg(long, default_value = "127.0.0.1:0")]
         issuer_listen: SocketAddr,
+        /// The embedded store's data directory.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Creates the store (DynamoDB: the table, its user index and TTL) when
+    /// missing. Idempotent: running it twice is harmless.
+    Init {
+        /// The TOML configuration file.
+        #[arg(long, env = "AUTHD_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -99,10 +122,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             });
         }
+        Command::Store {
+            command: StoreCommand::Init { config },
+        } => {
+            let config = Config::load(config.as_deref())?;
+            authd::telemetry::init(&config.log);
+            for line in store_init(&config.store).await? {
+                println!("{line}");
+            }
+        }
         Command::Dev {
             listen,
             issuer_listen,
-        } => dev(listen, issuer_listen).await?,
+            data_dir,
+        } => dev(listen, issuer_listen, data_dir).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -115,7 +148,27 @@ async fn serve(config: &Config, app: App) -> Result<(), StartError> {
     authd::run(listener, app, grace, shutdown_signal()).await
 }
 
-async fn dev(listen: SocketAddr, issuer_listen: SocketAddr) -> anyhow::Result<()> {
+async fn store_init(config: &StoreConfig) -> anyhow::Result<Vec<String>> {
+    Ok(match config.kind {
+        StoreKind::Embedded => {
+            EmbeddedStore::open(&config.path)?;
+            vec![format!(
+                "embedded store ready at {}",
+                config
+                    .path
+                    .join(authd::store::embedded::FILE_NAME)
+                    .display()
+            )]
+        }
+        StoreKind::Dynamodb => DynamoStore::connect(config).await.init_table().await?,
+    })
+}
+
+async fn dev(
+    listen: SocketAddr,
+    issuer_listen: SocketAddr,
+    data_dir: PathBuf,
+) -> anyhow::Result<()> {
     if !listen.ip().is_loopback() {
         anyhow::bail!("authd dev listens on loopback addresses only, not {listen}");
     }
@@ -123,6 +176,7 @@ async fn dev(listen: SocketAddr, issuer_listen: SocketAddr) -> anyhow::Result<()
     let issuer = DevIssuer::start(issuer_listen, audience).await?;
     let mut config = Config::default();
     config.server.listen = listen;
+    config.store.path = data_dir;
     config.issuers.push(IssuerConfig {
         issuer: issuer.issuer().to_owned(),
         audiences: vec![audience.to_owned()],

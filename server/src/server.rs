@@ -8,11 +8,16 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
+use tonic_health::{ServingStatus, server::HealthReporter};
+
 use crate::{
     config::Config,
     grpc::AuthServiceImpl,
     issuer::IssuerClient,
-    jwks::IssuerKeys,
+    jwks::{BoxFuture, FetchError, FetchKeys, IssuerKeys, Jwk},
+    profile::Profiles,
+    secrets::Sealer,
+    store::{self, Store},
     verify::{IssuerPolicy, Verifier},
 };
 
@@ -41,10 +46,15 @@ pub enum StartError {
     Setup(String),
 }
 
-/// The running domain: the verifier and the tasks that keep its keys fresh.
+/// The running domain: verifier, store, profiles, and the tasks that keep
+/// key sets fresh.
 #[derive(Debug)]
 pub struct App {
     verifier: Arc<Verifier>,
+    store: Arc<dyn Store>,
+    profiles: Arc<Profiles>,
+    sealer: Option<Arc<Sealer>>,
+    store_probe: Duration,
     refreshers: Vec<JoinHandle<()>>,
 }
 
@@ -57,29 +67,47 @@ impl Drop for App {
 }
 
 impl App {
+    /// Opens the configured store, then builds the rest ([`App::with_store`]).
+    pub async fn build(config: &Config) -> Result<App, StartError> {
+        let store = store::open(&config.store).await.map_err(|e| {
+            StartError::Setup(format!(
+                "cannot open the {:?} store: {e}",
+                config.store.kind
+            ))
+        })?;
+        Self::with_store(config, store).await
+    }
+
     /// Builds the verifier, fetches every issuer's key set once (an issuer
     /// that is down is logged, not fatal: its keys are fetched when it
     /// returns), and starts the background refreshers.
-    pub async fn build(config: &Config) -> Result<App, StartError> {
+    pub async fn with_store(config: &Config, store: Arc<dyn Store>) -> Result<App, StartError> {
         if config.issuers.is_empty() {
             return Err(StartError::NoIssuers);
         }
+        let sealer = Sealer::from_config(&config.secrets)
+            .map_err(|e| StartError::Setup(format!("configuration: {e}")))?
+            .map(Arc::new);
         let client = reqwest::Client::builder()
             .timeout(config.jwks.fetch_timeout())
             .connect_timeout(config.jwks.fetch_timeout())
             .user_agent(concat!("authd/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let mut policies = HashMap::new();
+        let mut clients = HashMap::new();
         for (index, issuer) in config.issuers.iter().enumerate() {
-            let fetcher = IssuerClient::new(client.clone(), issuer)
-                .map_err(|source| StartError::DiscoveryUrl { index, source })?;
+            let issuer_client = Arc::new(
+                IssuerClient::new(client.clone(), issuer)
+                    .map_err(|source| StartError::DiscoveryUrl { index, source })?,
+            );
             let keys = IssuerKeys::new(
                 issuer.issuer.as_str().into(),
                 issuer.algorithms.clone(),
-                Box::new(fetcher),
+                Box::new(SharedClient(Arc::clone(&issuer_client))),
                 config.jwks.clone(),
             );
             policies.insert(issuer.issuer.clone(), IssuerPolicy::new(issuer, keys));
+            clients.insert(issuer.issuer.clone(), issuer_client);
         }
         let verifier = Arc::new(Verifier::new(policies, config));
 
@@ -93,12 +121,25 @@ impl App {
                 tracing::warn!(%issuer, "no key set at start-up; tokens of this issuer are refused until it can be fetched");
             }
         }
+        if let Err(error) = store.ping().await {
+            tracing::warn!(%error, "the store does not answer at start-up; health is NOT_SERVING until it does");
+        }
         let refreshers = verifier
             .issuers()
             .map(|p| p.keys().spawn_refresher())
             .collect();
+        let profiles = Arc::new(Profiles::new(
+            Arc::clone(&store),
+            Arc::clone(&verifier),
+            clients,
+            config.profiles.clone(),
+        ));
         Ok(App {
             verifier,
+            store,
+            profiles,
+            sealer,
+            store_probe: Duration::from_secs(config.store.health_interval_seconds.max(1)),
             refreshers,
         })
     }
@@ -107,7 +148,56 @@ impl App {
     pub fn verifier(&self) -> &Arc<Verifier> {
         &self.verifier
     }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The sealer of secrets at rest, when keys are configured.
+    pub fn sealer(&self) -> Option<&Arc<Sealer>> {
+        self.sealer.as_ref()
+    }
 }
+
+/// Lets one [`IssuerClient`] serve both the key set and userinfo.
+struct SharedClient(Arc<IssuerClient>);
+
+impl FetchKeys for SharedClient {
+    fn fetch(&self) -> BoxFuture<'_, Result<Vec<Jwk>, FetchError>> {
+        self.0.fetch()
+    }
+}
+
+/// Probes the store and sets the health status on a change: NOT_SERVING
+/// while it cannot be reached, SERVING again once it answers.
+async fn probe_store(store: &dyn Store, health: &HealthReporter, was: Option<bool>) -> bool {
+    let serving = match store.ping().await {
+        Ok(()) => true,
+        Err(error) => {
+            if was != Some(false) {
+                tracing::warn!(%error, "store unreachable: health NOT_SERVING");
+            }
+            false
+        }
+    };
+    if was != Some(serving) {
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        health.set_service_status("", status).await;
+        health.set_service_status(SERVICE_NAME, status).await;
+        if serving && was.is_some() {
+            tracing::info!("store reachable again: health SERVING");
+        }
+    }
+    serving
+}
+
+/// The gRPC name of the service, as health and reflection know it.
+const SERVICE_NAME: &str = "auth.v1.AuthService";
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets in-flight
 /// calls finish (at most `grace`).
@@ -118,9 +208,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<AuthServiceServer<AuthServiceImpl>>()
-        .await;
+    // The first probe runs before serving, so the status is right from the
+    // first call.
+    let mut serving = probe_store(app.store.as_ref(), &health, None).await;
+    let (store, reporter, every) = (Arc::clone(&app.store), health.clone(), app.store_probe);
+    let probe = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            serving = probe_store(store.as_ref(), &reporter, Some(serving)).await;
+        }
+    });
 
     let reflection = |builder: tonic_reflection::server::Builder<'static>| {
         builder
@@ -142,15 +239,19 @@ pub async fn run(
         .build_v1alpha()
         .map_err(|e| StartError::Setup(format!("reflection: {e}")))?;
 
-    let service = AuthServiceImpl::new(Arc::clone(&app.verifier));
+    let service = AuthServiceImpl::new(Arc::clone(&app.verifier), Arc::clone(&app.profiles));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let health_on_stop = health.clone();
     tokio::spawn(async move {
         shutdown.await;
         // Load balancers stop sending before the listener closes.
+        probe.abort();
         health_on_stop
-            .set_not_serving::<AuthServiceServer<AuthServiceImpl>>()
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health_on_stop
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
             .await;
         let _ = stop_tx.send(());
         let _ = drain_tx.send(());

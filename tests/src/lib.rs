@@ -9,6 +9,7 @@ use std::{
     net::{SocketAddr, TcpListener as StdListener},
     path::{Path, PathBuf},
     process::Stdio,
+    sync::Arc,
     time::Duration,
 };
 
@@ -156,7 +157,8 @@ impl Issuer {
         Ok(response.error_for_status()?.json().await?)
     }
 
-    async fn control(&self, what: &str, body: Value) -> Result<Value> {
+    /// POSTs `body` to `/__control/{what}` and returns the JSON answer.
+    pub async fn control(&self, what: &str, body: Value) -> Result<Value> {
         let response = self
             .http
             .post(format!("{}__control/{what}", self.url))
@@ -189,6 +191,124 @@ impl Issuer {
     }
 }
 
+// === a DynamoDB-compatible server ===
+
+/// moto's DynamoDB server on loopback (from the project's `.venv`), killed
+/// when dropped.
+#[derive(Debug)]
+pub struct Moto {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    child: Child,
+}
+
+impl Moto {
+    /// Starts moto on a free port and waits until it answers.
+    pub async fn start() -> Result<Moto> {
+        let binary = workspace().join(".venv/bin/moto_server");
+        if !binary.exists() {
+            bail!(
+                "{} is missing: run `.venv/bin/pip install -r tests/requirements.txt` (tests/run does)",
+                binary.display()
+            );
+        }
+        let port = free_port()?;
+        let child = Command::new(binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting moto_server")?;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = http.get(format!("{endpoint}/moto-api/")).send().await
+                && response.status().is_success()
+            {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("moto did not answer within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Moto { endpoint, child })
+    }
+
+    /// The process id, to pause (SIGSTOP) and resume (SIGCONT) the server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the server.
+    pub async fn signal(&self, signal: &str) -> Result<()> {
+        let pid = self.pid().context("moto has exited")?;
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("kill -{signal} {pid} failed");
+        }
+        Ok(())
+    }
+
+    /// An SDK configuration for this server: static test credentials, a
+    /// fixed region (nothing is looked up elsewhere), and the given retry
+    /// and timeout bounds.
+    pub async fn sdk_config(
+        &self,
+        max_attempts: u32,
+        operation_timeout: Duration,
+    ) -> aws_config::SdkConfig {
+        use aws_config::{BehaviorVersion, Region, retry::RetryConfig, timeout::TimeoutConfig};
+        aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "test",
+                "test",
+                None,
+                None,
+                "authd-tests",
+            ))
+            .retry_config(RetryConfig::standard().with_max_attempts(max_attempts))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_timeout(operation_timeout)
+                    .connect_timeout(Duration::from_millis(500))
+                    .build(),
+            )
+            .load()
+            .await
+    }
+
+    /// A store on a new table of this server, created with `store init`'s code.
+    pub async fn store(&self, table: &str) -> Result<authd::store::dynamodb::DynamoStore> {
+        let store = authd::store::dynamodb::DynamoStore::from_sdk_config(
+            &self.sdk_config(3, Duration::from_secs(3)).await,
+            table,
+        );
+        store.init_table().await?;
+        Ok(store)
+    }
+
+    /// Environment for an `authd` process using this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+            ("AUTHD_STORE__KIND", "dynamodb".to_owned()),
+            ("AUTHD_STORE__ENDPOINT_URL", self.endpoint.clone()),
+        ]
+    }
+}
+
 // === authd in-process ===
 
 /// authd running in this process on an ephemeral loopback port.
@@ -198,13 +318,27 @@ pub struct Authd {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    data: Option<tempfile::TempDir>,
 }
 
 impl Authd {
-    /// Starts authd with `toml` (the listen address is ignored).
+    /// Starts authd with `toml` (the listen address is ignored) on a fresh
+    /// embedded store.
     pub async fn start(toml: &str) -> Result<Authd> {
+        let dir = tempfile::tempdir()?;
+        let store = authd::store::embedded::EmbeddedStore::open(dir.path())?;
+        let mut authd = Self::start_with_store(toml, Arc::new(store)).await?;
+        authd.data = Some(dir);
+        Ok(authd)
+    }
+
+    /// Starts authd with `toml` on `store`.
+    pub async fn start_with_store(
+        toml: &str,
+        store: Arc<dyn authd::store::Store>,
+    ) -> Result<Authd> {
         let config = Config::from_toml(toml)?;
-        let app = App::build(&config).await?;
+        let app = App::with_store(&config, store).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -220,6 +354,7 @@ impl Authd {
             addr,
             stop: Some(stop),
             task,
+            data: None,
         })
     }
 

@@ -4,7 +4,33 @@ use authd_proto::pb;
 use prost_types::{ListValue, Struct, Timestamp, Value as PbValue, value::Kind};
 use serde_json::{Map, Value};
 
-use crate::verify::{VerifiedToken, VerifyRequest};
+use crate::{
+    error::Error,
+    store::Profile,
+    verify::{VerifiedToken, VerifyRequest},
+};
+
+/// A required `oneof` left empty.
+pub(crate) fn missing(field: &'static str) -> Error {
+    Error::InvalidRequest {
+        field,
+        problem: "is required".to_owned(),
+    }
+}
+
+pub(crate) fn profile(p: Profile) -> pb::Profile {
+    pb::Profile {
+        user_id: p.user_id,
+        email: p.email.unwrap_or_default(),
+        email_verified: p.email_verified,
+        name: p.name.unwrap_or_default(),
+        nickname: p.nickname.unwrap_or_default(),
+        picture: p.picture.unwrap_or_default(),
+        created_at: Some(timestamp(p.created_at)),
+        updated_at: Some(timestamp(p.updated_at)),
+        attributes: Some(to_struct(p.attributes)),
+    }
+}
 
 pub(crate) fn verify_request(message: pb::VerifyTokenRequest) -> VerifyRequest {
     VerifyRequest {

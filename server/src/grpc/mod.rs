@@ -9,19 +9,28 @@ use std::sync::Arc;
 use authd_proto::pb::{self, auth_service_server::AuthService};
 use tonic::{Request, Response, Status};
 
-use crate::{error::Error, verify::Verifier};
+use crate::{error::Error, profile::Profiles, verify::Verifier};
 
 /// The `AuthService` implementation.
 #[derive(Debug, Clone)]
 pub struct AuthServiceImpl {
     verifier: Arc<Verifier>,
+    profiles: Arc<Profiles>,
 }
 
 impl AuthServiceImpl {
-    /// Handlers over `verifier`.
-    pub fn new(verifier: Arc<Verifier>) -> Self {
-        AuthServiceImpl { verifier }
+    /// Handlers over the domain services.
+    pub fn new(verifier: Arc<Verifier>, profiles: Arc<Profiles>) -> Self {
+        AuthServiceImpl { verifier, profiles }
     }
+}
+
+/// The caller's own credential, from the `authorization` metadata.
+fn authorization<T>(request: &Request<T>) -> Option<&str> {
+    request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
 }
 
 fn not_implemented<T>(method: &'static str) -> Result<Response<T>, Status> {
@@ -62,9 +71,21 @@ impl AuthService for AuthServiceImpl {
 
     async fn get_profile(
         &self,
-        _: Request<pb::GetProfileRequest>,
+        request: Request<pb::GetProfileRequest>,
     ) -> Result<Response<pb::GetProfileResponse>, Status> {
-        not_implemented("GetProfile")
+        use pb::get_profile_request::Subject;
+        let profile = match &request.get_ref().subject {
+            Some(Subject::AccessToken(token)) => self.profiles.own(token).await?,
+            Some(Subject::UserId(user_id)) => {
+                self.profiles
+                    .by_id(authorization(&request), user_id)
+                    .await?
+            }
+            None => return Err(convert::missing("subject").into()),
+        };
+        Ok(Response::new(pb::GetProfileResponse {
+            profile: Some(convert::profile(profile)),
+        }))
     }
 
     async fn start_device_login(

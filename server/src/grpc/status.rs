@@ -23,7 +23,13 @@ pub fn code(reason: Reason) -> Code {
         | Reason::WrongIssuer
         | Reason::WrongAudience => Code::Unauthenticated,
         Reason::InsufficientScope => Code::PermissionDenied,
-        Reason::KeysUnavailable => Code::Unavailable,
+        Reason::KeysUnavailable | Reason::IssuerUnavailable | Reason::StoreUnavailable => {
+            Code::Unavailable
+        }
+        Reason::UserNotFound => Code::NotFound,
+        Reason::CallerNotTrusted => Code::PermissionDenied,
+        Reason::RateLimited => Code::ResourceExhausted,
+        Reason::Conflict => Code::Aborted,
         Reason::NotImplemented => Code::Unimplemented,
         Reason::Internal => Code::Internal,
     }
@@ -58,7 +64,13 @@ mod tests {
     use super::*;
     use authd_proto::pb::ErrorReason;
 
-    const ALL: [Reason; 15] = [
+    const ALL: [Reason; 21] = [
+        Reason::UserNotFound,
+        Reason::CallerNotTrusted,
+        Reason::RateLimited,
+        Reason::IssuerUnavailable,
+        Reason::StoreUnavailable,
+        Reason::Conflict,
         Reason::TokenMissing,
         Reason::TokenTooLarge,
         Reason::MalformedToken,

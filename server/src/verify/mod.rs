@@ -153,7 +153,7 @@ impl Verifier {
 }
 
 /// Accepts `Bearer ` in any case, and surrounding white space.
-fn strip_bearer(token: &str) -> &str {
+pub(crate) fn strip_bearer(token: &str) -> &str {
     let token = token.trim();
     match token.get(..6) {
         Some(prefix)
