@@ -39,12 +39,8 @@ fn setup(alg: Algorithm, runtime: &tokio::runtime::Runtime) -> (SigningKey, Veri
     let key = SigningKey::generate(alg, "bench-1").expect("key");
     let jwk: Jwk = serde_json::from_value(key.public_jwk()).expect("jwk");
     let issuer = IssuerConfig {
-        issuer: ISS.to_owned(),
-        audiences: vec![AUD.to_owned()],
-        jwks_uri: None,
         algorithms: vec![alg],
-        leeway_seconds: 30,
-        userinfo_uri: None,
+        ..IssuerConfig::new(ISS.to_owned(), vec![AUD.to_owned()])
     };
     let keys = IssuerKeys::new(
         ISS.into(),

@@ -41,6 +41,48 @@ pub struct Config {
     /// GetProfile.
     #[serde(default)]
     pub profiles: ProfilesConfig,
+    /// Sessions and revocation.
+    #[serde(default)]
+    pub sessions: SessionsConfig,
+}
+
+/// `[sessions]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// How long a session lives without being refreshed. Defaults to
+    /// `2592000` (30 days).
+    pub lifetime_seconds: u64,
+    /// A session refreshed this recently (on any replica) answers with its
+    /// stored access token instead of spending the refresh token again.
+    /// Defaults to `10`.
+    pub reuse_access_token_seconds: u64,
+    /// How long a replica holds a session while it refreshes it; longer than
+    /// the issuer's timeout. Defaults to `20`.
+    pub lease_seconds: u64,
+    /// How often every replica reads new revocations from the store: the
+    /// bound on how long a revoked session's tokens still verify elsewhere.
+    /// Defaults to `1000`.
+    pub revocation_poll_ms: u64,
+    /// How long revocations are kept: at least the longest access token
+    /// lifetime. Defaults to `86400`.
+    pub revocation_ttl_seconds: u64,
+    /// The permission a service token needs to revoke every session of a
+    /// user. Defaults to `sessions:revoke`.
+    pub trusted_permission: String,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            lifetime_seconds: 30 * 86_400,
+            reuse_access_token_seconds: 10,
+            lease_seconds: 20,
+            revocation_poll_ms: 1_000,
+            revocation_ttl_seconds: 86_400,
+            trusted_permission: "sessions:revoke".to_owned(),
+        }
+    }
 }
 
 /// The sections of [`Config`], which `AUTHD_*` variables may override.
@@ -93,6 +135,34 @@ pub struct IssuerConfig {
     /// The userinfo endpoint. Defaults to discovery's `userinfo_endpoint`.
     #[serde(default)]
     pub userinfo_uri: Option<Url>,
+    /// The OAuth client authd uses for sessions (code exchange, refresh,
+    /// revocation, device login). Without it this issuer's tokens are only
+    /// verified.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// The client's secret, from `{ env = "VAR" }`, `{ file = "PATH" }` or
+    /// `{ value = "..." }`. Never logged.
+    #[serde(default)]
+    pub client_secret: Option<KeySource>,
+    /// The token endpoint. Defaults to discovery's `token_endpoint`.
+    #[serde(default)]
+    pub token_uri: Option<Url>,
+    /// The revocation endpoint. Defaults to discovery's
+    /// `revocation_endpoint`, else `{issuer}oauth/revoke` (Auth0).
+    #[serde(default)]
+    pub revocation_uri: Option<Url>,
+    /// The device authorization endpoint. Defaults to discovery's
+    /// `device_authorization_endpoint`.
+    #[serde(default)]
+    pub device_authorization_uri: Option<Url>,
+    /// Timeout of one call to the token, revocation or device endpoints.
+    /// Defaults to `5000`.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_request_timeout() -> u64 {
+    5_000
 }
 
 fn default_algorithms() -> Vec<Algorithm> {
@@ -276,6 +346,21 @@ pub struct SecretKeyConfig {
     pub source: KeySource,
 }
 
+impl KeySource {
+    /// Reads the value.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            KeySource::Env(var) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+            }
+            KeySource::File(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim().to_owned())
+                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+            KeySource::Value(value) => Ok(value.clone()),
+        }
+    }
+}
+
 /// Where a key comes from; never from code.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -457,6 +542,24 @@ impl Config {
 }
 
 impl IssuerConfig {
+    /// An issuer with every optional key at its default.
+    pub fn new(issuer: impl Into<String>, audiences: Vec<String>) -> Self {
+        IssuerConfig {
+            issuer: issuer.into(),
+            audiences,
+            jwks_uri: None,
+            algorithms: default_algorithms(),
+            leeway_seconds: default_leeway(),
+            userinfo_uri: None,
+            client_id: None,
+            client_secret: None,
+            token_uri: None,
+            revocation_uri: None,
+            device_authorization_uri: None,
+            request_timeout_ms: default_request_timeout(),
+        }
+    }
+
     /// Where OIDC discovery is read: `{issuer}/.well-known/openid-configuration`
     /// with exactly one slash between.
     pub fn discovery_url(&self) -> Result<Url, url::ParseError> {

@@ -82,6 +82,20 @@ pub enum Error {
         /// What is wrong with it.
         problem: String,
     },
+    /// The session was revoked, or the token was issued before all of its
+    /// user's sessions were revoked.
+    #[error("the session was revoked")]
+    SessionRevoked,
+    /// The session handle is unknown.
+    #[error("no such session")]
+    SessionNotFound,
+    /// The session has expired.
+    #[error("the session has expired")]
+    SessionExpired,
+    /// The issuer refused the grant (bad code, reused or revoked refresh
+    /// token, wrong client credentials).
+    #[error("the issuer refused the grant: {0}")]
+    GrantRejected(String),
     /// No profile exists for the user.
     #[error("no profile for user {0:?}")]
     UserNotFound(String),
@@ -106,9 +120,6 @@ pub enum Error {
     /// A concurrent change won; retrying is safe.
     #[error("a concurrent change won; retry")]
     Conflict,
-    /// The method is not implemented by this authd.
-    #[error("{0} is not implemented by this version of authd")]
-    NotImplemented(&'static str),
     /// An unexpected failure; the detail is logged, never returned.
     #[error("internal error")]
     Internal(String),
@@ -145,6 +156,14 @@ pub enum Reason {
     KeysUnavailable,
     /// See [`Error::InvalidRequest`].
     InvalidRequest,
+    /// See [`Error::SessionRevoked`].
+    SessionRevoked,
+    /// See [`Error::SessionNotFound`].
+    SessionNotFound,
+    /// See [`Error::SessionExpired`].
+    SessionExpired,
+    /// See [`Error::GrantRejected`].
+    GrantRejected,
     /// See [`Error::UserNotFound`].
     UserNotFound,
     /// See [`Error::CallerNotTrusted`].
@@ -157,8 +176,6 @@ pub enum Reason {
     StoreUnavailable,
     /// See [`Error::Conflict`].
     Conflict,
-    /// See [`Error::NotImplemented`].
-    NotImplemented,
     /// See [`Error::Internal`].
     Internal,
 }
@@ -180,13 +197,16 @@ impl Reason {
             Reason::InsufficientScope => "INSUFFICIENT_SCOPE",
             Reason::KeysUnavailable => "KEYS_UNAVAILABLE",
             Reason::InvalidRequest => "INVALID_REQUEST",
+            Reason::SessionRevoked => "SESSION_REVOKED",
+            Reason::SessionNotFound => "SESSION_NOT_FOUND",
+            Reason::SessionExpired => "SESSION_EXPIRED",
+            Reason::GrantRejected => "GRANT_REJECTED",
             Reason::UserNotFound => "USER_NOT_FOUND",
             Reason::CallerNotTrusted => "CALLER_NOT_TRUSTED",
             Reason::RateLimited => "RATE_LIMITED",
             Reason::IssuerUnavailable => "ISSUER_UNAVAILABLE",
             Reason::StoreUnavailable => "STORE_UNAVAILABLE",
             Reason::Conflict => "CONFLICT",
-            Reason::NotImplemented => "NOT_IMPLEMENTED",
             Reason::Internal => "INTERNAL",
         }
     }
@@ -209,13 +229,16 @@ impl Error {
             Error::InsufficientScope { .. } => Reason::InsufficientScope,
             Error::KeysUnavailable { .. } => Reason::KeysUnavailable,
             Error::InvalidRequest { .. } => Reason::InvalidRequest,
+            Error::SessionRevoked => Reason::SessionRevoked,
+            Error::SessionNotFound => Reason::SessionNotFound,
+            Error::SessionExpired => Reason::SessionExpired,
+            Error::GrantRejected(_) => Reason::GrantRejected,
             Error::UserNotFound(_) => Reason::UserNotFound,
             Error::CallerNotTrusted(_) => Reason::CallerNotTrusted,
             Error::RateLimited { .. } => Reason::RateLimited,
             Error::IssuerUnavailable { .. } => Reason::IssuerUnavailable,
             Error::StoreUnavailable => Reason::StoreUnavailable,
             Error::Conflict => Reason::Conflict,
-            Error::NotImplemented(_) => Reason::NotImplemented,
             Error::Internal(_) => Reason::Internal,
         }
     }
@@ -241,8 +264,8 @@ impl Error {
             Error::InsufficientScope { missing } => vec![("missing", missing.join(" "))],
             Error::KeysUnavailable { issuer } => vec![("issuer", issuer.to_string())],
             Error::InvalidRequest { field, .. } => vec![("field", (*field).to_owned())],
-            Error::NotImplemented(method) => vec![("method", (*method).to_owned())],
             Error::UserNotFound(user) => vec![("user_id", user.clone())],
+            Error::GrantRejected(error) => vec![("error", error.clone())],
             Error::CallerNotTrusted(detail) => vec![("detail", detail.clone())],
             Error::RateLimited {
                 retry_after_seconds,
@@ -253,6 +276,9 @@ impl Error {
             Error::TokenMissing
             | Error::BadSignature
             | Error::StoreUnavailable
+            | Error::SessionRevoked
+            | Error::SessionNotFound
+            | Error::SessionExpired
             | Error::Conflict
             | Error::Internal(_) => Vec::new(),
         }

@@ -6,6 +6,8 @@
 //! - [`verify`]: the VerifyToken pipeline, free of protobuf types.
 //! - [`issuer`]: HTTP calls to an issuer (discovery, JWKS, userinfo).
 //! - [`store`]: profiles and sessions — one trait, embedded and DynamoDB.
+//! - [`session`]: sessions — create, refresh (single-flight, leases), revoke.
+//! - [`revocation`]: the revocation set VerifyToken checks, fed by every replica.
 //! - [`secrets`]: secrets that never print, sealed at rest (AES-256-GCM).
 //! - [`grpc`]: thin tonic handlers and the one error → status mapping.
 //! - [`server`]: wiring, health, reflection, graceful shutdown.
@@ -19,8 +21,10 @@ pub mod grpc;
 pub mod issuer;
 pub mod jwks;
 pub mod profile;
+pub mod revocation;
 pub mod secrets;
 pub mod server;
+pub mod session;
 pub mod store;
 pub mod telemetry;
 pub mod verify;

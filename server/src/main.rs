@@ -178,12 +178,8 @@ async fn dev(
     config.server.listen = listen;
     config.store.path = data_dir;
     config.issuers.push(IssuerConfig {
-        issuer: issuer.issuer().to_owned(),
-        audiences: vec![audience.to_owned()],
-        jwks_uri: None,
         algorithms: vec![authd::jwks::Algorithm::RS256],
-        leeway_seconds: 30,
-        userinfo_uri: None,
+        ..IssuerConfig::new(issuer.issuer().to_owned(), vec![audience.to_owned()])
     });
     config.validate()?;
     authd::telemetry::init(&config.log);

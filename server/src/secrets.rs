@@ -19,7 +19,7 @@ use base64::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::{KeySource, SecretsConfig};
+use crate::config::SecretsConfig;
 
 /// A secret value that never prints itself.
 #[derive(Clone, PartialEq, Eq)]
@@ -102,13 +102,7 @@ impl Sealer {
         let mut keys = Vec::with_capacity(config.keys.len());
         for (index, entry) in config.keys.iter().enumerate() {
             let fail = |problem: String| SealError::Key(index, problem);
-            let encoded = match &entry.source {
-                KeySource::Env(var) => std::env::var(var)
-                    .map_err(|_| fail(format!("environment variable {var} is not set")))?,
-                KeySource::File(path) => std::fs::read_to_string(path)
-                    .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?,
-                KeySource::Value(value) => value.clone(),
-            };
+            let encoded = entry.source.read().map_err(fail)?;
             let bytes = STANDARD
                 .decode(encoded.trim())
                 .map_err(|_| fail("is not base64".to_owned()))?;

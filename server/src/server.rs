@@ -16,7 +16,9 @@ use crate::{
     issuer::IssuerClient,
     jwks::{BoxFuture, FetchError, FetchKeys, IssuerKeys, Jwk},
     profile::Profiles,
+    revocation::Revocations,
     secrets::Sealer,
+    session::Sessions,
     store::{self, Store},
     verify::{IssuerPolicy, Verifier},
 };
@@ -30,13 +32,13 @@ pub enum StartError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
-    /// A derived URL is invalid.
-    #[error("configuration: issuers[{index}].issuer: cannot derive the discovery URL: {source}")]
-    DiscoveryUrl {
+    /// An issuer's client cannot be set up (discovery URL, client secret).
+    #[error("configuration: issuers[{index}]: {problem}")]
+    Issuer {
         /// The issuer's position in the configuration.
         index: usize,
-        /// The parse error.
-        source: url::ParseError,
+        /// What is wrong.
+        problem: String,
     },
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
@@ -53,6 +55,7 @@ pub struct App {
     verifier: Arc<Verifier>,
     store: Arc<dyn Store>,
     profiles: Arc<Profiles>,
+    sessions: Arc<Sessions>,
     sealer: Option<Arc<Sealer>>,
     store_probe: Duration,
     refreshers: Vec<JoinHandle<()>>,
@@ -69,6 +72,9 @@ impl Drop for App {
 impl App {
     /// Opens the configured store, then builds the rest ([`App::with_store`]).
     pub async fn build(config: &Config) -> Result<App, StartError> {
+        if config.issuers.is_empty() {
+            return Err(StartError::NoIssuers);
+        }
         let store = store::open(&config.store).await.map_err(|e| {
             StartError::Setup(format!(
                 "cannot open the {:?} store: {e}",
@@ -96,10 +102,13 @@ impl App {
         let mut policies = HashMap::new();
         let mut clients = HashMap::new();
         for (index, issuer) in config.issuers.iter().enumerate() {
-            let issuer_client = Arc::new(
-                IssuerClient::new(client.clone(), issuer)
-                    .map_err(|source| StartError::DiscoveryUrl { index, source })?,
-            );
+            let issuer_client =
+                Arc::new(IssuerClient::new(client.clone(), issuer).map_err(|source| {
+                    StartError::Issuer {
+                        index,
+                        problem: source,
+                    }
+                })?);
             let keys = IssuerKeys::new(
                 issuer.issuer.as_str().into(),
                 issuer.algorithms.clone(),
@@ -109,7 +118,12 @@ impl App {
             policies.insert(issuer.issuer.clone(), IssuerPolicy::new(issuer, keys));
             clients.insert(issuer.issuer.clone(), issuer_client);
         }
-        let verifier = Arc::new(Verifier::new(policies, config));
+        let revocations = Revocations::new();
+        let verifier = Arc::new(Verifier::with_revocations(
+            policies,
+            config,
+            Arc::clone(&revocations),
+        ));
 
         let first_fetch = config.jwks.fetch_timeout() * 2;
         let fetches = verifier.issuers().map(|p| {
@@ -124,20 +138,37 @@ impl App {
         if let Err(error) = store.ping().await {
             tracing::warn!(%error, "the store does not answer at start-up; health is NOT_SERVING until it does");
         }
-        let refreshers = verifier
+        // Revocations made before this replica started count too.
+        if let Err(error) = revocations.poll(store.as_ref()).await {
+            tracing::warn!(%error, "cannot read revocations at start-up; retrying in the background");
+        }
+        let mut refreshers: Vec<JoinHandle<()>> = verifier
             .issuers()
             .map(|p| p.keys().spawn_refresher())
             .collect();
+        refreshers.push(revocations.spawn_poller(
+            Arc::clone(&store),
+            Duration::from_millis(config.sessions.revocation_poll_ms.max(50)),
+        ));
         let profiles = Arc::new(Profiles::new(
             Arc::clone(&store),
             Arc::clone(&verifier),
-            clients,
+            clients.clone(),
             config.profiles.clone(),
+        ));
+        let sessions = Arc::new(Sessions::new(
+            Arc::clone(&store),
+            Arc::clone(&verifier),
+            Arc::clone(&profiles),
+            clients,
+            sealer.clone(),
+            config.sessions.clone(),
         ));
         Ok(App {
             verifier,
             store,
             profiles,
+            sessions,
             sealer,
             store_probe: Duration::from_secs(config.store.health_interval_seconds.max(1)),
             refreshers,
@@ -239,7 +270,11 @@ pub async fn run(
         .build_v1alpha()
         .map_err(|e| StartError::Setup(format!("reflection: {e}")))?;
 
-    let service = AuthServiceImpl::new(Arc::clone(&app.verifier), Arc::clone(&app.profiles));
+    let service = AuthServiceImpl::new(
+        Arc::clone(&app.verifier),
+        Arc::clone(&app.profiles),
+        Arc::clone(&app.sessions),
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let health_on_stop = health.clone();

@@ -24,6 +24,14 @@ use tokio::{
 
 /// The API identifier the test issuer puts in `aud`.
 pub const AUDIENCE: &str = "https://api.authd.test";
+/// The test issuer's one OAuth client.
+pub const CLIENT_ID: &str = "authd-test-client";
+/// Its secret.
+pub const CLIENT_SECRET: &str = "authd-test-secret";
+/// Where the test "app" says the issuer redirects after login.
+pub const REDIRECT_URI: &str = "http://127.0.0.1:1/callback";
+/// A 32-byte key (base64) for sealing secrets in tests.
+pub const TEST_SEAL_KEY: &str = "dGVzdC1rZXktMzItYnl0ZXMtZm9yLWF1dGhkLXRlc3Q=";
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -180,6 +188,86 @@ impl Issuer {
         Ok(())
     }
 
+    /// A configuration with sessions: this issuer with authd's OAuth client,
+    /// a sealing key, fast refetches and revocation polls, plus `extra`.
+    pub fn sessions_config(&self, extra: &str) -> String {
+        format!(
+            "{}client_id = \"{CLIENT_ID}\"\nclient_secret = {{ value = \"{CLIENT_SECRET}\" }}\n\
+             request_timeout_ms = 1500\n\
+             [[secrets.keys]]\nid = \"k1\"\nvalue = \"{TEST_SEAL_KEY}\"\n\
+             [jwks]\nmin_refetch_interval_seconds = 0\n{extra}",
+            self.config_entry(&["RS256"])
+        )
+    }
+
+    /// Logs `user` in at `/authorize` (no browser: the issuer redirects at
+    /// once) with PKCE; returns the code and its verifier.
+    pub async fn authorize(&self, user: &str, nonce: &str) -> Result<(String, String)> {
+        use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+        let verifier = authd::secrets::random_handle();
+        let challenge = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            verifier.as_bytes(),
+        ));
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let response = http
+            .get(format!("{}authorize", self.url))
+            .query(&[
+                ("response_type", "code"),
+                ("client_id", CLIENT_ID),
+                ("redirect_uri", REDIRECT_URI),
+                ("scope", "openid profile email offline_access"),
+                ("audience", AUDIENCE),
+                ("state", "st"),
+                ("nonce", nonce),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
+                ("login_hint", user),
+            ])
+            .send()
+            .await?;
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .context("no redirect from /authorize")?;
+        let url = url::Url::parse(location)?;
+        let code = url
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .context("no code in the redirect")?;
+        Ok((code, verifier))
+    }
+
+    /// Logs `user` in with the password grant, as an app holding its own
+    /// tokens would have; returns the token response.
+    pub async fn password_login(&self, user: &str) -> Result<Value> {
+        let form = [
+            ("grant_type", "password"),
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+            ("username", user),
+            ("password", &format!("{user}-password")),
+            ("scope", "openid profile email offline_access"),
+            ("audience", AUDIENCE),
+        ];
+        let response = self
+            .http
+            .post(format!("{}oauth/token", self.url))
+            .form(&form)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("password grant answered {status}: {body}");
+        }
+        Ok(body)
+    }
+
     /// The TOML `[[issuers]]` entry for this issuer.
     pub fn config_entry(&self, algorithms: &[&str]) -> String {
         let algs: Vec<String> = algorithms.iter().map(|a| format!("\"{a}\"")).collect();
@@ -319,6 +407,7 @@ pub struct Authd {
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     data: Option<tempfile::TempDir>,
+    store: Arc<dyn authd::store::Store>,
 }
 
 impl Authd {
@@ -338,7 +427,7 @@ impl Authd {
         store: Arc<dyn authd::store::Store>,
     ) -> Result<Authd> {
         let config = Config::from_toml(toml)?;
-        let app = App::with_store(&config, store).await?;
+        let app = App::with_store(&config, Arc::clone(&store)).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -355,7 +444,13 @@ impl Authd {
             stop: Some(stop),
             task,
             data: None,
+            store,
         })
+    }
+
+    /// Its store, to check what it wrote.
+    pub fn store(&self) -> &Arc<dyn authd::store::Store> {
+        &self.store
     }
 
     /// The `http://` URI for clients.

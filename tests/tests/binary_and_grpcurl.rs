@@ -25,7 +25,8 @@ async fn serve(issuer: &Issuer) -> Result<Running> {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n{}",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\npath = \"{}\"\n{}",
+            dir.path().join("data").display(),
             issuer.config_entry(&["RS256"])
         ),
     )?;
@@ -212,7 +213,8 @@ async fn environment_overrides_the_file() -> Result<()> {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:1\"\n{}",
+            "[server]\nlisten = \"127.0.0.1:1\"\n[store]\npath = \"{}\"\n{}",
+            dir.path().join("data").display(),
             issuer.config_entry(&["RS256"])
         ),
     )?;
@@ -235,8 +237,11 @@ async fn environment_overrides_the_file() -> Result<()> {
 #[tokio::test]
 async fn dev_prints_a_grpcurl_line_that_verifies() -> Result<()> {
     let port = free_port()?;
+    let data = tempfile::tempdir()?;
     let mut child = Command::new(authd_binary()?)
         .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data.path())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .kill_on_drop(true)

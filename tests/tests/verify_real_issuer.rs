@@ -206,20 +206,3 @@ async fn authd_started_while_issuer_is_down_recovers_when_it_returns() -> anyhow
     authd.client().await?.verify_token(&token, &[]).await?;
     Ok(())
 }
-
-#[tokio::test]
-async fn other_methods_answer_unimplemented_with_a_reason() -> anyhow::Result<()> {
-    let (_issuer, authd) = setup(&["RS256"]).await?;
-    let mut client = authd.client().await?;
-    let status = client
-        .raw()
-        .get_profile(authd_proto::pb::GetProfileRequest::default())
-        .await
-        .expect_err("not yet");
-    let err = authd_client::AuthError::from(status);
-    assert_eq!(
-        (err.code(), err.reason()),
-        (Code::Unimplemented, Some(ErrorReason::NotImplemented))
-    );
-    Ok(())
-}

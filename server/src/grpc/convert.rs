@@ -6,9 +6,99 @@ use serde_json::{Map, Value};
 
 use crate::{
     error::Error,
+    issuer::DeviceAuthorization,
+    secrets::Secret,
+    session::{DeviceLoginState, Grant, NewSession, Refreshed},
     store::Profile,
     verify::{VerifiedToken, VerifyRequest},
 };
+
+pub(crate) fn grant(grant: Option<pb::create_session_request::Grant>) -> Option<Grant> {
+    use pb::create_session_request::Grant as G;
+    Some(match grant? {
+        G::AuthorizationCode(code) => Grant::AuthorizationCode {
+            code: code.code,
+            redirect_uri: code.redirect_uri,
+            code_verifier: code.code_verifier,
+            nonce: code.nonce,
+        },
+        G::ExistingTokens(tokens) => Grant::ExistingTokens {
+            refresh_token: Secret::new(tokens.refresh_token),
+            id_token: Secret::new(tokens.id_token),
+            access_token: Some(Secret::new(tokens.access_token)).filter(|t| !t.expose().is_empty()),
+            nonce: tokens.nonce,
+        },
+    })
+}
+
+fn non_zero_timestamp(seconds: i64) -> Option<Timestamp> {
+    (seconds > 0).then(|| timestamp(seconds))
+}
+
+pub(crate) fn new_session(s: NewSession) -> pb::NewSession {
+    let record = s.record;
+    pb::NewSession {
+        session_handle: s.handle.expose().to_owned(),
+        session: Some(pb::Session {
+            session_id: record.id,
+            user_id: record.user_id,
+            issuer: record.issuer,
+            created_at: non_zero_timestamp(record.created_at),
+            refreshed_at: non_zero_timestamp(record.refreshed_at),
+            expires_at: non_zero_timestamp(record.expires_at),
+        }),
+        access_token: s.access_token.expose().to_owned(),
+        access_token_expires_at: non_zero_timestamp(record.access_token_expires_at),
+        id_token: s
+            .id_token
+            .map(|t| t.expose().to_owned())
+            .unwrap_or_default(),
+        profile: Some(profile(s.profile)),
+    }
+}
+
+pub(crate) fn refreshed(r: Refreshed) -> pb::RefreshSessionResponse {
+    pb::RefreshSessionResponse {
+        access_token: r.access_token.expose().to_owned(),
+        expires_at: non_zero_timestamp(r.expires_at),
+        id_token: r
+            .id_token
+            .map(|t| t.expose().to_owned())
+            .unwrap_or_default(),
+        refresh_token: r
+            .refresh_token
+            .map(|t| t.expose().to_owned())
+            .unwrap_or_default(),
+        scopes: r.scopes,
+    }
+}
+
+pub(crate) fn device_started(d: DeviceAuthorization) -> pb::StartDeviceLoginResponse {
+    pb::StartDeviceLoginResponse {
+        device_code: d.device_code,
+        user_code: d.user_code,
+        verification_uri: d.verification_uri,
+        verification_uri_complete: d.verification_uri_complete.unwrap_or_default(),
+        interval: u32::try_from(d.interval).unwrap_or(u32::MAX),
+        expires_in: u32::try_from(d.expires_in).unwrap_or(u32::MAX),
+    }
+}
+
+pub(crate) fn device_state(state: DeviceLoginState) -> pb::PollDeviceLoginResponse {
+    use pb::DeviceLoginState as S;
+    let (state, interval, session) = match state {
+        DeviceLoginState::Pending { interval } => (S::Pending, interval, None),
+        DeviceLoginState::SlowDown { interval } => (S::SlowDown, interval, None),
+        DeviceLoginState::Denied => (S::Denied, 0, None),
+        DeviceLoginState::Expired => (S::Expired, 0, None),
+        DeviceLoginState::Approved(session) => (S::Approved, 0, Some(new_session(*session))),
+    };
+    pb::PollDeviceLoginResponse {
+        state: state as i32,
+        interval: u32::try_from(interval).unwrap_or(u32::MAX),
+        session,
+    }
+}
 
 /// A required `oneof` left empty.
 pub(crate) fn missing(field: &'static str) -> Error {

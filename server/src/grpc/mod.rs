@@ -9,19 +9,24 @@ use std::sync::Arc;
 use authd_proto::pb::{self, auth_service_server::AuthService};
 use tonic::{Request, Response, Status};
 
-use crate::{error::Error, profile::Profiles, verify::Verifier};
+use crate::{profile::Profiles, secrets::Secret, session::Sessions, verify::Verifier};
 
 /// The `AuthService` implementation.
 #[derive(Debug, Clone)]
 pub struct AuthServiceImpl {
     verifier: Arc<Verifier>,
     profiles: Arc<Profiles>,
+    sessions: Arc<Sessions>,
 }
 
 impl AuthServiceImpl {
     /// Handlers over the domain services.
-    pub fn new(verifier: Arc<Verifier>, profiles: Arc<Profiles>) -> Self {
-        AuthServiceImpl { verifier, profiles }
+    pub fn new(verifier: Arc<Verifier>, profiles: Arc<Profiles>, sessions: Arc<Sessions>) -> Self {
+        AuthServiceImpl {
+            verifier,
+            profiles,
+            sessions,
+        }
     }
 }
 
@@ -31,10 +36,6 @@ fn authorization<T>(request: &Request<T>) -> Option<&str> {
         .metadata()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-}
-
-fn not_implemented<T>(method: &'static str) -> Result<Response<T>, Status> {
-    Err(Error::NotImplemented(method).into())
 }
 
 #[tonic::async_trait]
@@ -50,23 +51,53 @@ impl AuthService for AuthServiceImpl {
 
     async fn create_session(
         &self,
-        _: Request<pb::CreateSessionRequest>,
+        request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
-        not_implemented("CreateSession")
+        let request = request.into_inner();
+        let grant = convert::grant(request.grant).ok_or_else(|| convert::missing("grant"))?;
+        let session = self.sessions.create(&request.issuer, grant).await?;
+        Ok(Response::new(pb::CreateSessionResponse {
+            session: Some(convert::new_session(session)),
+        }))
     }
 
     async fn refresh_session(
         &self,
-        _: Request<pb::RefreshSessionRequest>,
+        request: Request<pb::RefreshSessionRequest>,
     ) -> Result<Response<pb::RefreshSessionResponse>, Status> {
-        not_implemented("RefreshSession")
+        use pb::refresh_session_request::Credential;
+        let request = request.into_inner();
+        let refreshed = match request.credential {
+            Some(Credential::SessionHandle(handle)) => {
+                self.sessions.refresh_session(&handle).await?
+            }
+            Some(Credential::RefreshToken(token)) => {
+                self.sessions
+                    .refresh_token(&request.issuer, Secret::new(token))
+                    .await?
+            }
+            None => return Err(convert::missing("credential").into()),
+        };
+        Ok(Response::new(convert::refreshed(refreshed)))
     }
 
     async fn revoke_session(
         &self,
-        _: Request<pb::RevokeSessionRequest>,
+        request: Request<pb::RevokeSessionRequest>,
     ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
-        not_implemented("RevokeSession")
+        use pb::revoke_session_request::Target;
+        let revoked_sessions = match &request.get_ref().target {
+            Some(Target::SessionHandle(handle)) => self.sessions.revoke_handle(handle).await?,
+            Some(Target::UserId(user_id)) => {
+                self.sessions
+                    .revoke_user(authorization(&request), user_id)
+                    .await?
+            }
+            None => return Err(convert::missing("target").into()),
+        };
+        Ok(Response::new(pb::RevokeSessionResponse {
+            revoked_sessions,
+        }))
     }
 
     async fn get_profile(
@@ -90,15 +121,25 @@ impl AuthService for AuthServiceImpl {
 
     async fn start_device_login(
         &self,
-        _: Request<pb::StartDeviceLoginRequest>,
+        request: Request<pb::StartDeviceLoginRequest>,
     ) -> Result<Response<pb::StartDeviceLoginResponse>, Status> {
-        not_implemented("StartDeviceLogin")
+        let request = request.into_inner();
+        let started = self
+            .sessions
+            .start_device_login(&request.issuer, &request.scopes, &request.audience)
+            .await?;
+        Ok(Response::new(convert::device_started(started)))
     }
 
     async fn poll_device_login(
         &self,
-        _: Request<pb::PollDeviceLoginRequest>,
+        request: Request<pb::PollDeviceLoginRequest>,
     ) -> Result<Response<pb::PollDeviceLoginResponse>, Status> {
-        not_implemented("PollDeviceLogin")
+        let request = request.into_inner();
+        let state = self
+            .sessions
+            .poll_device_login(&request.issuer, &request.device_code)
+            .await?;
+        Ok(Response::new(convert::device_state(state)))
     }
 }

@@ -27,10 +27,13 @@ pub fn code(reason: Reason) -> Code {
             Code::Unavailable
         }
         Reason::UserNotFound => Code::NotFound,
+        Reason::SessionRevoked
+        | Reason::SessionExpired
+        | Reason::SessionNotFound
+        | Reason::GrantRejected => Code::Unauthenticated,
         Reason::CallerNotTrusted => Code::PermissionDenied,
         Reason::RateLimited => Code::ResourceExhausted,
         Reason::Conflict => Code::Aborted,
-        Reason::NotImplemented => Code::Unimplemented,
         Reason::Internal => Code::Internal,
     }
 }
@@ -64,7 +67,11 @@ mod tests {
     use super::*;
     use authd_proto::pb::ErrorReason;
 
-    const ALL: [Reason; 21] = [
+    const ALL: [Reason; 24] = [
+        Reason::SessionRevoked,
+        Reason::SessionNotFound,
+        Reason::SessionExpired,
+        Reason::GrantRejected,
         Reason::UserNotFound,
         Reason::CallerNotTrusted,
         Reason::RateLimited,
@@ -84,7 +91,6 @@ mod tests {
         Reason::InsufficientScope,
         Reason::KeysUnavailable,
         Reason::InvalidRequest,
-        Reason::NotImplemented,
         Reason::Internal,
     ];
 

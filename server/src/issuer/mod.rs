@@ -17,7 +17,12 @@ use url::Url;
 use crate::{
     config::IssuerConfig,
     jwks::{BoxFuture, FetchKeys, Jwk},
+    secrets::Secret,
 };
+
+mod token;
+
+pub use token::{DeviceAuthorization, TokenSet};
 
 /// The largest document authd reads from an issuer.
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
@@ -68,6 +73,15 @@ pub enum IssuerError {
     /// The issuer does not offer this endpoint.
     #[error("the issuer has no {0} endpoint")]
     NoEndpoint(&'static str),
+    /// The token endpoint refused the grant with an OAuth error code
+    /// (`invalid_grant`, `authorization_pending`, ...).
+    #[error("{url} refused the grant: {error}")]
+    Grant {
+        /// What was requested.
+        url: String,
+        /// The OAuth `error`.
+        error: String,
+    },
 }
 
 /// The parts of an OIDC discovery document authd uses.
@@ -105,20 +119,40 @@ pub struct IssuerClient {
     discovery_url: Url,
     jwks_uri: Option<Url>,
     userinfo_uri: Option<Url>,
+    token_uri: Option<Url>,
+    revocation_uri: Option<Url>,
+    device_uri: Option<Url>,
+    oauth_client: Option<(String, Secret)>,
+    request_timeout: Duration,
     discovered: Mutex<Option<Arc<Discovery>>>,
 }
 
 impl IssuerClient {
     /// A client for `config`'s issuer over `http` (which carries timeouts).
-    pub fn new(http: reqwest::Client, config: &IssuerConfig) -> Result<Self, url::ParseError> {
+    /// The client secret is read here (environment or file).
+    pub fn new(http: reqwest::Client, config: &IssuerConfig) -> Result<Self, String> {
+        let oauth_client = match (&config.client_id, &config.client_secret) {
+            (Some(id), Some(secret)) => Some((id.clone(), Secret::new(secret.read()?))),
+            _ => None,
+        };
         Ok(IssuerClient {
             http,
             issuer: config.issuer.clone(),
-            discovery_url: config.discovery_url()?,
+            discovery_url: config.discovery_url().map_err(|e| e.to_string())?,
             jwks_uri: config.jwks_uri.clone(),
             userinfo_uri: config.userinfo_uri.clone(),
+            token_uri: config.token_uri.clone(),
+            revocation_uri: config.revocation_uri.clone(),
+            device_uri: config.device_authorization_uri.clone(),
+            oauth_client,
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
             discovered: Mutex::new(None),
         })
+    }
+
+    /// The OAuth client id, when sessions are configured for this issuer.
+    pub fn client_id(&self) -> Option<&str> {
+        self.oauth_client.as_ref().map(|(id, _)| id.as_str())
     }
 
     /// The issuer URL.

@@ -132,6 +132,34 @@ impl Profiles {
             .ok_or_else(|| Error::UserNotFound(crate::error::truncate(user_id, 128)))
     }
 
+    /// Creates or updates `user`'s profile from verified id-token claims.
+    pub async fn upsert_from_claims(
+        &self,
+        user: &str,
+        claims: &Map<String, Value>,
+    ) -> Result<Profile, Error> {
+        let mut claims = claims.clone();
+        // Token bookkeeping is not profile data.
+        for registered in [
+            "aud",
+            "azp",
+            "nonce",
+            "sid",
+            "auth_time",
+            "at_hash",
+            "c_hash",
+            "acr",
+            "amr",
+        ] {
+            claims.remove(registered);
+        }
+        claims.insert("sub".to_owned(), Value::String(user.to_owned()));
+        let stored = self.store.get_profile(user).await?;
+        let profile = merge(stored, user, claims, unix_now())?;
+        self.store.put_profile(&profile).await?;
+        Ok(profile)
+    }
+
     fn is_fresh(&self, profile: &Profile) -> bool {
         let age = unix_now().saturating_sub(profile.fetched_at);
         age >= 0 && (age as u64) < self.config.max_age_seconds

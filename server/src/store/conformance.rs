@@ -52,6 +52,12 @@ pub fn session(user_id: &str) -> SessionRecord {
         refreshed_at: t,
         expires_at: t + 86_400,
         revoked: false,
+        issuer_session_id: None,
+        access_token: None,
+        access_token_expires_at: 0,
+        id_token: None,
+        issued_tokens: Vec::new(),
+        lease_until: 0,
     }
 }
 
@@ -251,6 +257,68 @@ pub async fn sealed_secrets_round_trip(store: Arc<dyn Store>) {
     assert!(sealer.open(&sealed, &other.item_key()).is_err());
 }
 
+/// Every session field survives the store.
+pub async fn full_session_round_trip(store: Arc<dyn Store>) {
+    let sealer = Sealer::from_keys(&[("k1", [3; 32])]).expect("sealer");
+    let mut s = session("auth0|alice");
+    s.issuer_session_id = Some("sid-Ünïcode".to_owned());
+    s.access_token = Some(sealer.seal(&Secret::new("at"), &s.item_key()));
+    s.access_token_expires_at = now() + 600;
+    s.id_token = Some(sealer.seal(&Secret::new("idt"), &s.item_key()));
+    s.issued_tokens = (0..50)
+        .map(|i| super::IssuedToken {
+            hash: hash_handle(&format!("token-{i}")),
+            expires_at: now() + i,
+        })
+        .collect();
+    s.lease_until = now() + 15;
+    store.create_session(&s).await.expect("create");
+    assert_eq!(store.get_session(&s.id, now()).await, Ok(Some(s)));
+}
+
+/// Revocations come back in order, from a cursor, without expired ones.
+pub async fn revocations_since_a_cursor(store: Arc<dyn Store>) {
+    use super::{Revocation, RevocationKind};
+    let t = now();
+    let make = |kind, value: &str, at_ms: i64, expires_at: i64| Revocation {
+        kind,
+        issuer: "https://tenant.example.auth0.com/".to_owned(),
+        value: value.to_owned(),
+        at_ms,
+        expires_at,
+    };
+    let a = make(RevocationKind::SessionId, "sid-1", t * 1000, t + 600);
+    let b = make(
+        RevocationKind::Subject,
+        "auth0|alice",
+        t * 1000 + 5,
+        t + 600,
+    );
+    let c = make(
+        RevocationKind::TokenHash,
+        &hash_handle("tok"),
+        t * 1000 + 5,
+        t + 600,
+    );
+    let old = make(RevocationKind::SessionId, "sid-0", t * 1000 - 10, t - 1);
+    for r in [&c, &a, &old, &b] {
+        store.put_revocation(r).await.expect("put");
+    }
+    let all = store.revocations_since(0, t).await.expect("since 0");
+    assert_eq!(all.len(), 3, "the expired one is ignored");
+    assert_eq!(all[0], a);
+    assert!(all.contains(&b) && all.contains(&c));
+    let later = store.revocations_since(t * 1000, t).await.expect("since a");
+    assert_eq!(later.len(), 2);
+    assert_eq!(store.revocations_since(t * 1000 + 5, t).await, Ok(vec![]));
+    // Writing the same revocation twice is harmless.
+    store.put_revocation(&a).await.expect("again");
+    assert_eq!(
+        store.revocations_since(0, t).await.expect("since 0").len(),
+        3
+    );
+}
+
 /// Generates one `#[tokio::test]` per conformance check for a store made by
 /// `$make`, an async fn returning `(guard, Arc<dyn Store>)`: the guard keeps
 /// whatever backs the store alive for the test.
@@ -260,7 +328,8 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@each $make;
             profile_round_trip, unusual_values_round_trip, session_lifecycle,
             stale_version_update_fails, expired_sessions_are_ignored, lists_a_users_sessions,
-            concurrent_writers_lose_no_update, sealed_secrets_round_trip);
+            concurrent_writers_lose_no_update, sealed_secrets_round_trip,
+            full_session_round_trip, revocations_since_a_cursor);
     };
     (@each $make:path; $($check:ident),*) => {
         $(

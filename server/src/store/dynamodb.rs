@@ -25,7 +25,7 @@ use aws_sdk_dynamodb::{
 
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 
-use super::{Profile, SessionRecord, Store, StoreError};
+use super::{Profile, Revocation, SessionRecord, Store, StoreError};
 use crate::{config::StoreConfig, secrets::SealedSecret};
 
 /// The index of a user's sessions.
@@ -193,6 +193,24 @@ fn session_item(r: &SessionRecord) -> Item {
     item.insert("expires_at".to_owned(), n(r.expires_at));
     item.insert(TTL_ATTRIBUTE.to_owned(), n(r.expires_at));
     item.insert("revoked".to_owned(), AttributeValue::Bool(r.revoked));
+    put_opt(&mut item, "issuer_session_id", &r.issuer_session_id);
+    put_opt(
+        &mut item,
+        "access_token",
+        &r.access_token.as_ref().map(|t| t.0.clone()),
+    );
+    item.insert(
+        "access_token_expires_at".to_owned(),
+        n(r.access_token_expires_at),
+    );
+    put_opt(
+        &mut item,
+        "id_token",
+        &r.id_token.as_ref().map(|t| t.0.clone()),
+    );
+    let issued = serde_json::to_string(&r.issued_tokens).unwrap_or_else(|_| "[]".to_owned());
+    item.insert("issued_tokens".to_owned(), s(issued));
+    item.insert("lease_until".to_owned(), n(r.lease_until));
     item
 }
 
@@ -207,6 +225,43 @@ fn session_from(item: &Item) -> Result<SessionRecord, StoreError> {
         refreshed_at: get_n(item, "refreshed_at")?,
         expires_at: get_n(item, "expires_at")?,
         revoked: get_bool(item, "revoked")?,
+        issuer_session_id: get_opt_s(item, "issuer_session_id")?,
+        access_token: get_opt_s(item, "access_token")?.map(SealedSecret),
+        access_token_expires_at: get_n(item, "access_token_expires_at")?,
+        id_token: get_opt_s(item, "id_token")?.map(SealedSecret),
+        issued_tokens: serde_json::from_str(&get_s(item, "issued_tokens")?)
+            .map_err(|e| StoreError::Corrupt(format!("issued_tokens: {e}")))?,
+        lease_until: get_n(item, "lease_until")?,
+    })
+}
+
+const REVOCATIONS_PK: &str = "REVOCATIONS";
+
+fn revocation_item(r: &Revocation) -> Item {
+    let kind = serde_json::to_value(r.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    HashMap::from([
+        ("pk".to_owned(), s(REVOCATIONS_PK)),
+        ("sk".to_owned(), s(r.sort_key())),
+        ("kind".to_owned(), s(kind)),
+        ("issuer".to_owned(), s(r.issuer.clone())),
+        ("value".to_owned(), s(r.value.clone())),
+        ("at_ms".to_owned(), n(r.at_ms)),
+        ("expires_at".to_owned(), n(r.expires_at)),
+        (TTL_ATTRIBUTE.to_owned(), n(r.expires_at)),
+    ])
+}
+
+fn revocation_from(item: &Item) -> Result<Revocation, StoreError> {
+    Ok(Revocation {
+        kind: serde_json::from_value(serde_json::Value::String(get_s(item, "kind")?))
+            .map_err(|e| StoreError::Corrupt(format!("kind: {e}")))?,
+        issuer: get_s(item, "issuer")?,
+        value: get_s(item, "value")?,
+        at_ms: get_n(item, "at_ms")?,
+        expires_at: get_n(item, "expires_at")?,
     })
 }
 
@@ -532,6 +587,51 @@ impl Store for DynamoStore {
             for item in page.items() {
                 if let Some(record) = live(item, now)? {
                     found.push(record);
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => return Ok(found),
+            }
+        }
+    }
+
+    async fn put_revocation(&self, revocation: &Revocation) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(revocation_item(revocation)))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn revocations_since(
+        &self,
+        after_ms: i64,
+        now: i64,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        let mut found = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk > :after")
+                .expression_attribute_values(":pk", s(REVOCATIONS_PK))
+                // Every key of a later millisecond sorts after this one.
+                .expression_attribute_values(":after", s(format!("{:016}$", after_ms.max(0))))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in page.items() {
+                let revocation = revocation_from(item)?;
+                if revocation.expires_at > now {
+                    found.push(revocation);
                 }
             }
             match page.last_evaluated_key() {

@@ -9,10 +9,12 @@ use std::{path::Path, sync::Arc};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{Profile, SessionRecord, Store, StoreError};
+use super::{Profile, Revocation, SessionRecord, Store, StoreError};
 
 const PROFILES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("profiles");
 const SESSIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sessions");
+/// sort key (`<at_ms>#<kind>#<digest>`) → revocation.
+const REVOCATIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("revocations");
 /// (user id, session id) → (): the index of a user's sessions.
 const USER_SESSIONS: TableDefinition<'_, (&str, &str), ()> = TableDefinition::new("user_sessions");
 
@@ -54,6 +56,7 @@ impl EmbeddedStore {
         txn.open_table(PROFILES).map_err(internal)?;
         txn.open_table(SESSIONS).map_err(internal)?;
         txn.open_table(USER_SESSIONS).map_err(internal)?;
+        txn.open_table(REVOCATIONS).map_err(internal)?;
         txn.commit().map_err(internal)?;
         Ok(EmbeddedStore { db: Arc::new(db) })
     }
@@ -230,6 +233,43 @@ impl Store for EmbeddedStore {
                 }
                 if let Some(record) = live_session(&sessions, id, now)? {
                     found.push(record);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn put_revocation(&self, revocation: &Revocation) -> Result<(), StoreError> {
+        let bytes = encode(revocation)?;
+        let key = revocation.sort_key();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(internal)?;
+            txn.open_table(REVOCATIONS)
+                .map_err(internal)?
+                .insert(key.as_str(), bytes.as_slice())
+                .map_err(internal)?;
+            txn.commit().map_err(internal)
+        })
+        .await
+    }
+
+    async fn revocations_since(
+        &self,
+        after_ms: i64,
+        now: i64,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(internal)?;
+            let table = txn.open_table(REVOCATIONS).map_err(internal)?;
+            // Every key of a later millisecond sorts after this one.
+            let start = format!("{:016}$", after_ms.max(0));
+            let mut found = Vec::new();
+            for entry in table.range(start.as_str()..).map_err(internal)? {
+                let (_, value) = entry.map_err(internal)?;
+                let revocation: Revocation = decode(value.value())?;
+                if revocation.expires_at > now {
+                    found.push(revocation);
                 }
             }
             Ok(found)

@@ -67,6 +67,76 @@ pub struct SessionRecord {
     pub expires_at: i64,
     /// Set by revocation.
     pub revoked: bool,
+    /// The issuer's own session id (`sid`), when its tokens carry one.
+    #[serde(default)]
+    pub issuer_session_id: Option<String>,
+    /// The latest access token, sealed: concurrent refreshes on other
+    /// replicas answer with it instead of spending the refresh token again.
+    #[serde(default)]
+    pub access_token: Option<SealedSecret>,
+    /// When `access_token` expires (unix seconds).
+    #[serde(default)]
+    pub access_token_expires_at: i64,
+    /// The latest id token, sealed.
+    #[serde(default)]
+    pub id_token: Option<SealedSecret>,
+    /// The access tokens authd handed out for this session (hashes), kept
+    /// until they expire so that revoking the session refuses them.
+    #[serde(default)]
+    pub issued_tokens: Vec<IssuedToken>,
+    /// A replica refreshing the session holds it until then (unix seconds);
+    /// 0 when free.
+    #[serde(default)]
+    pub lease_until: i64,
+}
+
+/// An access token handed out for a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedToken {
+    /// SHA-256 of the token, hex.
+    pub hash: String,
+    /// Its `exp` (unix seconds).
+    pub expires_at: i64,
+}
+
+/// What a revocation refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationKind {
+    /// Tokens whose `sid` is `value`.
+    SessionId,
+    /// Tokens of subject `value` issued at or before the revocation.
+    Subject,
+    /// The token whose SHA-256 is `value`.
+    TokenHash,
+}
+
+/// A revocation, kept until no token it refuses can still be valid.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Revocation {
+    /// What it refuses.
+    pub kind: RevocationKind,
+    /// The issuer of the tokens it refuses.
+    pub issuer: String,
+    /// The `sid`, subject or token hash.
+    pub value: String,
+    /// When it was made (unix milliseconds).
+    pub at_ms: i64,
+    /// When it may be forgotten (unix seconds).
+    pub expires_at: i64,
+}
+
+impl Revocation {
+    /// The sort key: revocations are read back in the order they were made.
+    pub fn sort_key(&self) -> String {
+        let kind = match self.kind {
+            RevocationKind::SessionId => "sid",
+            RevocationKind::Subject => "sub",
+            RevocationKind::TokenHash => "tok",
+        };
+        let digest = crate::secrets::hash_handle(&format!("{}|{}", self.issuer, self.value));
+        format!("{:016}#{kind}#{}", self.at_ms.max(0), &digest[..32])
+    }
 }
 
 impl SessionRecord {
@@ -128,6 +198,16 @@ pub trait Store: Send + Sync + fmt::Debug {
         user_id: &str,
         now: i64,
     ) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Records a revocation.
+    async fn put_revocation(&self, revocation: &Revocation) -> Result<(), StoreError>;
+    /// Unexpired revocations made after `after_ms` (unix milliseconds), in
+    /// the order they were made.
+    async fn revocations_since(
+        &self,
+        after_ms: i64,
+        now: i64,
+    ) -> Result<Vec<Revocation>, StoreError>;
 
     /// Succeeds when the store answers (for health).
     async fn ping(&self) -> Result<(), StoreError>;

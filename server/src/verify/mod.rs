@@ -20,6 +20,7 @@ use crate::{
     config::{Config, IssuerConfig},
     error::{Error, truncate},
     jwks::{Algorithm, IssuerKeys},
+    revocation::Revocations,
 };
 
 /// What the caller asks of a token.
@@ -84,6 +85,11 @@ impl IssuerPolicy {
     pub fn keys(&self) -> &Arc<IssuerKeys> {
         &self.keys
     }
+
+    /// The accepted audiences.
+    pub fn audiences(&self) -> &[String] {
+        &self.audiences
+    }
 }
 
 /// Verifies access tokens of the configured issuers.
@@ -91,15 +97,31 @@ impl IssuerPolicy {
 pub struct Verifier {
     issuers: HashMap<String, IssuerPolicy>,
     max_token_bytes: usize,
+    revocations: Arc<Revocations>,
 }
 
 impl Verifier {
-    /// A verifier over `issuers` (keyed by exact `iss`).
+    /// A verifier over `issuers` (keyed by exact `iss`), with no revocations.
     pub fn new(issuers: HashMap<String, IssuerPolicy>, config: &Config) -> Self {
+        Self::with_revocations(issuers, config, Revocations::new())
+    }
+
+    /// A verifier that also refuses what `revocations` holds.
+    pub fn with_revocations(
+        issuers: HashMap<String, IssuerPolicy>,
+        config: &Config,
+        revocations: Arc<Revocations>,
+    ) -> Self {
         Verifier {
             issuers,
             max_token_bytes: config.verify.max_token_bytes,
+            revocations,
         }
+    }
+
+    /// The revocations it checks.
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
     }
 
     /// The configured issuers.
@@ -119,6 +141,61 @@ impl Verifier {
         now: i64,
     ) -> Result<VerifiedToken, Error> {
         let token = strip_bearer(&request.token);
+        let (claims, policy) = self.authenticate(token).await?;
+        let expected: &[String] = match &request.audience {
+            Some(wanted) if policy.audiences.contains(wanted) => std::slice::from_ref(wanted),
+            Some(_) => {
+                return Err(Error::InvalidRequest {
+                    field: "audience",
+                    problem: "not an audience configured for the token's issuer".to_owned(),
+                });
+            }
+            None => &policy.audiences,
+        };
+        let verified = check_claims(
+            claims,
+            policy.leeway,
+            expected,
+            &request.required_scopes,
+            now,
+        )?;
+        self.revocations.check(&verified, token)?;
+        Ok(verified)
+    }
+
+    /// Verifies an OpenID Connect id token from `issuer` for `client_id`
+    /// (its `aud`), with `nonce` when the login used one.
+    pub async fn verify_id_token(
+        &self,
+        id_token: &str,
+        issuer: &str,
+        client_id: &str,
+        nonce: Option<&str>,
+    ) -> Result<VerifiedToken, Error> {
+        let (claims, policy) = self.authenticate(id_token).await?;
+        if claims.iss != issuer {
+            return Err(Error::WrongIssuer(truncate(&claims.iss, 256)));
+        }
+        let verified = check_claims(
+            claims,
+            policy.leeway,
+            &[client_id.to_owned()],
+            &[],
+            unix_now(),
+        )?;
+        if let Some(nonce) = nonce.filter(|n| !n.is_empty())
+            && verified.claims.get("nonce").and_then(|v| v.as_str()) != Some(nonce)
+        {
+            return Err(Error::MalformedToken(
+                "the id token's nonce does not match".to_owned(),
+            ));
+        }
+        Ok(verified)
+    }
+
+    /// Steps 1–3: size, shape, issuer, algorithm, key and signature. The
+    /// claims returned are authentic but not yet checked.
+    async fn authenticate(&self, token: &str) -> Result<(token::Claims, &IssuerPolicy), Error> {
         if token.is_empty() {
             return Err(Error::TokenMissing);
         }
@@ -148,7 +225,7 @@ impl Verifier {
         if !key.verify(alg, parsed.signing_input, &parsed.signature) {
             return Err(Error::BadSignature);
         }
-        check_claims(parsed.claims, policy, request, now)
+        Ok((parsed.claims, policy))
     }
 }
 
@@ -181,11 +258,11 @@ fn seconds(value: f64) -> i64 {
 
 fn check_claims(
     claims: token::Claims,
-    policy: &IssuerPolicy,
-    request: &VerifyRequest,
+    leeway: i64,
+    expected_audiences: &[String],
+    required_scopes: &[String],
     now: i64,
 ) -> Result<VerifiedToken, Error> {
-    let leeway = policy.leeway;
     let expires_at = claims
         .exp
         .map(seconds)
@@ -200,24 +277,13 @@ fn check_claims(
             return Err(Error::TokenNotYetValid { not_before });
         }
     }
-
-    let expected: &[String] = match &request.audience {
-        Some(wanted) if policy.audiences.contains(wanted) => std::slice::from_ref(wanted),
-        Some(_) => {
-            return Err(Error::InvalidRequest {
-                field: "audience",
-                problem: "not an audience configured for the token's issuer".to_owned(),
-            });
-        }
-        None => &policy.audiences,
-    };
     let audience_ok = claims
         .aud
         .as_ref()
-        .is_some_and(|aud| expected.iter().any(|e| aud.contains(e)));
+        .is_some_and(|aud| expected_audiences.iter().any(|e| aud.contains(e)));
     if !audience_ok {
         return Err(Error::WrongAudience {
-            expected: expected.to_vec(),
+            expected: expected_audiences.to_vec(),
         });
     }
 
@@ -227,8 +293,7 @@ fn check_claims(
         (None, None) => Vec::new(),
     };
     let permissions = claims.permissions.unwrap_or_default();
-    let missing: Vec<String> = request
-        .required_scopes
+    let missing: Vec<String> = required_scopes
         .iter()
         .filter(|wanted| !scopes.contains(wanted) && !permissions.contains(wanted))
         .cloned()

@@ -42,12 +42,11 @@ fn verifier(algorithms: &[Algorithm]) -> Verifier {
     let k = keys();
     let scripted = Scripted::new(&[&k.rsa, &k.ps, &k.ec, &k.ed]);
     let issuer = IssuerConfig {
-        issuer: ISS.to_owned(),
-        audiences: vec![AUD.to_owned(), "https://other.example.com".to_owned()],
-        jwks_uri: None,
         algorithms: algorithms.to_vec(),
-        leeway_seconds: 30,
-        userinfo_uri: None,
+        ..IssuerConfig::new(
+            ISS.to_owned(),
+            vec![AUD.to_owned(), "https://other.example.com".to_owned()],
+        )
     };
     let keys = IssuerKeys::new(
         ISS.into(),
