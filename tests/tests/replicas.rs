@@ -1,0 +1,209 @@
+//! Two authd processes sharing one DynamoDB table (moto on loopback), as
+//! replicas behind a load balancer: concurrent refreshes of one session on
+//! both spend its refresh token once and lose no rotation; a revocation on
+//! one replica is enforced by the other within the bound.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use authd_client::{AuthClient, ErrorReason};
+use authd_proto::pb::{self, create_session_request::Grant, refresh_session_request::Credential};
+use authd_tests::{Issuer, Moto, REDIRECT_URI, authd_binary, free_port, wait_for_port};
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+struct Replica {
+    _child: Child,
+    addr: SocketAddr,
+}
+
+impl Replica {
+    async fn client(&self) -> AuthClient {
+        AuthClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect")
+    }
+}
+
+async fn replicas(
+    issuer: &Issuer,
+    moto: &Moto,
+    dir: &tempfile::TempDir,
+) -> Result<(Replica, Replica)> {
+    moto.store("authd").await?;
+    let mut started = Vec::new();
+    for name in ["a", "b"] {
+        let port = free_port()?;
+        let config = dir.path().join(format!("{name}.toml"));
+        let text = issuer.sessions_config(&format!(
+            "[sessions]\nreuse_access_token_seconds = 1\nrevocation_poll_ms = 500\n\
+             [store]\nkind = \"dynamodb\"\ntable = \"authd\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n\
+             [server]\nlisten = \"127.0.0.1:{port}\"\n",
+            moto.endpoint
+        ));
+        std::fs::write(&config, text)?;
+        let child = Command::new(authd_binary()?)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .envs(
+                moto.env()
+                    .into_iter()
+                    .filter(|(k, _)| k.starts_with("AWS_")),
+            )
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        wait_for_port(addr, Duration::from_secs(30)).await?;
+        started.push(Replica {
+            _child: child,
+            addr,
+        });
+    }
+    let b = started.pop().expect("b");
+    let a = started.pop().expect("a");
+    Ok((a, b))
+}
+
+async fn login(issuer: &Issuer, replica: &Replica) -> Result<pb::NewSession> {
+    let (code, verifier) = issuer.authorize("alice", "n").await?;
+    let request = pb::CreateSessionRequest {
+        grant: Some(Grant::AuthorizationCode(pb::AuthorizationCodeGrant {
+            code,
+            redirect_uri: REDIRECT_URI.to_owned(),
+            code_verifier: verifier,
+            nonce: "n".to_owned(),
+        })),
+        issuer: String::new(),
+    };
+    let mut client = replica.client().await;
+    Ok(client
+        .raw()
+        .create_session(request)
+        .await?
+        .into_inner()
+        .session
+        .expect("session"))
+}
+
+async fn refresh(replica: &Replica, handle: &str) -> Result<String> {
+    let mut client = replica.client().await;
+    let request = pb::RefreshSessionRequest {
+        credential: Some(Credential::SessionHandle(handle.to_owned())),
+        issuer: String::new(),
+    };
+    Ok(client
+        .raw()
+        .refresh_session(request)
+        .await?
+        .into_inner()
+        .access_token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refreshes_on_two_replicas_spend_the_refresh_token_once() -> Result<()> {
+    let (issuer, moto, dir) = (
+        Issuer::start().await?,
+        Moto::start().await?,
+        tempfile::tempdir()?,
+    );
+    let (a, b) = replicas(&issuer, &moto, &dir).await?;
+    let session = login(&issuer, &a).await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // A slow token endpoint makes every refresh overlap.
+    issuer
+        .control(
+            "fail",
+            json!({"endpoint": "token", "status": 0, "delay_ms": 400}),
+        )
+        .await?;
+    let calls = (0..40).map(|i| {
+        let (replica, handle) = (
+            if i % 2 == 0 { &a } else { &b },
+            session.session_handle.clone(),
+        );
+        async move { refresh(replica, &handle).await }
+    });
+    let tokens = futures_util::future::join_all(calls).await;
+    issuer.heal().await?;
+    for token in tokens {
+        let token = token?;
+        a.client().await.verify_token(&token, &[]).await?;
+    }
+    let stats = issuer.stats().await?;
+    assert_eq!(
+        stats["refresh"], 1,
+        "one upstream refresh for both replicas"
+    );
+    assert_eq!(stats["refresh_reuse_detected"], 0);
+
+    // Each replica refreshes in turn with the rotation the other stored.
+    for replica in [&b, &a, &b] {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let token = refresh(replica, &session.session_handle).await?;
+        replica.client().await.verify_token(&token, &[]).await?;
+    }
+    let stats = issuer.stats().await?;
+    assert_eq!(stats["refresh"], 4);
+    assert_eq!(stats["refresh_reuse_detected"], 0, "no rotation was lost");
+    assert_eq!(stats["family_revocations"], 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_on_one_replica_is_enforced_by_the_other_within_the_bound() -> Result<()> {
+    let (issuer, moto, dir) = (
+        Issuer::start().await?,
+        Moto::start().await?,
+        tempfile::tempdir()?,
+    );
+    let (a, b) = replicas(&issuer, &moto, &dir).await?;
+    let session = login(&issuer, &a).await?;
+    let mut on_b = b.client().await;
+    on_b.verify_token(&session.access_token, &[]).await?;
+
+    let mut on_a = a.client().await;
+    let revoked = on_a
+        .raw()
+        .revoke_session(pb::RevokeSessionRequest {
+            target: Some(pb::revoke_session_request::Target::SessionHandle(
+                session.session_handle.clone(),
+            )),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(revoked.revoked_sessions, 1);
+    let started = Instant::now();
+    let err = on_a
+        .verify_token(&session.access_token, &[])
+        .await
+        .expect_err("refused at once on A");
+    assert_eq!(err.reason(), Some(ErrorReason::SessionRevoked));
+    loop {
+        match on_b.verify_token(&session.access_token, &[]).await {
+            Err(err) if err.reason() == Some(ErrorReason::SessionRevoked) => break,
+            Ok(_) if started.elapsed() < Duration::from_secs(5) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            other => panic!(
+                "B still accepts the revoked session's token after {:?}: {other:?}",
+                started.elapsed()
+            ),
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // And B refuses to refresh it.
+    let err = refresh(&b, &session.session_handle)
+        .await
+        .expect_err("revoked");
+    assert!(err.to_string().contains("revoked"), "{err}");
+    Ok(())
+}
