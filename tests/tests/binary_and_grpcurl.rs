@@ -301,3 +301,87 @@ async fn dev_refuses_non_loopback_addresses() -> Result<()> {
     }
     Ok(())
 }
+
+/// The README's session walkthrough, step by step with grpcurl against
+/// `authd dev`: device login, refresh, revoke, and VerifyToken refusing the
+/// revoked session's token.
+#[tokio::test]
+async fn dev_session_walkthrough_with_grpcurl() -> Result<()> {
+    let port = free_port()?;
+    let data = tempfile::tempdir()?;
+    let _child = Command::new(authd_binary()?)
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let addr = format!("127.0.0.1:{port}");
+    wait_for_port(addr.parse()?, Duration::from_secs(30)).await?;
+    let call = |method: &'static str, body: String| {
+        let addr = addr.clone();
+        async move {
+            let method = format!("auth.v1.AuthService/{method}");
+            let out = run_grpcurl(&["-plaintext", "-d", &body, &addr, &method]).await?;
+            anyhow::Ok(out)
+        }
+    };
+    let json = |out: &authd_tests::Output| -> Result<serde_json::Value> {
+        assert_eq!(out.code, Some(0), "{out:?}");
+        Ok(serde_json::from_str(&out.stdout)?)
+    };
+
+    let started = json(
+        &call(
+            "StartDeviceLogin",
+            r#"{"scopes":["read:orders"]}"#.to_owned(),
+        )
+        .await?,
+    )?;
+    let link = started["verificationUriComplete"]
+        .as_str()
+        .context("link")?;
+    let approved = reqwest::get(link).await?;
+    assert!(approved.status().is_success());
+    let device_code = started["deviceCode"].as_str().context("device code")?;
+    let polled = json(
+        &call(
+            "PollDeviceLogin",
+            format!(r#"{{"device_code":"{device_code}"}}"#),
+        )
+        .await?,
+    )?;
+    assert_eq!(polled["state"], "DEVICE_LOGIN_STATE_APPROVED");
+    let handle = polled["session"]["sessionHandle"]
+        .as_str()
+        .context("handle")?;
+    let token = polled["session"]["accessToken"].as_str().context("token")?;
+    let verified = json(&call("VerifyToken", format!(r#"{{"token":"{token}"}}"#)).await?)?;
+    assert_eq!(verified["subject"], "auth0|demo-user");
+
+    let refreshed = json(
+        &call(
+            "RefreshSession",
+            format!(r#"{{"session_handle":"{handle}"}}"#),
+        )
+        .await?,
+    )?;
+    assert!(refreshed["accessToken"].is_string());
+    let revoked = json(
+        &call(
+            "RevokeSession",
+            format!(r#"{{"session_handle":"{handle}"}}"#),
+        )
+        .await?,
+    )?;
+    assert_eq!(revoked["revokedSessions"], 1);
+    let refused = call("VerifyToken", format!(r#"{{"token":"{token}"}}"#)).await?;
+    assert_eq!(refused.code, Some(80), "{refused:?}");
+    assert!(
+        refused.stderr.contains(r#""reason":"SESSION_REVOKED""#),
+        "{}",
+        refused.stderr
+    );
+    Ok(())
+}

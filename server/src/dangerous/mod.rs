@@ -5,5 +5,5 @@
 mod dev_issuer;
 mod signer;
 
-pub use dev_issuer::{DevIssuer, DevIssuerError};
+pub use dev_issuer::{DEMO_USER, DEV_CLIENT_ID, DevIssuer, DevIssuerError};
 pub use signer::SigningKey;

@@ -6,7 +6,7 @@
 //! 3. the signature;
 //! 4. `exp`/`nbf`/`iat` with leeway, `aud`, required scopes.
 
-mod token;
+pub(crate) mod token;
 
 use std::{
     collections::HashMap,
