@@ -35,8 +35,13 @@ fn auth0_claims(n: u64) -> serde_json::Value {
     })
 }
 
-fn setup(alg: Algorithm, runtime: &tokio::runtime::Runtime) -> (SigningKey, Verifier) {
-    let key = SigningKey::generate(alg, "bench-1").expect("key");
+/// A verifier of `key`'s tokens with `config`.
+fn verifier(
+    key: &SigningKey,
+    alg: Algorithm,
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+) -> Verifier {
     let jwk: Jwk = serde_json::from_value(key.public_jwk()).expect("jwk");
     let issuer = IssuerConfig {
         algorithms: vec![alg],
@@ -53,7 +58,7 @@ fn setup(alg: Algorithm, runtime: &tokio::runtime::Runtime) -> (SigningKey, Veri
         ISS.to_owned(),
         IssuerPolicy::new(&issuer, Arc::clone(&keys)),
     )]);
-    (key, Verifier::new(policies, &Config::default()))
+    Verifier::new(policies, config)
 }
 
 fn bench_alg(c: &mut Criterion, alg: Algorithm) {
@@ -61,7 +66,13 @@ fn bench_alg(c: &mut Criterion, alg: Algorithm) {
         .enable_all()
         .build()
         .expect("runtime");
-    let (key, verifier) = setup(alg, &runtime);
+    let key = SigningKey::generate(alg, "bench-1").expect("key");
+    let verifier = verifier(&key, alg, &runtime, &Config::default());
+    // New tokens are measured with the cache off, so each one pays the
+    // whole pipeline however many times criterion cycles through them.
+    let mut config = Config::default();
+    config.verify.cache_max_entries = 0;
+    let uncached = self::verifier(&key, alg, &runtime, &config);
     let tokens: Vec<String> = (0..1024).map(|n| key.sign(&auth0_claims(n))).collect();
     let prepared = VerifyingKey::from_jwk(
         &serde_json::from_value(key.public_jwk()).expect("jwk"),
@@ -104,8 +115,19 @@ fn bench_alg(c: &mut Criterion, alg: Algorithm) {
                 required_scopes: vec!["read:orders".to_owned()],
                 audience: None,
             };
-            let verifier = &verifier;
+            let verifier = &uncached;
             async move { black_box(verifier.verify(&request).await.expect("valid")) }
+        })
+    });
+    let request = VerifyRequest {
+        token: tokens[0].clone(),
+        required_scopes: vec!["read:orders".to_owned()],
+        audience: None,
+    };
+    group.bench_function("verify_repeated_token", |b| {
+        b.to_async(&runtime).iter(|| {
+            let (verifier, request) = (&verifier, &request);
+            async move { black_box(verifier.verify(request).await.expect("valid")) }
         })
     });
     group.finish();

@@ -180,12 +180,24 @@ pub struct VerifyConfig {
     /// Tokens longer than this are refused before any parsing. Defaults to
     /// `8192`.
     pub max_token_bytes: usize,
+    /// Verified tokens cached at most (0 turns the cache off). A hit skips
+    /// the signature check only. Defaults to `100000`.
+    pub cache_max_entries: usize,
+    /// The cache's memory bound, in bytes (estimated). Defaults to
+    /// `67108864` (64 MiB).
+    pub cache_max_bytes: u64,
+    /// The longest a verification is cached, however long the token lives.
+    /// Defaults to `300`.
+    pub cache_max_ttl_seconds: u64,
 }
 
 impl Default for VerifyConfig {
     fn default() -> Self {
         VerifyConfig {
             max_token_bytes: 8192,
+            cache_max_entries: 100_000,
+            cache_max_bytes: 64 << 20,
+            cache_max_ttl_seconds: 300,
         }
     }
 }

@@ -118,7 +118,7 @@ pub(crate) fn profile(p: Profile) -> pb::Profile {
         picture: p.picture.unwrap_or_default(),
         created_at: Some(timestamp(p.created_at)),
         updated_at: Some(timestamp(p.updated_at)),
-        attributes: Some(to_struct(p.attributes)),
+        attributes: Some(to_struct(&p.attributes)),
     }
 }
 
@@ -130,19 +130,19 @@ pub(crate) fn verify_request(message: pb::VerifyTokenRequest) -> VerifyRequest {
     }
 }
 
-pub(crate) fn verified_token(token: VerifiedToken) -> pb::VerifyTokenResponse {
+pub(crate) fn verified_token(token: &VerifiedToken) -> pb::VerifyTokenResponse {
     pb::VerifyTokenResponse {
-        subject: token.subject,
-        issuer: token.issuer,
-        audiences: token.audiences,
-        scopes: token.scopes,
-        permissions: token.permissions,
-        session_id: token.session_id.unwrap_or_default(),
-        token_id: token.token_id.unwrap_or_default(),
+        subject: token.subject.clone(),
+        issuer: token.issuer.clone(),
+        audiences: token.audiences.clone(),
+        scopes: token.scopes.clone(),
+        permissions: token.permissions.clone(),
+        session_id: token.session_id.clone().unwrap_or_default(),
+        token_id: token.token_id.clone().unwrap_or_default(),
         issued_at: token.issued_at.map(timestamp),
         expires_at: Some(timestamp(token.expires_at)),
-        claims: Some(to_struct(token.claims)),
-        authorized_party: token.authorized_party.unwrap_or_default(),
+        claims: Some(to_struct(&token.claims)),
+        authorized_party: token.authorized_party.clone().unwrap_or_default(),
     }
 }
 
@@ -151,20 +151,20 @@ pub(crate) fn timestamp(seconds: i64) -> Timestamp {
 }
 
 /// A JSON object as a `google.protobuf.Struct`.
-pub(crate) fn to_struct(map: Map<String, Value>) -> Struct {
+pub(crate) fn to_struct(map: &Map<String, Value>) -> Struct {
     Struct {
-        fields: map.into_iter().map(|(k, v)| (k, to_value(v))).collect(),
+        fields: map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
     }
 }
 
-fn to_value(value: Value) -> PbValue {
+fn to_value(value: &Value) -> PbValue {
     let kind = match value {
         Value::Null => Kind::NullValue(0),
-        Value::Bool(b) => Kind::BoolValue(b),
+        Value::Bool(b) => Kind::BoolValue(*b),
         Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        Value::String(s) => Kind::StringValue(s),
+        Value::String(s) => Kind::StringValue(s.clone()),
         Value::Array(items) => Kind::ListValue(ListValue {
-            values: items.into_iter().map(to_value).collect(),
+            values: items.iter().map(to_value).collect(),
         }),
         Value::Object(map) => Kind::StructValue(to_struct(map)),
     };
@@ -181,7 +181,7 @@ mod tests {
         let Value::Object(map) = json!({"org": {"id": 7, "tags": ["a", null, true]}}) else {
             unreachable!()
         };
-        let s = to_struct(map);
+        let s = to_struct(&map);
         let Some(Kind::StructValue(org)) = &s.fields["org"].kind else {
             panic!("org is a struct")
         };

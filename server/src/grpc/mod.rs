@@ -46,7 +46,7 @@ impl AuthService for AuthServiceImpl {
     ) -> Result<Response<pb::VerifyTokenResponse>, Status> {
         let request = convert::verify_request(request.into_inner());
         let verified = self.verifier.verify(&request).await?;
-        Ok(Response::new(convert::verified_token(verified)))
+        Ok(Response::new(convert::verified_token(&verified)))
     }
 
     async fn create_session(

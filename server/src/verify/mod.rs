@@ -6,6 +6,7 @@
 //! 3. the signature;
 //! 4. `exp`/`nbf`/`iat` with leeway, `aud`, required scopes.
 
+mod cache;
 pub(crate) mod token;
 
 use std::{
@@ -98,6 +99,7 @@ pub struct Verifier {
     issuers: HashMap<String, IssuerPolicy>,
     max_token_bytes: usize,
     revocations: Arc<Revocations>,
+    cache: Option<cache::VerifiedCache>,
 }
 
 impl Verifier {
@@ -112,11 +114,24 @@ impl Verifier {
         config: &Config,
         revocations: Arc<Revocations>,
     ) -> Self {
+        let v = &config.verify;
         Verifier {
             issuers,
-            max_token_bytes: config.verify.max_token_bytes,
+            max_token_bytes: v.max_token_bytes,
             revocations,
+            cache: (v.cache_max_entries > 0).then(|| {
+                cache::VerifiedCache::new(
+                    v.cache_max_entries,
+                    v.cache_max_bytes,
+                    i64::try_from(v.cache_max_ttl_seconds).unwrap_or(i64::MAX),
+                )
+            }),
         }
+    }
+
+    /// How many verified tokens are cached.
+    pub fn cached_entries(&self) -> usize {
+        self.cache.as_ref().map_or(0, cache::VerifiedCache::len)
     }
 
     /// The revocations it checks.
@@ -130,7 +145,7 @@ impl Verifier {
     }
 
     /// Verifies `request` now.
-    pub async fn verify(&self, request: &VerifyRequest) -> Result<VerifiedToken, Error> {
+    pub async fn verify(&self, request: &VerifyRequest) -> Result<Arc<VerifiedToken>, Error> {
         self.verify_at(request, unix_now()).await
     }
 
@@ -139,21 +154,39 @@ impl Verifier {
         &self,
         request: &VerifyRequest,
         now: i64,
-    ) -> Result<VerifiedToken, Error> {
+    ) -> Result<Arc<VerifiedToken>, Error> {
         let token = strip_bearer(&request.token);
+        self.check_size(token)?;
+        let key = self.cache.as_ref().map(|_| cache::key(token));
+        if let (Some(cache), Some(key)) = (&self.cache, &key)
+            && let Some(entry) = cache.get(key, now)
+        {
+            let hit = &entry.token;
+            let policy = self
+                .issuers
+                .get(&hit.issuer)
+                .ok_or_else(|| Error::WrongIssuer(truncate(&hit.issuer, 256)))?;
+            let expected = expected_audiences(policy, request)?;
+            recheck(hit, policy.leeway, expected, &request.required_scopes, now)?;
+            self.revocations.check(hit, token)?;
+            return Ok(Arc::clone(hit));
+        }
         let (claims, policy) = self.authenticate(token).await?;
-        let expected: &[String] = match &request.audience {
-            Some(wanted) if policy.audiences.contains(wanted) => std::slice::from_ref(wanted),
-            Some(_) => {
-                return Err(Error::InvalidRequest {
-                    field: "audience",
-                    problem: "not an audience configured for the token's issuer".to_owned(),
-                });
-            }
-            None => &policy.audiences,
-        };
-        let verified = check_claims(
+        // The cached entry is checked against the issuer's audiences; a
+        // request's own audience and scopes are checked on every hit.
+        let verified = Arc::new(check_claims(
             claims,
+            policy.leeway,
+            &policy.audiences,
+            &[],
+            now,
+        )?);
+        if let (Some(cache), Some(key)) = (&self.cache, key) {
+            cache.insert(key, &verified, token.len(), now);
+        }
+        let expected = expected_audiences(policy, request)?;
+        recheck(
+            &verified,
             policy.leeway,
             expected,
             &request.required_scopes,
@@ -195,7 +228,7 @@ impl Verifier {
 
     /// Steps 1–3: size, shape, issuer, algorithm, key and signature. The
     /// claims returned are authentic but not yet checked.
-    async fn authenticate(&self, token: &str) -> Result<(token::Claims, &IssuerPolicy), Error> {
+    fn check_size(&self, token: &str) -> Result<(), Error> {
         if token.is_empty() {
             return Err(Error::TokenMissing);
         }
@@ -205,6 +238,11 @@ impl Verifier {
                 max: self.max_token_bytes,
             });
         }
+        Ok(())
+    }
+
+    async fn authenticate(&self, token: &str) -> Result<(token::Claims, &IssuerPolicy), Error> {
+        self.check_size(token)?;
         let parsed = token::parse(token)?;
         let policy = self
             .issuers
@@ -254,6 +292,52 @@ fn unix_now() -> i64 {
 fn seconds(value: f64) -> i64 {
     // `as` saturates for out-of-range floats, which is the wanted behaviour.
     value.floor() as i64
+}
+
+/// The audiences a request accepts: its own (which must be configured for
+/// the issuer) or all the issuer's.
+fn expected_audiences<'a>(
+    policy: &'a IssuerPolicy,
+    request: &'a VerifyRequest,
+) -> Result<&'a [String], Error> {
+    match &request.audience {
+        Some(wanted) if policy.audiences.contains(wanted) => Ok(std::slice::from_ref(wanted)),
+        Some(_) => Err(Error::InvalidRequest {
+            field: "audience",
+            problem: "not an audience configured for the token's issuer".to_owned(),
+        }),
+        None => Ok(&policy.audiences),
+    }
+}
+
+/// What a verified (possibly cached) token must still satisfy for this
+/// request: not expired, one of the expected audiences, every required scope.
+fn recheck(
+    token: &VerifiedToken,
+    leeway: i64,
+    expected: &[String],
+    required: &[String],
+    now: i64,
+) -> Result<(), Error> {
+    if now > token.expires_at.saturating_add(leeway) {
+        return Err(Error::TokenExpired {
+            expired_at: token.expires_at,
+        });
+    }
+    if !token.audiences.iter().any(|a| expected.contains(a)) {
+        return Err(Error::WrongAudience {
+            expected: expected.to_vec(),
+        });
+    }
+    let missing: Vec<String> = required
+        .iter()
+        .filter(|wanted| !token.scopes.contains(wanted) && !token.permissions.contains(wanted))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::InsufficientScope { missing });
+    }
+    Ok(())
 }
 
 fn check_claims(

@@ -39,6 +39,10 @@ fn keys() -> &'static Keys {
 }
 
 fn verifier(algorithms: &[Algorithm]) -> Verifier {
+    verifier_with(algorithms, &Config::default())
+}
+
+fn verifier_with(algorithms: &[Algorithm], config: &Config) -> Verifier {
     let k = keys();
     let scripted = Scripted::new(&[&k.rsa, &k.ps, &k.ec, &k.ed]);
     let issuer = IssuerConfig {
@@ -56,7 +60,7 @@ fn verifier(algorithms: &[Algorithm]) -> Verifier {
     );
     let mut issuers = HashMap::new();
     issuers.insert(ISS.to_owned(), IssuerPolicy::new(&issuer, keys));
-    Verifier::new(issuers, &Config::default())
+    Verifier::new(issuers, config)
 }
 
 fn rs256() -> Verifier {
@@ -87,7 +91,11 @@ fn with(mut base: Value, key: &str, value: Value) -> Value {
     base
 }
 
-async fn check(v: &Verifier, token: &str, scopes: &[&str]) -> Result<VerifiedToken, Error> {
+async fn check(
+    v: &Verifier,
+    token: &str,
+    scopes: &[&str],
+) -> Result<std::sync::Arc<VerifiedToken>, Error> {
     let request = VerifyRequest {
         token: token.to_owned(),
         required_scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
@@ -558,4 +566,97 @@ async fn mutated_tokens_never_panic_and_are_never_accepted() {
             assert_eq!(text.split('.').count(), 3);
         }
     }
+}
+
+// === the verified-result cache ===
+
+#[tokio::test]
+async fn cache_hit_still_checks_expiry_scopes_and_audience() {
+    let v = rs256();
+    let token = keys().rsa.sign(&with(claims(), "exp", json!(NOW + 100)));
+    check(&v, &token, &[]).await.expect("valid, now cached");
+    assert_eq!(v.cached_entries(), 1);
+    let at = |now| {
+        let request = VerifyRequest {
+            token: token.clone(),
+            required_scopes: vec!["read:orders".to_owned()],
+            audience: None,
+        };
+        let v = &v;
+        async move { v.verify_at(&request, now).await }
+    };
+    at(NOW + 50).await.expect("cached and still valid");
+    assert_eq!(
+        at(NOW + 131).await.expect_err("expired").reason(),
+        Reason::TokenExpired
+    );
+    let scoped = check(&v, &token, &["delete:orders"])
+        .await
+        .expect_err("scope");
+    assert_eq!(scoped.reason(), Reason::InsufficientScope);
+    let request = VerifyRequest {
+        token: token.clone(),
+        audience: Some("https://other.example.com".to_owned()),
+        ..VerifyRequest::default()
+    };
+    assert_eq!(
+        v.verify_at(&request, NOW).await.expect_err("aud").reason(),
+        Reason::WrongAudience
+    );
+}
+
+#[tokio::test]
+async fn a_forged_token_never_hits_the_genuine_entry() {
+    let v = rs256();
+    let token = keys().rsa.sign(&claims());
+    check(&v, &token, &[]).await.expect("cached");
+    let parts: Vec<&str> = token.split('.').collect();
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(with(claims(), "sub", json!("auth0|mallory")).to_string()),
+        parts[2]
+    );
+    assert_eq!(reason(&v, &forged).await, Reason::BadSignature);
+    let mut sig = parts[2].to_owned();
+    sig.replace_range(..4, "AAAA");
+    assert_eq!(
+        reason(&v, &format!("{}.{}.{sig}", parts[0], parts[1])).await,
+        Reason::BadSignature
+    );
+}
+
+#[tokio::test]
+async fn a_cached_token_is_refused_once_revoked() {
+    use crate::{revocation::revocation, store::RevocationKind};
+    let v = rs256();
+    let token = keys().rsa.sign(&claims());
+    check(&v, &token, &[]).await.expect("cached");
+    v.revocations().apply(&[revocation(
+        RevocationKind::SessionId,
+        ISS,
+        "session-1",
+        NOW + 3600,
+    )]);
+    assert_eq!(reason(&v, &token).await, Reason::SessionRevoked);
+}
+
+#[tokio::test]
+async fn the_cache_is_bounded_and_can_be_off() {
+    let mut config = Config::default();
+    config.verify.cache_max_entries = 8;
+    let v = verifier_with(&[Algorithm::RS256], &config);
+    for i in 0..50 {
+        let token = keys()
+            .rsa
+            .sign(&with(claims(), "sub", json!(format!("auth0|u{i}"))));
+        check(&v, &token, &[]).await.expect("valid");
+    }
+    assert!(v.cached_entries() <= 8, "{}", v.cached_entries());
+    config.verify.cache_max_entries = 0;
+    let off = verifier_with(&[Algorithm::RS256], &config);
+    check(&off, &keys().rsa.sign(&claims()), &[])
+        .await
+        .expect("valid");
+    assert_eq!(off.cached_entries(), 0);
 }
