@@ -281,8 +281,9 @@ impl Issuer {
 
 // === a DynamoDB-compatible server ===
 
-/// moto's DynamoDB server on loopback (from the project's `.venv`), killed
-/// when dropped.
+/// moto's DynamoDB server on loopback (from the project's `.venv`, through
+/// `tests/moto_server.py`, which makes its conditional writes atomic as
+/// DynamoDB's are), killed when dropped.
 #[derive(Debug)]
 pub struct Moto {
     /// `http://127.0.0.1:PORT`.
@@ -293,16 +294,15 @@ pub struct Moto {
 impl Moto {
     /// Starts moto on a free port and waits until it answers.
     pub async fn start() -> Result<Moto> {
-        let binary = workspace().join(".venv/bin/moto_server");
-        if !binary.exists() {
+        if !workspace().join(".venv/bin/moto_server").exists() {
             bail!(
-                "{} is missing: run `.venv/bin/pip install -r tests/requirements.txt` (tests/run does)",
-                binary.display()
+                "moto is missing: run `.venv/bin/pip install -r tests/requirements.txt` (tests/run does)"
             );
         }
         let port = free_port()?;
-        let child = Command::new(binary)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let child = Command::new(workspace().join(".venv/bin/python"))
+            .arg(workspace().join("tests/moto_server.py"))
+            .args(["127.0.0.1", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)

@@ -106,26 +106,9 @@ impl Profiles {
                 problem: format!("must be 1 to {MAX_USER_ID_BYTES} bytes"),
             });
         }
-        let Some(caller_token) = caller_token else {
-            return Err(Error::CallerNotTrusted(
-                "no service token in the authorization metadata".to_owned(),
-            ));
-        };
-        let request = VerifyRequest {
-            token: caller_token.to_owned(),
-            required_scopes: vec![self.config.trusted_permission.clone()],
-            audience: None,
-        };
-        match self.verifier.verify(&request).await {
-            Ok(_) => {}
-            Err(error @ Error::KeysUnavailable { .. }) => return Err(error),
-            Err(error) => {
-                return Err(Error::CallerNotTrusted(format!(
-                    "service token refused: {}",
-                    error.reason().as_str()
-                )));
-            }
-        }
+        self.verifier
+            .verify_service(caller_token, &self.config.trusted_permission)
+            .await?;
         self.store
             .get_profile(user_id)
             .await?

@@ -671,24 +671,9 @@ impl Sessions {
                 problem: "must be 1 to 512 bytes".to_owned(),
             });
         }
-        let caller = caller_token.ok_or_else(|| {
-            Error::CallerNotTrusted("no service token in the authorization metadata".to_owned())
-        })?;
-        let request = VerifyRequest {
-            token: caller.to_owned(),
-            required_scopes: vec![self.config.trusted_permission.clone()],
-            audience: None,
-        };
-        match self.verifier.verify(&request).await {
-            Ok(_) => {}
-            Err(error @ Error::KeysUnavailable { .. }) => return Err(error),
-            Err(error) => {
-                return Err(Error::CallerNotTrusted(format!(
-                    "service token refused: {}",
-                    error.reason().as_str()
-                )));
-            }
-        }
+        self.verifier
+            .verify_service(caller_token, &self.config.trusted_permission)
+            .await?;
         let expires_at = unix_now() + self.config.revocation_ttl_seconds as i64;
         let subject: Vec<_> = self
             .verifier

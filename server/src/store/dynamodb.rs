@@ -23,7 +23,7 @@ use aws_sdk_dynamodb::{
     },
 };
 
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::{put_item::PutItemError, query::builders::QueryFluentBuilder};
 
 use super::{Profile, Revocation, SessionRecord, Store, StoreError};
 use crate::{config::StoreConfig, secrets::SealedSecret};
@@ -314,6 +314,25 @@ impl DynamoStore {
         &self.table
     }
 
+    /// Every item a query finds, page after page.
+    async fn query_all(&self, query: QueryFluentBuilder) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = query
+                .clone()
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(classify)?;
+            items.extend_from_slice(page.items());
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => return Ok(items),
+            }
+        }
+    }
+
     /// Creates the table, its user index and its TTL setting when missing.
     /// Idempotent; returns what it did.
     pub async fn init_table(&self) -> Result<Vec<String>, StoreError> {
@@ -570,30 +589,18 @@ impl Store for DynamoStore {
         user_id: &str,
         now: i64,
     ) -> Result<Vec<SessionRecord>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(USER_INDEX)
+            .key_condition_expression("gsi1pk = :user")
+            .expression_attribute_values(":user", s(format!("USER#{user_id}")));
         let mut found = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(USER_INDEX)
-                .key_condition_expression("gsi1pk = :user")
-                .expression_attribute_values(":user", s(format!("USER#{user_id}")))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(classify)?;
-            for item in page.items() {
-                if let Some(record) = live(item, now)? {
-                    found.push(record);
-                }
-            }
-            match page.last_evaluated_key() {
-                Some(key) if !key.is_empty() => start = Some(key.clone()),
-                _ => return Ok(found),
-            }
+        for item in self.query_all(query).await? {
+            found.extend(live(&item, now)?);
         }
+        Ok(found)
     }
 
     async fn put_revocation(&self, revocation: &Revocation) -> Result<(), StoreError> {
@@ -612,33 +619,23 @@ impl Store for DynamoStore {
         after_ms: i64,
         now: i64,
     ) -> Result<Vec<Revocation>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk > :after")
+            .expression_attribute_values(":pk", s(REVOCATIONS_PK))
+            // Every key of a later millisecond sorts after this one.
+            .expression_attribute_values(":after", s(format!("{:016}$", after_ms.max(0))))
+            .consistent_read(true);
         let mut found = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk > :after")
-                .expression_attribute_values(":pk", s(REVOCATIONS_PK))
-                // Every key of a later millisecond sorts after this one.
-                .expression_attribute_values(":after", s(format!("{:016}$", after_ms.max(0))))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(classify)?;
-            for item in page.items() {
-                let revocation = revocation_from(item)?;
-                if revocation.expires_at > now {
-                    found.push(revocation);
-                }
-            }
-            match page.last_evaluated_key() {
-                Some(key) if !key.is_empty() => start = Some(key.clone()),
-                _ => return Ok(found),
+        for item in self.query_all(query).await? {
+            let revocation = revocation_from(&item)?;
+            if revocation.expires_at > now {
+                found.push(revocation);
             }
         }
+        Ok(found)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -196,6 +196,34 @@ impl Verifier {
         Ok(verified)
     }
 
+    /// Checks that a caller is a trusted service: its `caller_token` (from
+    /// the `authorization` metadata) verifies and carries `permission`.
+    /// Anything short of that is [`Error::CallerNotTrusted`], except an
+    /// issuer outage, which stays `UNAVAILABLE`.
+    pub async fn verify_service(
+        &self,
+        caller_token: Option<&str>,
+        permission: &str,
+    ) -> Result<Arc<VerifiedToken>, Error> {
+        let Some(token) = caller_token else {
+            return Err(Error::CallerNotTrusted(
+                "no service token in the authorization metadata".to_owned(),
+            ));
+        };
+        let request = VerifyRequest {
+            token: token.to_owned(),
+            required_scopes: vec![permission.to_owned()],
+            audience: None,
+        };
+        self.verify(&request).await.map_err(|error| match error {
+            Error::KeysUnavailable { .. } => error,
+            other => Error::CallerNotTrusted(format!(
+                "service token refused: {}",
+                other.reason().as_str()
+            )),
+        })
+    }
+
     /// Verifies an OpenID Connect id token from `issuer` for `client_id`
     /// (its `aud`), with `nonce` when the login used one.
     pub async fn verify_id_token(

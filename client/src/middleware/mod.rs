@@ -1,0 +1,204 @@
+//! tower middleware that protects a service with authd: it reads the
+//! `authorization: Bearer …` header, asks authd's VerifyToken with the scopes
+//! the request's path requires, and either passes the request on with the
+//! [`VerifiedToken`] in its extensions or answers the refusal itself.
+//!
+//! - [`grpc`] (feature `tonic-middleware`): for tonic servers; refusals are
+//!   gRPC statuses carrying authd's `google.rpc.ErrorInfo`.
+//! - [`http`] (feature `http-middleware`, or `axum` with an extractor): for
+//!   HTTP servers; refusals are 401/403 with an RFC 6750 `WWW-Authenticate`.
+//!
+//! Both fail **closed**: when authd cannot be reached or cannot decide, the
+//! request is refused with gRPC `UNAVAILABLE` / HTTP 503, never let through.
+
+#[cfg(feature = "tonic-middleware")]
+pub mod grpc;
+#[cfg(feature = "http-middleware")]
+pub mod http;
+
+use std::collections::HashMap;
+
+use ::http::{HeaderMap, header::AUTHORIZATION};
+use tonic::Code;
+
+use crate::{AuthClient, AuthError, VerifiedToken};
+
+/// What a path needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Access {
+    /// No token at all (health checks, reflection).
+    Public,
+    /// A verified token holding all these scopes.
+    Scopes(Vec<String>),
+}
+
+/// The scopes each request path requires.
+///
+/// A rule's path is either exact (`/pkg.Service/Method`, `/orders`) or, when
+/// it ends with `/`, a prefix of one segment (`/pkg.Service/` covers every
+/// method of a gRPC service; `/orders/` covers `/orders/42`). The exact rule
+/// wins, then the prefix, then the default (a verified token with no
+/// particular scope, unless set with [`ScopeRules::default_scopes`]).
+///
+/// ```
+/// use authd_client::middleware::ScopeRules;
+///
+/// let rules = ScopeRules::new()
+///     .default_scopes(["read:orders"])
+///     .require("/shop.v1.Orders/Cancel", ["write:orders"])
+///     .public("/grpc.health.v1.Health/");
+/// ```
+#[derive(Debug, Clone)]
+pub struct ScopeRules {
+    default: Access,
+    paths: HashMap<String, Access>,
+}
+
+impl Default for ScopeRules {
+    fn default() -> Self {
+        ScopeRules {
+            default: Access::Scopes(Vec::new()),
+            paths: HashMap::new(),
+        }
+    }
+}
+
+impl ScopeRules {
+    /// Every request needs a verified token, with no particular scope.
+    pub fn new() -> Self {
+        ScopeRules::default()
+    }
+
+    /// The scopes of every path without a rule of its own.
+    pub fn default_scopes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, scopes: I) -> Self {
+        self.default = Access::Scopes(scopes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// `path` needs a token holding all of `scopes`.
+    pub fn require<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        path: impl Into<String>,
+        scopes: I,
+    ) -> Self {
+        let scopes = scopes.into_iter().map(Into::into).collect();
+        self.paths.insert(path.into(), Access::Scopes(scopes));
+        self
+    }
+
+    /// `path` needs no token: requests pass without calling authd.
+    pub fn public(mut self, path: impl Into<String>) -> Self {
+        self.paths.insert(path.into(), Access::Public);
+        self
+    }
+
+    fn access(&self, path: &str) -> &Access {
+        if let Some(access) = self.paths.get(path) {
+            return access;
+        }
+        let prefix = path.rfind('/').map(|i| &path[..=i]);
+        prefix
+            .and_then(|prefix| self.paths.get(prefix))
+            .unwrap_or(&self.default)
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug)]
+enum Denial {
+    /// No bearer token in the request.
+    Missing,
+    /// authd refused the token (UNAUTHENTICATED, INVALID_ARGUMENT).
+    Invalid(AuthError),
+    /// The token lacks a required scope (PERMISSION_DENIED).
+    Forbidden {
+        error: AuthError,
+        scopes: Vec<String>,
+    },
+    /// authd could not be reached or could not decide.
+    Unavailable(AuthError),
+}
+
+/// What the middleware decided for one request.
+enum Decision {
+    Public,
+    Verified(Box<VerifiedToken>),
+    Denied(Denial),
+}
+
+/// The token of an `authorization: Bearer …` header (scheme case-insensitive).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+async fn decide(
+    client: &mut AuthClient,
+    rules: &ScopeRules,
+    path: &str,
+    headers: &HeaderMap,
+) -> Decision {
+    let scopes = match rules.access(path) {
+        Access::Public => return Decision::Public,
+        Access::Scopes(scopes) => scopes,
+    };
+    let Some(token) = bearer(headers) else {
+        return Decision::Denied(Denial::Missing);
+    };
+    let required: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    match client.verify_token(token, &required).await {
+        Ok(verified) => Decision::Verified(Box::new(verified)),
+        Err(error) => Decision::Denied(match error.code() {
+            Code::Unauthenticated | Code::InvalidArgument => Denial::Invalid(error),
+            Code::PermissionDenied => Denial::Forbidden {
+                error,
+                scopes: scopes.clone(),
+            },
+            // Anything else — authd down, overloaded, broken — cannot vouch
+            // for the token: refuse.
+            _ => {
+                tracing::warn!(%error, "authd could not verify a token: refusing the request");
+                Denial::Unavailable(error)
+            }
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_rule_wins_over_prefix_over_default() {
+        let rules = ScopeRules::new()
+            .default_scopes(["d"])
+            .require("/pkg.S/", ["s"])
+            .require("/pkg.S/M", ["m"])
+            .public("/grpc.health.v1.Health/");
+        let scopes = |s: &[&str]| Access::Scopes(s.iter().map(|s| (*s).to_owned()).collect());
+        assert_eq!(rules.access("/pkg.S/M"), &scopes(&["m"]));
+        assert_eq!(rules.access("/pkg.S/N"), &scopes(&["s"]));
+        assert_eq!(rules.access("/other.S/M"), &scopes(&["d"]));
+        assert_eq!(
+            rules.access("/grpc.health.v1.Health/Check"),
+            &Access::Public
+        );
+        // A prefix covers one segment only.
+        assert_eq!(rules.access("/pkg.S/M/deeper"), &scopes(&["d"]));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_required() {
+        let headers = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(AUTHORIZATION, v.parse().expect("header value"));
+            h
+        };
+        assert_eq!(bearer(&headers("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(&headers("bearer abc")), Some("abc"));
+        assert_eq!(bearer(&headers("Basic abc")), None);
+        assert_eq!(bearer(&headers("Bearer")), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+}
