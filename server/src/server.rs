@@ -5,8 +5,7 @@ use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use authd_proto::{FILE_DESCRIPTOR_SET, pb::auth_service_server::AuthServiceServer};
 use tokio::{net::TcpListener, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Server, server::TcpIncoming};
 
 use tonic_health::{ServingStatus, server::HealthReporter};
 
@@ -297,15 +296,19 @@ pub async fn run(
         .map_err(|e| StartError::Setup(e.to_string()))?;
     tracing::info!(%addr, "authd serving gRPC");
     let serve = Server::builder()
-        .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(AuthServiceServer::new(service))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-            let _ = stop_rx.await;
-            tracing::info!("shutting down: finishing in-flight calls");
-        });
+        // Nagle off on every accepted connection: `Server::tcp_nodelay` only
+        // applies to listeners tonic binds itself.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async {
+                let _ = stop_rx.await;
+                tracing::info!("shutting down: finishing in-flight calls");
+            },
+        );
     // Bound the drain: a stuck call must not hold the process forever.
     let drain_deadline = async {
         match drain_rx.await {
