@@ -1,0 +1,272 @@
+//! Refreshing sessions: single-flight per replica, a lease across
+//! replicas, and the rotated refresh token stored with a conditional write.
+
+use super::*;
+
+impl Sessions {
+    /// Runs `work` once per `key` at a time in this replica; every caller
+    /// gets its result. The work runs on its own task, so a caller that goes
+    /// away does not abandon a refresh half-way.
+    fn single_flight(
+        self: &Arc<Self>,
+        key: String,
+        work: impl Future<Output = Result<Refreshed, Error>> + Send + 'static,
+    ) -> Flight {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(flight) = inflight.get(&key) {
+            return flight.clone();
+        }
+        let this = Arc::clone(self);
+        let owned_key = key.clone();
+        let task = tokio::spawn(async move {
+            let result = work.await;
+            this.inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&owned_key);
+            result
+        });
+        let flight = async move {
+            task.await
+                .unwrap_or_else(|e| Err(Error::Internal(format!("refresh task: {e}"))))
+        }
+        .boxed()
+        .shared();
+        inflight.insert(key, flight.clone());
+        flight
+    }
+
+    /// A fresh access token for the session behind `handle`.
+    pub async fn refresh_session(self: &Arc<Self>, handle: &str) -> Result<Refreshed, Error> {
+        check_handle(handle)?;
+        let id = hash_handle(handle);
+        let this = Arc::clone(self);
+        let key = format!("session:{id}");
+        self.single_flight(key, async move { this.refresh_record(&id).await })
+            .await
+    }
+
+    /// Spends a raw refresh token held by the caller; returns the rotated one.
+    pub async fn refresh_token(
+        self: &Arc<Self>,
+        issuer: &str,
+        refresh_token: Secret,
+    ) -> Result<Refreshed, Error> {
+        if refresh_token.expose().is_empty() {
+            return Err(Error::InvalidRequest {
+                field: "refresh_token",
+                problem: "is required".to_owned(),
+            });
+        }
+        let client = Arc::clone(self.issuer(issuer)?);
+        let key = format!("token:{}", hash_handle(refresh_token.expose()));
+        self.single_flight(key, async move {
+            let tokens = client
+                .refresh(&refresh_token)
+                .await
+                .map_err(|e| grant_error(client.issuer(), e))?;
+            let now = unix_now();
+            Ok(Refreshed {
+                expires_at: tokens.expires_in.map_or(0, |s| now + s as i64),
+                scopes: scopes_of(tokens.scope.as_deref()),
+                access_token: tokens.access_token,
+                id_token: tokens.id_token,
+                refresh_token: tokens.refresh_token,
+            })
+        })
+        .await
+    }
+
+    /// Loads a session that may be refreshed.
+    async fn live_record(&self, id: &str, now: i64) -> Result<SessionRecord, Error> {
+        let record = self
+            .store
+            .get_session(id, i64::MIN)
+            .await?
+            .ok_or(Error::SessionNotFound)?;
+        if record.revoked {
+            return Err(Error::SessionRevoked);
+        }
+        if record.expires_at <= now {
+            return Err(Error::SessionExpired);
+        }
+        Ok(record)
+    }
+
+    /// The stored access token, when it was refreshed recently enough for
+    /// another caller to share it.
+    fn recent_token(&self, record: &SessionRecord, now: i64) -> Result<Option<Refreshed>, Error> {
+        let recent = now - record.refreshed_at < self.config.reuse_access_token_seconds as i64;
+        let valid = record.access_token_expires_at == 0 || record.access_token_expires_at > now + 5;
+        match (&record.access_token, recent && valid) {
+            (Some(sealed), true) => {
+                let sealer = self.sealer()?;
+                let key = record.item_key();
+                let open = |s| {
+                    sealer
+                        .open(s, &key)
+                        .map_err(|e| Error::Internal(e.to_string()))
+                };
+                Ok(Some(Refreshed {
+                    access_token: open(sealed)?,
+                    expires_at: record.access_token_expires_at,
+                    id_token: record.id_token.as_ref().map(open).transpose()?,
+                    refresh_token: None,
+                    scopes: Vec::new(),
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Takes the session's lease (or finds a token another replica just
+    /// got), then refreshes at the issuer and stores the rotation.
+    async fn refresh_record(&self, id: &str) -> Result<Refreshed, Error> {
+        let wait_until = unix_now() + self.config.lease_seconds as i64 + 5;
+        let leased = loop {
+            let now = unix_now();
+            let record = self.live_record(id, now).await?;
+            if let Some(recent) = self.recent_token(&record, now)? {
+                return Ok(recent);
+            }
+            if record.lease_until > now {
+                // Another replica is refreshing: wait for its token.
+                if now > wait_until {
+                    return Err(Error::Conflict);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let mut leased = record.clone();
+            leased.version += 1;
+            leased.lease_until = now + self.config.lease_seconds as i64;
+            match self
+                .store
+                .update_session(&leased, record.version, now)
+                .await
+            {
+                Ok(()) => break leased,
+                Err(StoreError::Conflict) => continue,
+                Err(StoreError::NotFound) => return Err(Error::SessionNotFound),
+                Err(other) => return Err(other.into()),
+            }
+        };
+
+        let sealer = self.sealer()?;
+        let key = leased.item_key();
+        let client = self
+            .issuers
+            .get(&leased.issuer)
+            .ok_or_else(|| Error::Internal(format!("issuer {} has no client", leased.issuer)))?;
+        let refresh_token = leased
+            .refresh_token
+            .as_ref()
+            .ok_or(Error::SessionRevoked)
+            .and_then(|s| {
+                sealer
+                    .open(s, &key)
+                    .map_err(|e| Error::Internal(e.to_string()))
+            })?;
+        match client.refresh(&refresh_token).await {
+            Ok(tokens) => self.store_rotation(leased, tokens).await,
+            Err(IssuerError::Grant { error, .. }) if error == "invalid_grant" => {
+                // The issuer revoked the token (or its family): so is the session.
+                tracing::warn!(session = %&id[..16], "issuer answered invalid_grant: session revoked");
+                self.mark_revoked(leased).await?;
+                Err(Error::SessionRevoked)
+            }
+            Err(error) => {
+                let answer = grant_error(client.issuer(), error);
+                self.release(leased).await;
+                Err(answer)
+            }
+        }
+    }
+
+    /// Gives the lease back, the tokens untouched.
+    async fn release(&self, leased: SessionRecord) {
+        let mut released = leased.clone();
+        released.version += 1;
+        released.lease_until = 0;
+        if let Err(error) = self
+            .store
+            .update_session(&released, leased.version, unix_now())
+            .await
+        {
+            // The lease then simply runs out.
+            tracing::warn!(%error, "could not release a session lease");
+        }
+    }
+
+    /// Writes the rotated tokens; retried on conflict (a concurrent revoke)
+    /// and on store failures, because a rotation lost here is a refresh
+    /// token lost.
+    async fn store_rotation(
+        &self,
+        leased: SessionRecord,
+        tokens: TokenSet,
+    ) -> Result<Refreshed, Error> {
+        let sealer = self.sealer()?;
+        let now = unix_now();
+        let expires_at = self.access_expiry(&tokens, now).await;
+        let key = leased.item_key();
+        let mut current = leased;
+        for attempt in 0..5 {
+            let mut next = current.clone();
+            next.version += 1;
+            next.lease_until = 0;
+            next.refreshed_at = now;
+            next.expires_at = now + self.config.lifetime_seconds as i64;
+            if let Some(rotated) = &tokens.refresh_token {
+                next.refresh_token = Some(sealer.seal(rotated, &key));
+            }
+            next.access_token = Some(sealer.seal(&tokens.access_token, &key));
+            next.access_token_expires_at = expires_at;
+            if let Some(id_token) = &tokens.id_token {
+                next.id_token = Some(sealer.seal(id_token, &key));
+            }
+            next.issued_tokens.retain(|t| t.expires_at > now);
+            next.issued_tokens.push(IssuedToken {
+                hash: hash_handle(tokens.access_token.expose()),
+                expires_at: if expires_at > 0 {
+                    expires_at
+                } else {
+                    now + 86_400
+                },
+            });
+            match self.store.update_session(&next, current.version, now).await {
+                Ok(()) => {
+                    return Ok(Refreshed {
+                        access_token: tokens.access_token,
+                        expires_at,
+                        id_token: tokens.id_token,
+                        refresh_token: None,
+                        scopes: scopes_of(tokens.scope.as_deref()),
+                    });
+                }
+                Err(StoreError::Conflict) => {
+                    current = self
+                        .store
+                        .get_session(&current.id, i64::MIN)
+                        .await?
+                        .ok_or(Error::SessionNotFound)?;
+                    if current.revoked {
+                        // Revoked while we refreshed: the new token must die too.
+                        if let (Some(rotated), Some(client)) =
+                            (&tokens.refresh_token, self.issuers.get(&current.issuer))
+                        {
+                            let _ = client.revoke(rotated).await;
+                        }
+                        return Err(Error::SessionRevoked);
+                    }
+                }
+                Err(StoreError::Unavailable(detail)) if attempt < 4 => {
+                    tracing::warn!(%detail, attempt, "store unavailable while saving a rotated refresh token; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(Error::StoreUnavailable)
+    }
+}
