@@ -13,7 +13,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 
-use super::{Decision, Denial, ScopeRules, decide};
+use super::{Denial, ScopeRules, protect};
 use crate::{AuthClient, AuthError};
 
 /// A [`Layer`] that verifies the bearer token of every gRPC call with authd
@@ -85,7 +85,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send,
     ReqBody: Send + 'static,
-    ResBody: Default,
+    ResBody: Default + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -95,23 +95,14 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        // The ready service goes into the future; this one keeps a fresh clone.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let mut client = self.client.clone();
-        let rules = Arc::clone(&self.rules);
-        Box::pin(async move {
-            let path = request.uri().path().to_owned();
-            match decide(&mut client, &rules, &path, request.headers()).await {
-                Decision::Public => inner.call(request).await,
-                Decision::Verified(token) => {
-                    request.extensions_mut().insert(*token);
-                    inner.call(request).await
-                }
-                Decision::Denied(denial) => Ok(status(denial).into_http()),
-            }
-        })
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        protect(
+            &mut self.inner,
+            &self.client,
+            &self.rules,
+            request,
+            |denial| status(denial).into_http(),
+        )
     }
 }
 

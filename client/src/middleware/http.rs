@@ -11,7 +11,7 @@ use std::{
 use http::{HeaderValue, Request, Response, StatusCode, header::WWW_AUTHENTICATE};
 use tower::{Layer, Service};
 
-use super::{Decision, Denial, ScopeRules, decide};
+use super::{Denial, ScopeRules, protect};
 use crate::AuthClient;
 #[cfg(feature = "axum")]
 use crate::VerifiedToken;
@@ -92,7 +92,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send,
     ReqBody: Send + 'static,
-    ResBody: Default,
+    ResBody: Default + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -102,23 +102,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        // The ready service goes into the future; this one keeps a fresh clone.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let mut client = self.client.clone();
-        let rules = Arc::clone(&self.rules);
-        Box::pin(async move {
-            let path = request.uri().path().to_owned();
-            match decide(&mut client, &rules, &path, request.headers()).await {
-                Decision::Public => inner.call(request).await,
-                Decision::Verified(token) => {
-                    request.extensions_mut().insert(*token);
-                    inner.call(request).await
-                }
-                Decision::Denied(denial) => Ok(refusal(denial)),
-            }
-        })
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        protect(&mut self.inner, &self.client, &self.rules, request, refusal)
     }
 }
 

@@ -165,6 +165,44 @@ async fn decide(
     }
 }
 
+/// The future both layers answer with.
+type Answer<R, E> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<::http::Response<R>, E>> + Send>>;
+
+/// The call path both layers share: take the ready service (leaving a fresh
+/// clone in its place), decide with authd, then pass the request on with the
+/// [`VerifiedToken`](crate::VerifiedToken) in its extensions, or answer the
+/// refusal with `refuse`.
+fn protect<S, B, R>(
+    inner: &mut S,
+    client: &AuthClient,
+    rules: &std::sync::Arc<ScopeRules>,
+    mut request: ::http::Request<B>,
+    refuse: fn(Denial) -> ::http::Response<R>,
+) -> Answer<R, S::Error>
+where
+    S: tower::Service<::http::Request<B>, Response = ::http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+    R: 'static,
+{
+    let clone = inner.clone();
+    let mut inner = std::mem::replace(inner, clone);
+    let mut client = client.clone();
+    let rules = std::sync::Arc::clone(rules);
+    Box::pin(async move {
+        let path = request.uri().path().to_owned();
+        match decide(&mut client, &rules, &path, request.headers()).await {
+            Decision::Public => inner.call(request).await,
+            Decision::Verified(token) => {
+                request.extensions_mut().insert(*token);
+                inner.call(request).await
+            }
+            Decision::Denied(denial) => Ok(refuse(denial)),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
