@@ -169,6 +169,10 @@ async fn paused_server_gives_unavailable_and_loses_no_acknowledged_write() -> Re
     }
     assert!(unavailable > 0, "the pause was noticed");
     assert!(!acknowledged.is_empty());
+    // Checked with patient bounds: the server first works off the requests
+    // that queued up while it was paused.
+    let store =
+        DynamoStore::from_sdk_config(&moto.sdk_config(3, Duration::from_secs(20)).await, "authd");
     for profile in &acknowledged {
         assert_eq!(
             store.get_profile(&profile.user_id).await?.as_ref(),
