@@ -118,7 +118,7 @@ async fn concurrent_refreshes_on_two_replicas_spend_the_refresh_token_once() -> 
     issuer
         .control(
             "fail",
-            json!({"endpoint": "token", "status": 0, "delay_ms": 400}),
+            json!({"endpoint": "token", "status": 0, "delay_ms": 800}),
         )
         .await?;
     let calls = (0..40).map(|i| {

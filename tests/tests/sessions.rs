@@ -217,7 +217,7 @@ async fn fifty_concurrent_refreshes_make_one_upstream_call() -> Result<()> {
     issuer
         .control(
             "fail",
-            json!({"endpoint": "token", "status": 0, "delay_ms": 300}),
+            json!({"endpoint": "token", "status": 0, "delay_ms": 1000}),
         )
         .await?;
     let calls = (0..50).map(|_| {
