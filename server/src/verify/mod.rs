@@ -174,13 +174,7 @@ impl Verifier {
         let (claims, policy) = self.authenticate(token).await?;
         // The cached entry is checked against the issuer's audiences; a
         // request's own audience and scopes are checked on every hit.
-        let verified = Arc::new(check_claims(
-            claims,
-            policy.leeway,
-            &policy.audiences,
-            &[],
-            now,
-        )?);
+        let verified = Arc::new(check_claims(claims, policy.leeway, &policy.audiences, now)?);
         if let (Some(cache), Some(key)) = (&self.cache, key) {
             cache.insert(key, &verified, token.len(), now);
         }
@@ -237,13 +231,7 @@ impl Verifier {
         if claims.iss != issuer {
             return Err(Error::WrongIssuer(truncate(&claims.iss, 256)));
         }
-        let verified = check_claims(
-            claims,
-            policy.leeway,
-            &[client_id.to_owned()],
-            &[],
-            unix_now(),
-        )?;
+        let verified = check_claims(claims, policy.leeway, &[client_id.to_owned()], unix_now())?;
         if let Some(nonce) = nonce.filter(|n| !n.is_empty())
             && verified.claims.get("nonce").and_then(|v| v.as_str()) != Some(nonce)
         {
@@ -368,11 +356,13 @@ fn recheck(
     Ok(())
 }
 
+/// The token's own claims: `exp` (required), `nbf`/`iat` with leeway, and
+/// an `aud` among `expected_audiences`. What a request adds (its audience,
+/// its required scopes) is [`recheck`]'s, on hits and misses alike.
 fn check_claims(
     claims: token::Claims,
     leeway: i64,
     expected_audiences: &[String],
-    required_scopes: &[String],
     now: i64,
 ) -> Result<VerifiedToken, Error> {
     let expires_at = claims
@@ -405,15 +395,6 @@ fn check_claims(
         (None, None) => Vec::new(),
     };
     let permissions = claims.permissions.unwrap_or_default();
-    let missing: Vec<String> = required_scopes
-        .iter()
-        .filter(|wanted| !scopes.contains(wanted) && !permissions.contains(wanted))
-        .cloned()
-        .collect();
-    if !missing.is_empty() {
-        return Err(Error::InsufficientScope { missing });
-    }
-
     Ok(VerifiedToken {
         subject: claims.sub.unwrap_or_default(),
         issuer: claims.iss,
