@@ -39,7 +39,7 @@ async fn replicas(
         let port = free_port()?;
         let config = dir.path().join(format!("{name}.toml"));
         let text = issuer.sessions_config(&format!(
-            "[sessions]\nreuse_access_token_seconds = 1\nrevocation_poll_ms = 500\n\
+            "[sessions]\nreuse_access_token_seconds = 0\nrevocation_poll_ms = 500\n\
              [store]\nkind = \"dynamodb\"\ntable = \"authd\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n\
              [server]\nlisten = \"127.0.0.1:{port}\"\n",
             moto.endpoint
@@ -90,7 +90,10 @@ async fn login(issuer: &Issuer, replica: &Replica) -> Result<pb::NewSession> {
 }
 
 async fn refresh(replica: &Replica, handle: &str) -> Result<String> {
-    let mut client = replica.client().await;
+    refresh_with(replica.client().await, handle).await
+}
+
+async fn refresh_with(mut client: AuthClient, handle: &str) -> Result<String> {
     let request = pb::RefreshSessionRequest {
         credential: Some(Credential::SessionHandle(handle.to_owned())),
         issuer: String::new(),
@@ -112,21 +115,23 @@ async fn concurrent_refreshes_on_two_replicas_spend_the_refresh_token_once() -> 
     );
     let (a, b) = replicas(&issuer, &moto, &dir).await?;
     let session = login(&issuer, &a).await?;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
 
-    // A slow token endpoint makes every refresh overlap.
+    // A slow token endpoint makes every refresh overlap. With no reuse
+    // window, the replica that loses the lease shares the token only
+    // because it waited for the other replica's refresh.
     issuer
         .control(
             "fail",
             json!({"endpoint": "token", "status": 0, "delay_ms": 800}),
         )
         .await?;
-    let calls = (0..40).map(|i| {
-        let (replica, handle) = (
-            if i % 2 == 0 { &a } else { &b },
-            session.session_handle.clone(),
-        );
-        async move { refresh(replica, &handle).await }
+    let mut clients = Vec::new();
+    for i in 0..40 {
+        clients.push(if i % 2 == 0 { &a } else { &b }.client().await);
+    }
+    let calls = clients.into_iter().map(|client| {
+        let handle = session.session_handle.clone();
+        async move { refresh_with(client, &handle).await }
     });
     let tokens = futures_util::future::join_all(calls).await;
     issuer.heal().await?;
@@ -143,7 +148,6 @@ async fn concurrent_refreshes_on_two_replicas_spend_the_refresh_token_once() -> 
 
     // Each replica refreshes in turn with the rotation the other stored.
     for replica in [&b, &a, &b] {
-        tokio::time::sleep(Duration::from_millis(1100)).await;
         let token = refresh(replica, &session.session_handle).await?;
         replica.client().await.verify_token(&token, &[]).await?;
     }

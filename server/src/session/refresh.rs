@@ -94,9 +94,16 @@ impl Sessions {
     }
 
     /// The stored access token, when it was refreshed recently enough for
-    /// another caller to share it.
-    fn recent_token(&self, record: &SessionRecord, now: i64) -> Result<Option<Refreshed>, Error> {
-        let recent = now - record.refreshed_at < self.config.reuse_access_token_seconds as i64;
+    /// another caller to share it: within the reuse window, or at or after
+    /// `minted_since` (a refresh this caller waited for).
+    fn recent_token(
+        &self,
+        record: &SessionRecord,
+        now: i64,
+        minted_since: Option<i64>,
+    ) -> Result<Option<Refreshed>, Error> {
+        let recent = now - record.refreshed_at < self.config.reuse_access_token_seconds as i64
+            || minted_since.is_some_and(|since| record.refreshed_at >= since);
         let valid = record.access_token_expires_at == 0 || record.access_token_expires_at > now + 5;
         match (&record.access_token, recent && valid) {
             (Some(sealed), true) => {
@@ -122,15 +129,22 @@ impl Sessions {
     /// Takes the session's lease (or finds a token another replica just
     /// got), then refreshes at the issuer and stores the rotation.
     async fn refresh_record(&self, id: &str) -> Result<Refreshed, Error> {
-        let wait_until = unix_now() + self.config.lease_seconds as i64 + 5;
+        let arrived = unix_now();
+        let wait_until = arrived + self.config.lease_seconds as i64 + 5;
+        // Set once another replica's lease made this caller wait: the token
+        // that replica stores was minted after this caller asked, so it is
+        // shared whatever the reuse window (spending the rotated refresh
+        // token again would only race the issuer's reuse detection).
+        let mut waited_since = None;
         let leased = loop {
             let now = unix_now();
             let record = self.live_record(id, now).await?;
-            if let Some(recent) = self.recent_token(&record, now)? {
+            if let Some(recent) = self.recent_token(&record, now, waited_since)? {
                 return Ok(recent);
             }
             if record.lease_until > now {
                 // Another replica is refreshing: wait for its token.
+                waited_since = Some(arrived);
                 if now > wait_until {
                     return Err(Error::Conflict);
                 }
