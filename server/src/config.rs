@@ -99,6 +99,9 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after SIGTERM.
     /// Defaults to `10`.
     pub shutdown_grace_seconds: u64,
+    /// Threads serving calls, each with its own connections (thread per
+    /// core). Defaults to `0`: one per core authd may run on.
+    pub threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +109,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             shutdown_grace_seconds: 10,
+            threads: 0,
         }
     }
 }

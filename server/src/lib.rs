@@ -28,6 +28,7 @@ pub mod session;
 pub mod store;
 pub mod telemetry;
 pub mod verify;
+mod workers;
 
 pub use config::Config;
 pub use error::{Error, Reason};

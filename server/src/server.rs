@@ -5,7 +5,7 @@ use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use authd_proto::{FILE_DESCRIPTOR_SET, pb::auth_service_server::AuthServiceServer};
 use tokio::{net::TcpListener, task::JoinHandle};
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::Server;
 
 use tonic_health::{ServingStatus, server::HealthReporter};
 
@@ -20,6 +20,7 @@ use crate::{
     session::Sessions,
     store::{self, Store},
     verify::{IssuerPolicy, Verifier},
+    workers,
 };
 
 /// Why authd cannot start.
@@ -57,6 +58,7 @@ pub struct App {
     sessions: Arc<Sessions>,
     sealer: Option<Arc<Sealer>>,
     store_probe: Duration,
+    workers: usize,
     refreshers: Vec<JoinHandle<()>>,
 }
 
@@ -170,6 +172,7 @@ impl App {
             sessions,
             sealer,
             store_probe: Duration::from_secs(config.store.health_interval_seconds.max(1)),
+            workers: workers::count(config.server.threads),
             refreshers,
         })
     }
@@ -275,7 +278,6 @@ pub async fn run(
         Arc::clone(&app.sessions),
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let health_on_stop = health.clone();
     tokio::spawn(async move {
         shutdown.await;
@@ -288,38 +290,22 @@ pub async fn run(
             .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
             .await;
         let _ = stop_tx.send(());
-        let _ = drain_tx.send(());
     });
 
     let addr = listener
         .local_addr()
         .map_err(|e| StartError::Setup(e.to_string()))?;
-    tracing::info!(%addr, "authd serving gRPC");
-    let serve = Server::builder()
+    let router = Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(AuthServiceServer::new(service))
-        // Nagle off on every accepted connection: `Server::tcp_nodelay` only
-        // applies to listeners tonic binds itself.
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async {
-                let _ = stop_rx.await;
-                tracing::info!("shutting down: finishing in-flight calls");
-            },
-        );
-    // Bound the drain: a stuck call must not hold the process forever.
-    let drain_deadline = async {
-        match drain_rx.await {
-            Ok(()) => tokio::time::sleep(grace).await,
-            Err(_) => std::future::pending().await,
-        }
+        .add_service(AuthServiceServer::new(service));
+    tracing::info!(%addr, workers = app.workers, "authd serving gRPC");
+    let stop = async {
+        let _ = stop_rx.await;
+        tracing::info!("shutting down: finishing in-flight calls");
     };
-    tokio::select! {
-        result = serve => result?,
-        () = drain_deadline => tracing::warn!("grace period over; dropping calls still in flight"),
-    }
+    workers::serve(listener, router, app.workers, stop, grace).await?;
     tracing::info!("authd stopped");
     Ok(())
 }
