@@ -515,18 +515,46 @@ async fn non_utf8_bytes_are_malformed() {
 
 #[tokio::test]
 async fn duplicate_claims_are_malformed() {
-    let header = json!({"alg": "RS256", "kid": "rsa-1"});
-    let input = format!(
-        "{}.{}",
-        b64(header.to_string()),
-        b64(format!(
-            "{{\"iss\":\"{ISS}\",\"exp\":{},\"exp\":{}}}",
-            NOW - 999,
-            NOW + 999
-        ))
-    );
-    let token = format!("{input}.{}", b64(keys().rsa.sign_bytes(input.as_bytes())));
+    let token = sign_raw(&format!(
+        "{{\"iss\":\"{ISS}\",\"exp\":{},\"exp\":{}}}",
+        NOW - 999,
+        NOW + 999
+    ));
     assert_eq!(reason(&rs256(), &token).await, Reason::MalformedToken);
+}
+
+/// Signs a raw JSON payload, exactly as written.
+fn sign_raw(payload: &str) -> String {
+    let header = json!({"alg": "RS256", "kid": "rsa-1"});
+    let input = format!("{}.{}", b64(header.to_string()), b64(payload));
+    format!("{input}.{}", b64(keys().rsa.sign_bytes(input.as_bytes())))
+}
+
+#[tokio::test]
+async fn a_duplicate_extra_claim_is_malformed() {
+    let exp = NOW + 999;
+    let token = sign_raw(&format!(
+        r#"{{"iss":"{ISS}","aud":"{AUD}","exp":{exp},"x":1,"x":2}}"#
+    ));
+    assert_eq!(reason(&rs256(), &token).await, Reason::MalformedToken);
+    let token = sign_raw(&format!(
+        r#"{{"iss":"{ISS}","aud":"{AUD}","exp":{exp},"sub":null,"sub":"a"}}"#
+    ));
+    assert_eq!(reason(&rs256(), &token).await, Reason::MalformedToken);
+}
+
+#[tokio::test]
+async fn null_claims_are_absent_and_escaped_names_are_decoded() {
+    let exp = NOW + 999;
+    let token = sign_raw(&format!(
+        r#"{{"iss":"{ISS}","aud":"{AUD}","exp":{exp},"sub":null,"scope":null,"a\u0062c":[1,{{"d":null}}],"e\"f":"g"}}"#
+    ));
+    let verified = check(&rs256(), &token, &[]).await.expect("valid");
+    assert_eq!(verified.subject, "");
+    assert!(verified.scopes.is_empty());
+    assert_eq!(verified.claims.get("abc"), Some(&json!([1, {"d": null}])));
+    assert_eq!(verified.claims.get("e\"f"), Some(&json!("g")));
+    assert_eq!(verified.claims.len(), 2);
 }
 
 #[tokio::test]

@@ -4,7 +4,10 @@
 //! claim is believed.
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use serde::{Deserialize, de::IgnoredAny};
+use serde::{
+    Deserialize, Deserializer,
+    de::{IgnoredAny, MapAccess, Visitor},
+};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, truncate};
@@ -53,36 +56,101 @@ impl OneOrMany {
 }
 
 /// The registered and Auth0 claims authd interprets; every other claim stays
-/// in `extra`. A claim of the wrong type makes the whole token malformed.
-#[derive(Debug, Deserialize)]
+/// in `extra`. A claim of the wrong type, or any claim twice, makes the whole
+/// token malformed.
+///
+/// Deserialized by hand rather than with `#[serde(flatten)]`, which buffers
+/// every claim into an intermediate tree first: this is the hot path.
+#[derive(Debug, Default)]
 pub(crate) struct Claims {
     pub(crate) iss: String,
-    #[serde(default)]
     pub(crate) sub: Option<String>,
-    #[serde(default)]
     pub(crate) aud: Option<OneOrMany>,
-    #[serde(default)]
     pub(crate) exp: Option<f64>,
-    #[serde(default)]
     pub(crate) nbf: Option<f64>,
-    #[serde(default)]
     pub(crate) iat: Option<f64>,
-    #[serde(default)]
     pub(crate) jti: Option<String>,
-    #[serde(default)]
     pub(crate) sid: Option<String>,
-    #[serde(default)]
     pub(crate) scope: Option<String>,
-    #[serde(default)]
     pub(crate) scp: Option<OneOrMany>,
-    #[serde(default)]
     pub(crate) permissions: Option<Vec<String>>,
-    #[serde(default)]
     pub(crate) azp: Option<String>,
-    #[serde(default)]
     pub(crate) client_id: Option<String>,
-    #[serde(flatten)]
     pub(crate) extra: Map<String, Value>,
+}
+
+impl<'de> Deserialize<'de> for Claims {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(ClaimsVisitor)
+    }
+}
+
+struct ClaimsVisitor;
+
+/// The claims read so far, one bit per interpreted claim.
+#[derive(Default)]
+struct Seen(u16);
+
+impl Seen {
+    /// Sets `slot` from the next value (`null` leaves it unset), refusing a
+    /// second occurrence of claim number `bit`, `name`.
+    fn read<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
+        &mut self,
+        map: &mut A,
+        slot: &mut Option<T>,
+        bit: u16,
+        name: &'static str,
+    ) -> Result<(), A::Error> {
+        if self.0 & (1 << bit) != 0 {
+            return Err(serde::de::Error::duplicate_field(name));
+        }
+        self.0 |= 1 << bit;
+        *slot = map.next_value()?;
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for ClaimsVisitor {
+    type Value = Claims;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object of claims")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Claims, A::Error> {
+        let mut c = Claims::default();
+        let (mut iss, mut seen) = (None, Seen::default());
+        // Keys borrow from the input when they hold no escapes.
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "iss" => seen.read(&mut map, &mut iss, 0, "iss")?,
+                "sub" => seen.read(&mut map, &mut c.sub, 1, "sub")?,
+                "aud" => seen.read(&mut map, &mut c.aud, 2, "aud")?,
+                "exp" => seen.read(&mut map, &mut c.exp, 3, "exp")?,
+                "nbf" => seen.read(&mut map, &mut c.nbf, 4, "nbf")?,
+                "iat" => seen.read(&mut map, &mut c.iat, 5, "iat")?,
+                "jti" => seen.read(&mut map, &mut c.jti, 6, "jti")?,
+                "sid" => seen.read(&mut map, &mut c.sid, 7, "sid")?,
+                "scope" => seen.read(&mut map, &mut c.scope, 8, "scope")?,
+                "scp" => seen.read(&mut map, &mut c.scp, 9, "scp")?,
+                "permissions" => seen.read(&mut map, &mut c.permissions, 10, "permissions")?,
+                "azp" => seen.read(&mut map, &mut c.azp, 11, "azp")?,
+                "client_id" => seen.read(&mut map, &mut c.client_id, 12, "client_id")?,
+                other => {
+                    if c.extra.contains_key(other) {
+                        return Err(serde::de::Error::custom(format_args!(
+                            "duplicate claim `{}`",
+                            truncate(other, 64)
+                        )));
+                    }
+                    let value: Value = map.next_value()?;
+                    c.extra.insert(key.into_owned(), value);
+                }
+            }
+        }
+        c.iss = iss.ok_or_else(|| serde::de::Error::missing_field("iss"))?;
+        Ok(c)
+    }
 }
 
 /// A token split and decoded, not yet verified.
