@@ -127,6 +127,10 @@ impl Default for AuthClientBuilder {
 impl AuthClientBuilder {
     /// Adds an authd endpoint (`http://host:port` or `https://...`). With
     /// several, calls are balanced over them (power of two choices).
+    ///
+    /// A client holds one HTTP/2 connection per endpoint, and authd serves
+    /// each connection on one of its cores: a service that alone needs more
+    /// than one core of one authd replica uses several clients.
     pub fn endpoint(mut self, uri: impl Into<String>) -> Self {
         self.endpoints.push(uri.into());
         self
