@@ -8,7 +8,7 @@
 //!   authd's reason, decoded from `google.rpc.ErrorInfo`.
 //! - [`CacheConfig`] (`cache.rs`): the optional cache of positive
 //!   verifications, off by default — read its trade-off with revocation.
-//! - [`middleware`]: tower layers for tonic (`tonic-middleware` feature) and
+//! - `middleware`: tower layers for tonic (`tonic-middleware` feature) and
 //!   HTTP servers (`http-middleware`, `axum`).
 //! - `types.rs`: [`VerifiedToken`], sessions, profiles, device logins, and
 //!   [`Secret`], whose `Debug` never prints it.
