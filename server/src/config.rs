@@ -90,6 +90,10 @@ const SECTIONS: [&str; 8] = [
     "server", "issuers", "verify", "jwks", "log", "store", "secrets", "profiles",
 ];
 
+/// The most `[server] threads` accepted: a typo must not start a million
+/// threads.
+const MAX_THREADS: usize = 1024;
+
 /// `[server]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -516,6 +520,12 @@ impl Config {
                 ));
             }
         }
+        if self.server.threads > MAX_THREADS {
+            return Err(invalid(
+                "server.threads".to_owned(),
+                &format!("must be at most {MAX_THREADS} (0: one per core)"),
+            ));
+        }
         if self.verify.max_token_bytes < 64 {
             return Err(invalid(
                 "verify.max_token_bytes".to_owned(),
@@ -610,6 +620,7 @@ mod tests {
         let config = Config::from_toml(MINIMAL).expect("valid");
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:50051");
         assert_eq!(config.verify.max_token_bytes, 8192);
+        assert_eq!(config.server.threads, 0);
         assert_eq!(config.issuers[0].algorithms, vec![Algorithm::RS256]);
         assert_eq!(config.issuers[0].leeway_seconds, 30);
         assert_eq!(
@@ -656,6 +667,15 @@ mod tests {
         assert!(matches!(config.secrets.keys[0].source, KeySource::Env(ref v) if v == "MY_KEY"));
         assert!(matches!(config.secrets.keys[1].source, KeySource::File(_)));
         assert!(!format!("{:?}", KeySource::Value("c2VjcmV0".to_owned())).contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn too_many_threads_are_refused() {
+        let text = format!("{MINIMAL}[server]\nthreads = 100000\n");
+        let err = Config::from_toml(&text).expect_err("too many");
+        assert!(err.to_string().contains("server.threads"), "{err}");
+        let text = format!("{MINIMAL}[server]\nthreads = 4\n");
+        assert_eq!(Config::from_toml(&text).expect("valid").server.threads, 4);
     }
 
     #[test]
