@@ -27,3 +27,18 @@ pub fn ensure_loopback(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     );
     Ok(addr)
 }
+
+/// The runtime of a bench binary: a current-thread runtime for `threads` ≤ 1
+/// (pin it with `taskset`), else a multi-thread one with that many workers.
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+}

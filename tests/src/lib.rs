@@ -116,18 +116,7 @@ impl Issuer {
             ("client_secret", "authd-test-secret"),
         ];
         form.extend_from_slice(extra);
-        let response = self
-            .http
-            .post(format!("{}oauth/token", self.url))
-            .form(&form)
-            .send()
-            .await?;
-        let status = response.status();
-        let body: Value = response.json().await?;
-        if !status.is_success() {
-            bail!("token endpoint answered {status}: {body}");
-        }
-        body["access_token"]
+        self.token_endpoint(&form, "token endpoint").await?["access_token"]
             .as_str()
             .map(str::to_owned)
             .context("no access_token in the answer")
@@ -254,16 +243,22 @@ impl Issuer {
             ("scope", "openid profile email offline_access"),
             ("audience", AUDIENCE),
         ];
+        self.token_endpoint(&form, "password grant").await
+    }
+
+    /// Posts `form` to the token endpoint; any answer but a success is an
+    /// error naming `what`.
+    async fn token_endpoint(&self, form: &[(&str, &str)], what: &str) -> Result<Value> {
         let response = self
             .http
             .post(format!("{}oauth/token", self.url))
-            .form(&form)
+            .form(form)
             .send()
             .await?;
         let status = response.status();
         let body: Value = response.json().await?;
         if !status.is_success() {
-            bail!("password grant answered {status}: {body}");
+            bail!("{what} answered {status}: {body}");
         }
         Ok(body)
     }

@@ -21,17 +21,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()
-    };
-    let result = runtime
+    let result = authd_bench::runtime(args.threads)
         .context("cannot start the runtime")
         .and_then(|runtime| runtime.block_on(run(&args)));
     match result {

@@ -135,16 +135,16 @@ impl Sessions {
         // that replica stores was minted after this caller asked, so it is
         // shared whatever the reuse window (spending the rotated refresh
         // token again would only race the issuer's reuse detection).
-        let mut waited_since = None;
+        let mut waited = false;
         let leased = loop {
             let now = unix_now();
             let record = self.live_record(id, now).await?;
-            if let Some(recent) = self.recent_token(&record, now, waited_since)? {
+            if let Some(recent) = self.recent_token(&record, now, waited.then_some(arrived))? {
                 return Ok(recent);
             }
             if record.lease_until > now {
                 // Another replica is refreshing: wait for its token.
-                waited_since = Some(arrived);
+                waited = true;
                 if now > wait_until {
                     return Err(Error::Conflict);
                 }

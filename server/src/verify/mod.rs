@@ -227,6 +227,7 @@ impl Verifier {
         client_id: &str,
         nonce: Option<&str>,
     ) -> Result<VerifiedToken, Error> {
+        self.check_size(id_token)?;
         let (claims, policy) = self.authenticate(id_token).await?;
         if claims.iss != issuer {
             return Err(Error::WrongIssuer(truncate(&claims.iss, 256)));
@@ -242,8 +243,7 @@ impl Verifier {
         Ok(verified)
     }
 
-    /// Steps 1–3: size, shape, issuer, algorithm, key and signature. The
-    /// claims returned are authentic but not yet checked.
+    /// Step 1: refuses empty and oversized tokens before any parsing.
     fn check_size(&self, token: &str) -> Result<(), Error> {
         if token.is_empty() {
             return Err(Error::TokenMissing);
@@ -257,8 +257,10 @@ impl Verifier {
         Ok(())
     }
 
+    /// Steps 2–3 on a token [`Self::check_size`] passed: shape, issuer,
+    /// algorithm, key and signature. The claims returned are authentic but
+    /// not yet checked.
     async fn authenticate(&self, token: &str) -> Result<(token::Claims, &IssuerPolicy), Error> {
-        self.check_size(token)?;
         let parsed = token::parse(token)?;
         let policy = self
             .issuers
