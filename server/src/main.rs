@@ -147,11 +147,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config: &Config, app: App) -> Result<(), StartError> {
+    let stop = shutdown_signal()?;
     let listener = TcpListener::bind(config.server.listen).await.map_err(|e| {
         StartError::Setup(format!("cannot listen on {}: {e}", config.server.listen))
     })?;
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
-    authd::run(listener, app, grace, shutdown_signal()).await
+    authd::run(listener, app, grace, stop).await
 }
 
 async fn store_init(config: &StoreConfig) -> anyhow::Result<Vec<String>> {
@@ -273,25 +274,29 @@ fn dev_seal_key(data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Installs the SIGTERM and SIGINT handlers now and returns a future that
+/// completes on either. Installing them before the listener binds means a
+/// signal that arrives while authd starts is a graceful stop, not a kill.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, StartError> {
     #[cfg(unix)]
     {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
+        use tokio::signal::unix::{SignalKind, signal};
+        let install = |kind: SignalKind| {
+            signal(kind).map_err(|e| StartError::Setup(format!("cannot handle signals: {e}")))
+        };
+        let mut terminate = install(SignalKind::terminate())?;
+        let mut interrupt = install(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
             }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
