@@ -73,6 +73,10 @@ fn bench_alg(c: &mut Criterion, alg: Algorithm) {
     let mut config = Config::default();
     config.verify.cache_max_entries = 0;
     let uncached = self::verifier(&key, alg, &runtime, &config);
+    // A full cache far smaller than the tokens cycled: every call misses,
+    // inserts and evicts, as when a busy server sees new tokens all day.
+    config.verify.cache_max_entries = 64;
+    let full_cache = self::verifier(&key, alg, &runtime, &config);
     let tokens: Vec<String> = (0..1024).map(|n| key.sign(&auth0_claims(n))).collect();
     let prepared = VerifyingKey::from_jwk(
         &serde_json::from_value(key.public_jwk()).expect("jwk"),
@@ -116,6 +120,19 @@ fn bench_alg(c: &mut Criterion, alg: Algorithm) {
                 audience: None,
             };
             let verifier = &uncached;
+            async move { black_box(verifier.verify(&request).await.expect("valid")) }
+        })
+    });
+    let mut i = 0usize;
+    group.bench_function("verify_new_token_cache_full", |b| {
+        b.to_async(&runtime).iter(|| {
+            i = (i + 1) % tokens.len();
+            let request = VerifyRequest {
+                token: tokens[i].clone(),
+                required_scopes: vec!["read:orders".to_owned()],
+                audience: None,
+            };
+            let verifier = &full_cache;
             async move { black_box(verifier.verify(&request).await.expect("valid")) }
         })
     });
