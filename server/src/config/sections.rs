@@ -1,50 +1,12 @@
-//! Typed configuration: a TOML file overridden by `AUTHD_*` environment
-//! variables (`AUTHD_SERVER__LISTEN=127.0.0.1:6000`; nested keys are joined
-//! with `__`). Every default is documented on its field.
+//! The sections of [`Config`](super::Config), each with its documented
+//! defaults.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
-use figment::{
-    Figment,
-    providers::{Env, Format, Serialized, Toml},
-};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::jwks::Algorithm;
-
-/// The whole configuration of one authd process.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// The gRPC listener.
-    #[serde(default)]
-    pub server: ServerConfig,
-    /// The issuers whose tokens are accepted. At least one is needed to serve.
-    #[serde(default)]
-    pub issuers: Vec<IssuerConfig>,
-    /// Token verification limits.
-    #[serde(default)]
-    pub verify: VerifyConfig,
-    /// How key sets are fetched and kept.
-    #[serde(default)]
-    pub jwks: JwksConfig,
-    /// Logging.
-    #[serde(default)]
-    pub log: LogConfig,
-    /// Where profiles and sessions are kept.
-    #[serde(default)]
-    pub store: StoreConfig,
-    /// Keys that encrypt secrets at rest.
-    #[serde(default)]
-    pub secrets: SecretsConfig,
-    /// GetProfile.
-    #[serde(default)]
-    pub profiles: ProfilesConfig,
-    /// Sessions and revocation.
-    #[serde(default)]
-    pub sessions: SessionsConfig,
-}
 
 /// `[sessions]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,15 +46,6 @@ impl Default for SessionsConfig {
         }
     }
 }
-
-/// The sections of [`Config`], which `AUTHD_*` variables may override.
-const SECTIONS: [&str; 8] = [
-    "server", "issuers", "verify", "jwks", "log", "store", "secrets", "profiles",
-];
-
-/// The most `[server] threads` accepted: a typo must not start a million
-/// threads.
-const MAX_THREADS: usize = 1024;
 
 /// `[server]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -437,136 +390,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// A configuration that cannot be used; the message names the key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file or an environment variable does not parse or has an unknown key.
-    #[error("configuration: {0}")]
-    Parse(#[from] Box<figment::Error>),
-    /// A value parses but cannot be used.
-    #[error("configuration: {key}: {problem}")]
-    Invalid {
-        /// The key, e.g. `issuers[0].audiences`.
-        key: String,
-        /// What is wrong.
-        problem: String,
-    },
-}
-
-impl Config {
-    /// Loads the defaults, then `file` (when given), then `AUTHD_*` variables.
-    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(file) = file {
-            if !file.exists() {
-                return Err(ConfigError::Invalid {
-                    key: "--config".to_owned(),
-                    problem: format!("{} does not exist", file.display()),
-                });
-            }
-            figment = figment.merge(Toml::file(file));
-        }
-        Self::from_figment(figment.merge(env_provider()))
-    }
-
-    /// Parses a TOML document (defaults first, no environment): for tests and
-    /// tools.
-    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        Self::from_figment(
-            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)),
-        )
-    }
-
-    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment.extract().map_err(Box::new)?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Checks what types alone cannot: URLs, empty lists, duplicates.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: String, problem: &str| ConfigError::Invalid {
-            key,
-            problem: problem.to_owned(),
-        };
-        for (i, issuer) in self.issuers.iter().enumerate() {
-            let url = Url::parse(&issuer.issuer)
-                .map_err(|e| invalid(format!("issuers[{i}].issuer"), &format!("not a URL: {e}")))?;
-            if !matches!(url.scheme(), "https" | "http") {
-                return Err(invalid(
-                    format!("issuers[{i}].issuer"),
-                    "must be an https URL",
-                ));
-            }
-            if issuer.audiences.is_empty() || issuer.audiences.iter().any(String::is_empty) {
-                return Err(invalid(
-                    format!("issuers[{i}].audiences"),
-                    "must list at least one non-empty audience",
-                ));
-            }
-            if issuer.algorithms.is_empty() {
-                return Err(invalid(
-                    format!("issuers[{i}].algorithms"),
-                    "must not be empty",
-                ));
-            }
-            if self.issuers[..i]
-                .iter()
-                .any(|other| other.issuer == issuer.issuer)
-            {
-                return Err(invalid(
-                    format!("issuers[{i}].issuer"),
-                    "is configured twice",
-                ));
-            }
-        }
-        if self.server.threads > MAX_THREADS {
-            return Err(invalid(
-                "server.threads".to_owned(),
-                &format!("must be at most {MAX_THREADS} (0: one per core)"),
-            ));
-        }
-        if self.verify.max_token_bytes < 64 {
-            return Err(invalid(
-                "verify.max_token_bytes".to_owned(),
-                "must be at least 64",
-            ));
-        }
-        if self.store.kind == StoreKind::Dynamodb && self.store.table.is_empty() {
-            return Err(invalid("store.table".to_owned(), "must not be empty"));
-        }
-        if self.store.max_attempts == 0 {
-            return Err(invalid(
-                "store.max_attempts".to_owned(),
-                "must be at least 1",
-            ));
-        }
-        if let Some(primary) = &self.secrets.primary_key_id
-            && !self.secrets.keys.iter().any(|k| &k.id == primary)
-        {
-            return Err(invalid(
-                "secrets.primary_key_id".to_owned(),
-                "names no key in secrets.keys",
-            ));
-        }
-        for (i, key) in self.secrets.keys.iter().enumerate() {
-            if key.id.is_empty() || key.id.contains('.') {
-                return Err(invalid(
-                    format!("secrets.keys[{i}].id"),
-                    "must be non-empty without '.'",
-                ));
-            }
-        }
-        if self.jwks.refresh_interval_seconds == 0 {
-            return Err(invalid(
-                "jwks.refresh_interval_seconds".to_owned(),
-                "must be positive",
-            ));
-        }
-        Ok(())
-    }
-}
-
 impl IssuerConfig {
     /// An issuer with every optional key at its default.
     pub fn new(issuer: impl Into<String>, audiences: Vec<String>) -> Self {
@@ -591,97 +414,5 @@ impl IssuerConfig {
     pub fn discovery_url(&self) -> Result<Url, url::ParseError> {
         let base = self.issuer.trim_end_matches('/');
         Url::parse(&format!("{base}/.well-known/openid-configuration"))
-    }
-}
-
-fn env_provider() -> Env {
-    // Only variables naming a section are configuration: AUTHD_CONFIG names
-    // the file itself, and secret keys may live in other AUTHD_* variables.
-    Env::prefixed("AUTHD_")
-        .filter(|key| {
-            let section = key.as_str().split("__").next().unwrap_or_default();
-            SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(section))
-        })
-        .split("__")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MINIMAL: &str = r#"
-        [[issuers]]
-        issuer = "https://tenant.example.auth0.com/"
-        audiences = ["https://api.example.com"]
-    "#;
-
-    #[test]
-    fn minimal_config_takes_documented_defaults() {
-        let config = Config::from_toml(MINIMAL).expect("valid");
-        assert_eq!(config.server.listen.to_string(), "127.0.0.1:50051");
-        assert_eq!(config.verify.max_token_bytes, 8192);
-        assert_eq!(config.server.threads, 0);
-        assert_eq!(config.issuers[0].algorithms, vec![Algorithm::RS256]);
-        assert_eq!(config.issuers[0].leeway_seconds, 30);
-        assert_eq!(
-            config.issuers[0].discovery_url().expect("url").as_str(),
-            "https://tenant.example.auth0.com/.well-known/openid-configuration"
-        );
-    }
-
-    #[test]
-    fn unknown_key_is_named() {
-        let err = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n")
-            .expect_err("unknown key");
-        assert!(err.to_string().contains("lisen"), "{err}");
-    }
-
-    #[test]
-    fn missing_issuer_is_named() {
-        let err = Config::from_toml("[[issuers]]\naudiences = [\"a\"]\n").expect_err("missing");
-        assert!(err.to_string().contains("issuer"), "{err}");
-    }
-
-    #[test]
-    fn bad_url_is_named() {
-        let err = Config::from_toml("[[issuers]]\nissuer = \"not a url\"\naudiences = [\"a\"]\n")
-            .expect_err("bad url");
-        assert!(err.to_string().contains("issuers[0].issuer"), "{err}");
-    }
-
-    #[test]
-    fn unsupported_algorithm_is_refused() {
-        let text = format!("{MINIMAL}algorithms = [\"HS256\"]\n");
-        let err = Config::from_toml(&text).expect_err("HS256 refused");
-        assert!(err.to_string().contains("HS256"), "{err}");
-    }
-
-    #[test]
-    fn store_and_secrets_parse() {
-        let text = format!(
-            "{MINIMAL}[store]\nkind = \"dynamodb\"\ntable = \"t\"\nendpoint_url = \"http://127.0.0.1:8000\"\n\
-             [[secrets.keys]]\nid = \"k2\"\nenv = \"MY_KEY\"\n[[secrets.keys]]\nid = \"k1\"\nfile = \"/k\"\n"
-        );
-        let config = Config::from_toml(&text).expect("valid");
-        assert_eq!(config.store.kind, StoreKind::Dynamodb);
-        assert!(matches!(config.secrets.keys[0].source, KeySource::Env(ref v) if v == "MY_KEY"));
-        assert!(matches!(config.secrets.keys[1].source, KeySource::File(_)));
-        assert!(!format!("{:?}", KeySource::Value("c2VjcmV0".to_owned())).contains("c2VjcmV0"));
-    }
-
-    #[test]
-    fn too_many_threads_are_refused() {
-        let text = format!("{MINIMAL}[server]\nthreads = 100000\n");
-        let err = Config::from_toml(&text).expect_err("too many");
-        assert!(err.to_string().contains("server.threads"), "{err}");
-        let text = format!("{MINIMAL}[server]\nthreads = 4\n");
-        assert_eq!(Config::from_toml(&text).expect("valid").server.threads, 4);
-    }
-
-    #[test]
-    fn empty_audiences_are_refused() {
-        let err = Config::from_toml("[[issuers]]\nissuer = \"https://a/\"\naudiences = []\n")
-            .expect_err("empty");
-        assert!(err.to_string().contains("issuers[0].audiences"), "{err}");
     }
 }
