@@ -1,0 +1,334 @@
+//! The DynamoDB store: one table, single-table design.
+//!
+//! | item | `pk` | `sk` | `gsi1pk` / `gsi1sk` | `ttl` |
+//! |---|---|---|---|---|
+//! | profile | `USER#<sub>` | `PROFILE` | — | — |
+//! | session | `SESSION#<sha256 of handle>` | `SESSION` | `USER#<sub>` / `SESSION#<id>` | `expires_at` |
+//!
+//! DynamoDB deletes expired items lazily (TTL), so reads also ignore them.
+//! Writes that depend on state are conditional; retries with back-off and a
+//! per-operation timeout come from the SDK's configuration, after which the
+//! caller sees [`StoreError::Unavailable`].
+
+use std::{collections::HashMap, time::Duration};
+
+use aws_config::{BehaviorVersion, Region, retry::RetryConfig, timeout::TimeoutConfig};
+use aws_sdk_dynamodb::{
+    Client,
+    error::{ProvideErrorMetadata, SdkError},
+    types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure},
+};
+
+use aws_sdk_dynamodb::operation::{put_item::PutItemError, query::builders::QueryFluentBuilder};
+
+use super::{Profile, Revocation, SessionRecord, Store, StoreError};
+use crate::config::StoreConfig;
+
+/// The index of a user's sessions.
+pub const USER_INDEX: &str = "gsi1";
+/// The TTL attribute.
+pub const TTL_ATTRIBUTE: &str = "ttl";
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The DynamoDB-backed [`Store`].
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+// === errors ===
+
+/// Throttling and server-side failures are worth a retry and mean
+/// "unavailable"; anything else is a bug or a misconfiguration.
+fn classify<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    error: SdkError<E, R>,
+) -> StoreError {
+    match &error {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            StoreError::Unavailable(format!("{error:?}"))
+        }
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("unknown");
+            let message = service.err().message().unwrap_or_default();
+            match code {
+                "ProvisionedThroughputExceededException"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
+                | "InternalServerError"
+                | "ServiceUnavailable"
+                | "TransactionConflictException" => {
+                    StoreError::Unavailable(format!("{code}: {message}"))
+                }
+                _ => StoreError::Internal(format!("{code}: {message}")),
+            }
+        }
+        _ => StoreError::Internal(format!("{error:?}")),
+    }
+}
+
+fn is_condition_failure<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
+    matches!(error, SdkError::ServiceError(s) if s.err().code() == Some("ConditionalCheckFailedException"))
+}
+
+mod items;
+mod table;
+
+use items::{
+    REVOCATIONS_PK, live, n, profile_from, profile_item, profile_key, revocation_from,
+    revocation_item, s, session_item, session_key,
+};
+
+// === the store ===
+
+impl DynamoStore {
+    /// Connects with the standard AWS configuration chain, the configured
+    /// region and endpoint, bounded retries and an operation timeout.
+    pub async fn connect(config: &StoreConfig) -> DynamoStore {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_timeout(Duration::from_millis(config.operation_timeout_ms))
+                    .connect_timeout(Duration::from_millis(
+                        config.operation_timeout_ms.min(1_000),
+                    ))
+                    .build(),
+            );
+        if let Some(region) = &config.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &config.endpoint_url {
+            loader = loader.endpoint_url(endpoint.clone());
+        }
+        Self::from_sdk_config(&loader.load().await, &config.table)
+    }
+
+    /// A store over an SDK configuration (credentials, region, endpoint,
+    /// retries), for callers that build their own.
+    pub fn from_sdk_config(sdk: &aws_config::SdkConfig, table: &str) -> DynamoStore {
+        DynamoStore {
+            client: Client::new(sdk),
+            table: table.to_owned(),
+        }
+    }
+
+    /// The SDK client, for tools and tests that read raw items.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Every item a query finds, page after page.
+    async fn query_all(&self, query: QueryFluentBuilder) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = query
+                .clone()
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(classify)?;
+            items.extend_from_slice(page.items());
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => return Ok(items),
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for DynamoStore {
+    async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(profile_key(user_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        out.item().map(profile_from).transpose()
+    }
+
+    async fn put_profile(&self, profile: &Profile) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(profile_item(profile)?))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn delete_profile(&self, user_id: &str) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(profile_key(user_id)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.attributes().is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(session_item(session)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Err(StoreError::Conflict),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn get_session(&self, id: &str, now: i64) -> Result<Option<SessionRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        match out.item() {
+            Some(item) => live(item, now),
+            None => Ok(None),
+        }
+    }
+
+    async fn update_session(
+        &self,
+        session: &SessionRecord,
+        expected_version: u64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(session_item(session)))
+            .condition_expression(
+                "attribute_exists(pk) AND version = :expected AND expires_at > :now",
+            )
+            .expression_attribute_values(":expected", n(expected_version))
+            .expression_attribute_values(":now", n(now))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(service))
+                if service.err().is_conditional_check_failed_exception() =>
+            {
+                // The old item tells a lost race from a missing session.
+                let old = match service.err() {
+                    PutItemError::ConditionalCheckFailedException(failed) => {
+                        failed.item().filter(|item| !item.is_empty())
+                    }
+                    _ => None,
+                };
+                match old.map(|item| live(item, now)).transpose()? {
+                    Some(Some(_)) => Err(StoreError::Conflict),
+                    _ => Err(StoreError::NotFound),
+                }
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn delete_session(&self, id: &str) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(id)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.attributes().is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn list_sessions(
+        &self,
+        user_id: &str,
+        now: i64,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(USER_INDEX)
+            .key_condition_expression("gsi1pk = :user")
+            .expression_attribute_values(":user", s(format!("USER#{user_id}")));
+        let mut found = Vec::new();
+        for item in self.query_all(query).await? {
+            found.extend(live(&item, now)?);
+        }
+        Ok(found)
+    }
+
+    async fn put_revocation(&self, revocation: &Revocation) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(revocation_item(revocation)))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn revocations_since(
+        &self,
+        after_ms: i64,
+        now: i64,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk > :after")
+            .expression_attribute_values(":pk", s(REVOCATIONS_PK))
+            // Every key of a later millisecond sorts after this one.
+            .expression_attribute_values(":after", s(format!("{:016}$", after_ms.max(0))))
+            .consistent_read(true);
+        let mut found = Vec::new();
+        for item in self.query_all(query).await? {
+            let revocation = revocation_from(&item)?;
+            if revocation.expires_at > now {
+                found.push(revocation);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+}
