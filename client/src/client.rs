@@ -424,14 +424,19 @@ impl AuthClient {
     }
 
     /// Where a device login stands; the session once approved.
+    /// `interval` is the one the app polls at now: [`DeviceLogin::interval`]
+    /// at first, then the last [`DevicePoll::interval`], so that a slow
+    /// down's longer interval sticks (RFC 8628 §3.5).
     pub async fn poll_device_login(
         &mut self,
         device_code: &Secret,
+        interval: Duration,
         issuer: Option<&str>,
     ) -> Result<DevicePoll, AuthError> {
         let request = pb::PollDeviceLoginRequest {
             device_code: device_code.expose().to_owned(),
             issuer: issuer.unwrap_or_default().to_owned(),
+            interval: u32::try_from(interval.as_secs()).unwrap_or(u32::MAX),
         };
         let r = self
             .unary(true, None, request, |mut c, r| async move {

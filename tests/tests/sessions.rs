@@ -396,9 +396,10 @@ async fn device_login_end_to_end() -> Result<()> {
         audience: String::new(),
         issuer: String::new(),
     };
-    let poll = |device_code: String| pb::PollDeviceLoginRequest {
+    let poll = |device_code: String, interval: u32| pb::PollDeviceLoginRequest {
         device_code,
         issuer: String::new(),
+        interval,
     };
     use pb::DeviceLoginState as S;
 
@@ -413,10 +414,12 @@ async fn device_login_end_to_end() -> Result<()> {
     assert_eq!(started.interval, 1);
     assert!(started.expires_in > 0);
     let pending = c
-        .poll_device_login(poll(started.device_code.clone()))
+        .poll_device_login(poll(started.device_code.clone(), started.interval))
         .await?
         .into_inner();
     assert_eq!(pending.state(), S::Pending);
+    // The issuer's interval is kept while pending.
+    assert_eq!(pending.interval, started.interval);
     issuer
         .control(
             &format!("device/{}", started.user_code),
@@ -425,7 +428,7 @@ async fn device_login_end_to_end() -> Result<()> {
         .await?;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let approved = c
-        .poll_device_login(poll(started.device_code.clone()))
+        .poll_device_login(poll(started.device_code.clone(), pending.interval))
         .await?
         .into_inner();
     assert_eq!(approved.state(), S::Approved);
@@ -444,7 +447,7 @@ async fn device_login_end_to_end() -> Result<()> {
         .await?;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
-        c.poll_device_login(poll(denied.device_code))
+        c.poll_device_login(poll(denied.device_code, 0))
             .await?
             .into_inner()
             .state(),
@@ -459,22 +462,34 @@ async fn device_login_end_to_end() -> Result<()> {
         )
         .await?;
     assert_eq!(
-        c.poll_device_login(poll(expired.device_code))
+        c.poll_device_login(poll(expired.device_code, 0))
             .await?
             .into_inner()
             .state(),
         S::Expired
     );
 
+    // Polling too fast: each slow down adds five seconds to the interval
+    // the app says it uses (RFC 8628 §3.5); 0 stands for the default 5.
     let fast = c.start_device_login(start()).await?.into_inner();
-    c.poll_device_login(poll(fast.device_code.clone())).await?;
-    assert_eq!(
-        c.poll_device_login(poll(fast.device_code))
-            .await?
-            .into_inner()
-            .state(),
-        S::SlowDown
-    );
+    c.poll_device_login(poll(fast.device_code.clone(), fast.interval))
+        .await?;
+    let slowed = c
+        .poll_device_login(poll(fast.device_code.clone(), fast.interval))
+        .await?
+        .into_inner();
+    assert_eq!(slowed.state(), S::SlowDown);
+    assert_eq!(slowed.interval, fast.interval + 5);
+    let again = c
+        .poll_device_login(poll(fast.device_code.clone(), 0))
+        .await?
+        .into_inner();
+    assert_eq!((again.state(), again.interval), (S::SlowDown, 10));
+    let refused = c
+        .poll_device_login(poll(fast.device_code, 3601))
+        .await
+        .expect_err("an interval over an hour is refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     Ok(())
 }
 

@@ -138,7 +138,11 @@ impl AuthService for AuthServiceImpl {
         let request = request.into_inner();
         let state = self
             .sessions
-            .poll_device_login(&request.issuer, &request.device_code)
+            .poll_device_login(
+                &request.issuer,
+                &request.device_code,
+                u64::from(request.interval),
+            )
             .await?;
         Ok(Response::new(convert::device_state(state)))
     }

@@ -34,6 +34,12 @@ pub enum DeviceLoginState {
 /// The poll interval RFC 8628 assumes when the issuer names none.
 const DEFAULT_INTERVAL: u64 = 5;
 
+/// The longest poll interval a caller may say it uses.
+const MAX_INTERVAL: u64 = 3600;
+
+/// What a slow down adds to the interval (RFC 8628 §3.5).
+const SLOW_DOWN_STEP: u64 = 5;
+
 impl Sessions {
     /// Starts a device login asking for `scopes` (plus `openid` and
     /// `offline_access`, which a session needs) and `audience` (default: the
@@ -72,11 +78,14 @@ impl Sessions {
             .map_err(|e| grant_error(client.issuer(), e))
     }
 
-    /// Polls the issuer once for `device_code`.
+    /// Polls the issuer once for `device_code`. `interval` is the one the
+    /// caller polls at now (0: the RFC's default); the answer keeps it while
+    /// pending and adds five seconds on a slow down.
     pub async fn poll_device_login(
         &self,
         issuer: &str,
         device_code: &str,
+        interval: u64,
     ) -> Result<DeviceLoginState, Error> {
         if device_code.is_empty() || device_code.len() > 512 {
             return Err(Error::InvalidRequest {
@@ -84,18 +93,26 @@ impl Sessions {
                 problem: "must be 1 to 512 bytes".to_owned(),
             });
         }
+        if interval > MAX_INTERVAL {
+            return Err(Error::InvalidRequest {
+                field: "interval",
+                problem: format!("must be at most {MAX_INTERVAL} seconds"),
+            });
+        }
+        let interval = if interval == 0 {
+            DEFAULT_INTERVAL
+        } else {
+            interval
+        };
         let client = Arc::clone(self.issuer(issuer)?);
         match client.poll_device(device_code).await {
             Ok(tokens) => Ok(DeviceLoginState::Approved(Box::new(
                 self.establish(&client, tokens, "").await?,
             ))),
             Err(IssuerError::Grant { error, .. }) => match error.as_str() {
-                "authorization_pending" => Ok(DeviceLoginState::Pending {
-                    interval: DEFAULT_INTERVAL,
-                }),
-                // RFC 8628 §3.5: add 5 seconds to the interval.
+                "authorization_pending" => Ok(DeviceLoginState::Pending { interval }),
                 "slow_down" => Ok(DeviceLoginState::SlowDown {
-                    interval: DEFAULT_INTERVAL + 5,
+                    interval: interval + SLOW_DOWN_STEP,
                 }),
                 "access_denied" => Ok(DeviceLoginState::Denied),
                 "expired_token" => Ok(DeviceLoginState::Expired),
@@ -103,7 +120,7 @@ impl Sessions {
             },
             // Auth0 answers slow_down with 429.
             Err(IssuerError::RateLimited { .. }) => Ok(DeviceLoginState::SlowDown {
-                interval: DEFAULT_INTERVAL + 5,
+                interval: interval + SLOW_DOWN_STEP,
             }),
             Err(other) => Err(grant_error(client.issuer(), other)),
         }
