@@ -111,13 +111,25 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let config = Config::load(config.as_deref())?;
             authd::telemetry::init(&config.log);
-            let app = App::build(&config).await?;
+            // The store only adds the revocations; a running authd holds the
+            // embedded store's lock, and the check must still work then.
+            let store = match authd::store::open(&config.store).await {
+                Ok(store) => Some(store),
+                Err(error) => {
+                    eprintln!(
+                        "authd verify: revocations not checked: cannot open the {:?} store: {error}",
+                        config.store.kind
+                    );
+                    None
+                }
+            };
+            let verifier = authd::server::standalone_verifier(&config, store.as_deref()).await?;
             let request = VerifyRequest {
                 token,
                 required_scopes: scopes,
                 audience: None,
             };
-            return Ok(match app.verifier().verify(&request).await {
+            return Ok(match verifier.verify(&request).await {
                 Ok(token) => {
                     println!("{token:#?}");
                     ExitCode::SUCCESS

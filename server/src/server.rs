@@ -95,47 +95,14 @@ impl App {
         let sealer = Sealer::from_config(&config.secrets)
             .map_err(|e| StartError::Setup(format!("configuration: {e}")))?
             .map(Arc::new);
-        let client = reqwest::Client::builder()
-            .timeout(config.jwks.fetch_timeout())
-            .connect_timeout(config.jwks.fetch_timeout())
-            .user_agent(concat!("authd/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        let mut policies = HashMap::new();
-        let mut clients = HashMap::new();
-        for (index, issuer) in config.issuers.iter().enumerate() {
-            let issuer_client =
-                Arc::new(IssuerClient::new(client.clone(), issuer).map_err(|source| {
-                    StartError::Issuer {
-                        index,
-                        problem: source,
-                    }
-                })?);
-            let keys = IssuerKeys::new(
-                issuer.issuer.as_str().into(),
-                issuer.algorithms.clone(),
-                Box::new(SharedClient(Arc::clone(&issuer_client))),
-                config.jwks.clone(),
-            );
-            policies.insert(issuer.issuer.clone(), IssuerPolicy::new(issuer, keys));
-            clients.insert(issuer.issuer.clone(), issuer_client);
-        }
+        let (policies, clients) = issuers(config)?;
         let revocations = Revocations::new();
         let verifier = Arc::new(Verifier::with_revocations(
             policies,
             config,
             Arc::clone(&revocations),
         ));
-
-        let first_fetch = config.jwks.fetch_timeout() * 2;
-        let fetches = verifier.issuers().map(|p| {
-            let keys = Arc::clone(p.keys());
-            async move { (keys.issuer().clone(), keys.refresh_now(first_fetch).await) }
-        });
-        for (issuer, ok) in futures_util::future::join_all(fetches).await {
-            if !ok {
-                tracing::warn!(%issuer, "no key set at start-up; tokens of this issuer are refused until it can be fetched");
-            }
-        }
+        fetch_key_sets(&verifier, config).await;
         if let Err(error) = store.ping().await {
             tracing::warn!(%error, "the store does not answer at start-up; health is NOT_SERVING until it does");
         }
@@ -190,6 +157,83 @@ impl App {
     /// The sealer of secrets at rest, when keys are configured.
     pub fn sealer(&self) -> Option<&Arc<Sealer>> {
         self.sealer.as_ref()
+    }
+}
+
+/// A verifier for one-off checks (`authd verify`): the configured issuers,
+/// their key sets fetched once, and the revocations read from `store` when
+/// one is given. Nothing runs in the background.
+pub async fn standalone_verifier(
+    config: &Config,
+    store: Option<&dyn Store>,
+) -> Result<Arc<Verifier>, StartError> {
+    if config.issuers.is_empty() {
+        return Err(StartError::NoIssuers);
+    }
+    let (policies, _) = issuers(config)?;
+    let revocations = Revocations::new();
+    let verifier = Arc::new(Verifier::with_revocations(
+        policies,
+        config,
+        Arc::clone(&revocations),
+    ));
+    fetch_key_sets(&verifier, config).await;
+    if let Some(store) = store {
+        revocations
+            .poll(store)
+            .await
+            .map_err(|e| StartError::Setup(format!("cannot read revocations: {e}")))?;
+    }
+    Ok(verifier)
+}
+
+/// Issuer policies by issuer.
+type Policies = HashMap<String, IssuerPolicy>;
+/// Issuers' OAuth clients by issuer.
+type IssuerClients = HashMap<String, Arc<IssuerClient>>;
+
+/// Every configured issuer's policy (rules and key set, not fetched yet)
+/// and its OAuth client, by issuer.
+fn issuers(config: &Config) -> Result<(Policies, IssuerClients), StartError> {
+    let client = reqwest::Client::builder()
+        .timeout(config.jwks.fetch_timeout())
+        .connect_timeout(config.jwks.fetch_timeout())
+        .user_agent(concat!("authd/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    let mut policies = HashMap::new();
+    let mut clients = HashMap::new();
+    for (index, issuer) in config.issuers.iter().enumerate() {
+        let issuer_client =
+            Arc::new(IssuerClient::new(client.clone(), issuer).map_err(|source| {
+                StartError::Issuer {
+                    index,
+                    problem: source,
+                }
+            })?);
+        let keys = IssuerKeys::new(
+            issuer.issuer.as_str().into(),
+            issuer.algorithms.clone(),
+            Box::new(SharedClient(Arc::clone(&issuer_client))),
+            config.jwks.clone(),
+        );
+        policies.insert(issuer.issuer.clone(), IssuerPolicy::new(issuer, keys));
+        clients.insert(issuer.issuer.clone(), issuer_client);
+    }
+    Ok((policies, clients))
+}
+
+/// Fetches every issuer's key set once, together. An issuer that is down is
+/// logged, not fatal: its tokens are refused until its keys can be fetched.
+async fn fetch_key_sets(verifier: &Verifier, config: &Config) {
+    let first_fetch = config.jwks.fetch_timeout() * 2;
+    let fetches = verifier.issuers().map(|p| {
+        let keys = Arc::clone(p.keys());
+        async move { (keys.issuer().clone(), keys.refresh_now(first_fetch).await) }
+    });
+    for (issuer, ok) in futures_util::future::join_all(fetches).await {
+        if !ok {
+            tracing::warn!(%issuer, "no key set at start-up; tokens of this issuer are refused until it can be fetched");
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use tokio::{
 struct Running {
     child: Child,
     addr: SocketAddr,
+    config: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -42,6 +43,7 @@ async fn serve(issuer: &Issuer) -> Result<Running> {
     Ok(Running {
         child,
         addr,
+        config,
         _dir: dir,
     })
 }
@@ -143,6 +145,47 @@ async fn grpcurl_lists_describes_and_calls() -> Result<()> {
         "{}",
         refused.stderr
     );
+    Ok(())
+}
+
+/// `authd verify` beside a running `authd serve` on the same configuration:
+/// the server holds the embedded store's lock, so the command checks the
+/// token without the revocations, and says so.
+#[tokio::test]
+async fn authd_verify_works_beside_a_running_server() -> Result<()> {
+    let issuer = Issuer::start().await?;
+    let authd = serve(&issuer).await?;
+    let verify = |token: String, scope: &'static str| {
+        let config = authd.config.clone();
+        async move {
+            let binary = authd_binary()?;
+            let output = Command::new(binary)
+                .arg("verify")
+                .arg("--config")
+                .arg(&config)
+                .args(["--scope", scope])
+                .arg(token)
+                .env("RUST_LOG", "warn")
+                .output()
+                .await?;
+            Ok::<_, anyhow::Error>((
+                output.status.code(),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            ))
+        }
+    };
+    let token = issuer
+        .token(&[("scope", "read:orders"), ("sub", "auth0|cli")])
+        .await?;
+    let (code, stdout, stderr) = verify(token.clone(), "read:orders").await?;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("auth0|cli"), "{stdout}");
+    assert!(stderr.contains("revocations not checked"), "{stderr}");
+
+    let (code, _, stderr) = verify(token, "write:orders").await?;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("INSUFFICIENT_SCOPE"), "{stderr}");
     Ok(())
 }
 
