@@ -110,32 +110,23 @@ fn bench_alg(c: &mut Criterion, alg: Algorithm) {
             ));
         })
     });
-    let mut i = 0usize;
-    group.bench_function("verify_new_token", |b| {
-        b.to_async(&runtime).iter(|| {
-            i = (i + 1) % tokens.len();
-            let request = VerifyRequest {
-                token: tokens[i].clone(),
-                required_scopes: vec!["read:orders".to_owned()],
-                audience: None,
-            };
-            let verifier = &uncached;
-            async move { black_box(verifier.verify(&request).await.expect("valid")) }
-        })
-    });
-    let mut i = 0usize;
-    group.bench_function("verify_new_token_cache_full", |b| {
-        b.to_async(&runtime).iter(|| {
-            i = (i + 1) % tokens.len();
-            let request = VerifyRequest {
-                token: tokens[i].clone(),
-                required_scopes: vec!["read:orders".to_owned()],
-                audience: None,
-            };
-            let verifier = &full_cache;
-            async move { black_box(verifier.verify(&request).await.expect("valid")) }
-        })
-    });
+    for (name, verifier) in [
+        ("verify_new_token", &uncached),
+        ("verify_new_token_cache_full", &full_cache),
+    ] {
+        let mut i = 0usize;
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| {
+                i = (i + 1) % tokens.len();
+                let request = VerifyRequest {
+                    token: tokens[i].clone(),
+                    required_scopes: vec!["read:orders".to_owned()],
+                    audience: None,
+                };
+                async move { black_box(verifier.verify(&request).await.expect("valid")) }
+            })
+        });
+    }
     let request = VerifyRequest {
         token: tokens[0].clone(),
         required_scopes: vec!["read:orders".to_owned()],
