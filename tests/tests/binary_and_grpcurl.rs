@@ -19,18 +19,29 @@ struct Running {
     _dir: tempfile::TempDir,
 }
 
-async fn serve(issuer: &Issuer) -> Result<Running> {
-    let dir = tempfile::tempdir()?;
-    let port = free_port()?;
+/// Writes `authd.toml` in `dir`: listening on `listen`, the embedded store
+/// in `dir/data`, `issuer` with RS256.
+fn write_config(
+    dir: &tempfile::TempDir,
+    listen: &str,
+    issuer: &Issuer,
+) -> Result<std::path::PathBuf> {
     let config = dir.path().join("authd.toml");
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\npath = \"{}\"\n{}",
+            "[server]\nlisten = \"{listen}\"\n[store]\npath = \"{}\"\n{}",
             dir.path().join("data").display(),
             issuer.config_entry(&["RS256"])
         ),
     )?;
+    Ok(config)
+}
+
+async fn serve(issuer: &Issuer) -> Result<Running> {
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let config = write_config(&dir, &format!("127.0.0.1:{port}"), issuer)?;
     let child = Command::new(authd_binary()?)
         .arg("serve")
         .arg("--config")
@@ -245,6 +256,13 @@ async fn bad_configuration_stops_start_up_naming_the_key() -> Result<()> {
         stderr.contains("SERVER.LISTEN") && stderr.contains("AUTHD_"),
         "{stderr}"
     );
+    // Every section is reachable from the environment, [sessions] too.
+    let stderr = config_error(
+        good,
+        &[("AUTHD_SESSIONS__LIFETIME_SECONDS", "not-a-number")],
+    )
+    .await?;
+    assert!(stderr.contains("SESSIONS.LIFETIME_SECONDS"), "{stderr}");
     Ok(())
 }
 
@@ -252,15 +270,7 @@ async fn bad_configuration_stops_start_up_naming_the_key() -> Result<()> {
 async fn environment_overrides_the_file() -> Result<()> {
     let issuer = Issuer::start().await?;
     let dir = tempfile::tempdir()?;
-    let config = dir.path().join("authd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:1\"\n[store]\npath = \"{}\"\n{}",
-            dir.path().join("data").display(),
-            issuer.config_entry(&["RS256"])
-        ),
-    )?;
+    let config = write_config(&dir, "127.0.0.1:1", &issuer)?;
     let port = free_port()?;
     let _child = Command::new(authd_binary()?)
         .args(["serve", "--config"])
