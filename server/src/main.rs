@@ -14,7 +14,10 @@ use tokio::net::TcpListener;
 
 /// mimalloc rather than the system allocator: every call allocates and frees
 /// many small objects (HTTP/2 frames, the request, the answer), each on the
-/// thread that serves it. BENCHMARKS.md has the comparison.
+/// thread that serves it. Built without transparent huge pages (the
+/// workspace's `no_thp` feature): faulting in 2 MiB pages while the result
+/// cache fills stalled a worker for milliseconds. BENCHMARKS.md has both
+/// comparisons.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
