@@ -89,20 +89,10 @@ impl App {
     /// that is down is logged, not fatal: its keys are fetched when it
     /// returns), and starts the background refreshers.
     pub async fn with_store(config: &Config, store: Arc<dyn Store>) -> Result<App, StartError> {
-        if config.issuers.is_empty() {
-            return Err(StartError::NoIssuers);
-        }
         let sealer = Sealer::from_config(&config.secrets)
             .map_err(|e| StartError::Setup(format!("configuration: {e}")))?
             .map(Arc::new);
-        let (policies, clients) = issuers(config)?;
-        let revocations = Revocations::new();
-        let verifier = Arc::new(Verifier::with_revocations(
-            policies,
-            config,
-            Arc::clone(&revocations),
-        ));
-        fetch_key_sets(&verifier, config).await;
+        let (verifier, revocations, clients) = verifier(config).await?;
         if let Err(error) = store.ping().await {
             tracing::warn!(%error, "the store does not answer at start-up; health is NOT_SERVING until it does");
         }
@@ -167,17 +157,7 @@ pub async fn standalone_verifier(
     config: &Config,
     store: Option<&dyn Store>,
 ) -> Result<Arc<Verifier>, StartError> {
-    if config.issuers.is_empty() {
-        return Err(StartError::NoIssuers);
-    }
-    let (policies, _) = issuers(config)?;
-    let revocations = Revocations::new();
-    let verifier = Arc::new(Verifier::with_revocations(
-        policies,
-        config,
-        Arc::clone(&revocations),
-    ));
-    fetch_key_sets(&verifier, config).await;
+    let (verifier, revocations, _) = verifier(config).await?;
     if let Some(store) = store {
         revocations
             .poll(store)
@@ -187,14 +167,31 @@ pub async fn standalone_verifier(
     Ok(verifier)
 }
 
-/// Issuer policies by issuer.
-type Policies = HashMap<String, IssuerPolicy>;
 /// Issuers' OAuth clients by issuer.
 type IssuerClients = HashMap<String, Arc<IssuerClient>>;
 
+/// The verifier of the configured issuers, with its (empty) revocation set
+/// and every issuer's key set fetched once, and the issuers' OAuth clients.
+async fn verifier(
+    config: &Config,
+) -> Result<(Arc<Verifier>, Arc<Revocations>, IssuerClients), StartError> {
+    if config.issuers.is_empty() {
+        return Err(StartError::NoIssuers);
+    }
+    let (policies, clients) = issuers(config)?;
+    let revocations = Revocations::new();
+    let verifier = Arc::new(Verifier::with_revocations(
+        policies,
+        config,
+        Arc::clone(&revocations),
+    ));
+    fetch_key_sets(&verifier, config).await;
+    Ok((verifier, revocations, clients))
+}
+
 /// Every configured issuer's policy (rules and key set, not fetched yet)
 /// and its OAuth client, by issuer.
-fn issuers(config: &Config) -> Result<(Policies, IssuerClients), StartError> {
+fn issuers(config: &Config) -> Result<(HashMap<String, IssuerPolicy>, IssuerClients), StartError> {
     let client = reqwest::Client::builder()
         .timeout(config.jwks.fetch_timeout())
         .connect_timeout(config.jwks.fetch_timeout())
