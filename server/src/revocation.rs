@@ -2,6 +2,12 @@
 //! (lock-free reads), filled from the store by a poller on every replica and
 //! directly by the replica that revokes. VerifyToken never waits on the store;
 //! a revocation made on another replica is seen within one poll interval.
+//!
+//! A revocation names only what the issuer signed: the `sid`, the subject
+//! and `iat`, or the digest of the JWS signing input (`header.payload`). A
+//! token's own bytes are not an identity: an ECDSA signature can be
+//! re-encoded (s → n − s) into a second valid token with other bytes, which
+//! must stay revoked.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -10,18 +16,69 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
+use aws_lc_rs::digest;
 use tokio::task::JoinHandle;
 
 use crate::{
     error::Error,
-    secrets::hash_handle,
     store::{Revocation, RevocationKind, Store},
-    verify::VerifiedToken,
 };
 
 /// How far back each poll reads again, so that a revocation written with a
 /// slightly late clock on another replica is not skipped.
 const CLOCK_SKEW_MS: i64 = 60_000;
+
+/// A SHA-256 digest.
+type Digest = [u8; 32];
+
+/// What a revocation can match in a token whose signature verified: the
+/// signed claims and the signing input, never the signature's encoding.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedIdentity<'a> {
+    /// `iss`.
+    pub issuer: &'a str,
+    /// `sub`.
+    pub subject: &'a str,
+    /// `sid`.
+    pub session_id: Option<&'a str>,
+    /// `iat`, unix seconds.
+    pub issued_at: Option<i64>,
+    /// The compact token; only its signing input counts as an identity.
+    pub token: &'a str,
+}
+
+/// The JWS signing input of a compact token (`header.payload`): what the
+/// issuer's signature covers. A string with no `.` is its own input.
+pub fn signing_input(token: &str) -> &str {
+    token.rsplit_once('.').map_or(token, |(input, _)| input)
+}
+
+fn sha256(text: &str) -> Digest {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, text.as_bytes()).as_ref());
+    out
+}
+
+/// The digest (SHA-256 of the signing input, hex) that a
+/// [`RevocationKind::SignedDigest`] revocation names.
+pub fn signed_digest(token: &str) -> String {
+    hex(&sha256(signing_input(token)))
+}
+
+fn hex(digest: &Digest) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_hex(text: &str) -> Option<Digest> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
 
 #[derive(Debug, Default, Clone)]
 struct RevocationSet {
@@ -29,8 +86,12 @@ struct RevocationSet {
     sessions: HashMap<String, HashMap<String, i64>>,
     /// issuer → subject → revoked at (unix seconds)
     subjects: HashMap<String, HashMap<String, i64>>,
-    /// token hash → expires_at
-    tokens: HashMap<String, i64>,
+    /// SHA-256 of a signing input → expires_at
+    digests: HashMap<Digest, i64>,
+    /// Written before revocations named signed content: the SHA-256 of a
+    /// whole token → expires_at. Still honoured until they expire (they
+    /// live no longer than the tokens they name).
+    legacy_tokens: HashMap<Digest, i64>,
     /// The newest `at_ms` seen.
     newest_ms: i64,
     seen: HashSet<String>,
@@ -38,7 +99,10 @@ struct RevocationSet {
 
 impl RevocationSet {
     fn is_empty(&self) -> bool {
-        self.sessions.is_empty() && self.subjects.is_empty() && self.tokens.is_empty()
+        self.sessions.is_empty()
+            && self.subjects.is_empty()
+            && self.digests.is_empty()
+            && self.legacy_tokens.is_empty()
     }
 
     fn add(&mut self, r: &Revocation) {
@@ -63,8 +127,18 @@ impl RevocationSet {
                     .or_insert(at);
                 *entry = (*entry).max(at);
             }
-            RevocationKind::TokenHash => {
-                self.tokens.insert(r.value.clone(), r.expires_at);
+            RevocationKind::SignedDigest | RevocationKind::TokenHash => {
+                let Some(digest) = parse_hex(&r.value) else {
+                    tracing::warn!(kind = ?r.kind, "ignoring a revocation whose digest is not 64 hex digits");
+                    return;
+                };
+                let map = if r.kind == RevocationKind::SignedDigest {
+                    &mut self.digests
+                } else {
+                    &mut self.legacy_tokens
+                };
+                let entry = map.entry(digest).or_insert(r.expires_at);
+                *entry = (*entry).max(r.expires_at);
             }
         }
     }
@@ -104,33 +178,33 @@ impl Revocations {
         self.current.store(Arc::new(next));
     }
 
-    /// Refuses `token` (the raw JWT, verified as `verified`) when revoked.
-    pub fn check(&self, verified: &VerifiedToken, token: &str) -> Result<(), Error> {
+    /// Refuses the token `id` describes when a revocation names its session,
+    /// its subject (issued at or before the revocation) or its signing input.
+    pub fn check(&self, id: &SignedIdentity<'_>) -> Result<(), Error> {
         let set = self.current.load();
         if set.is_empty() {
             return Ok(());
         }
         let revoked = || Error::SessionRevoked;
-        if let Some(sid) = &verified.session_id
+        if let Some(sid) = id.session_id
             && set
                 .sessions
-                .get(&verified.issuer)
+                .get(id.issuer)
                 .is_some_and(|m| m.contains_key(sid))
         {
             return Err(revoked());
         }
-        if let Some(at) = set
-            .subjects
-            .get(&verified.issuer)
-            .and_then(|m| m.get(&verified.subject))
-        {
+        if let Some(at) = set.subjects.get(id.issuer).and_then(|m| m.get(id.subject)) {
             // Tokens issued at or before the revocation second are refused;
             // a token without iat cannot prove it is newer.
-            if verified.issued_at.is_none_or(|iat| iat <= *at) {
+            if id.issued_at.is_none_or(|iat| iat <= *at) {
                 return Err(revoked());
             }
         }
-        if !set.tokens.is_empty() && set.tokens.contains_key(&hash_handle(token)) {
+        if !set.digests.is_empty() && set.digests.contains_key(&sha256(signing_input(id.token))) {
+            return Err(revoked());
+        }
+        if !set.legacy_tokens.is_empty() && set.legacy_tokens.contains_key(&sha256(id.token)) {
             return Err(revoked());
         }
         Ok(())
@@ -150,7 +224,8 @@ impl Revocations {
     fn prune(&self, now: i64) {
         let set = self.current.load();
         let expired = set.sessions.values().any(|m| m.values().any(|e| *e <= now))
-            || set.tokens.values().any(|e| *e <= now);
+            || set.digests.values().any(|e| *e <= now)
+            || set.legacy_tokens.values().any(|e| *e <= now);
         if !expired {
             return;
         }
@@ -159,7 +234,8 @@ impl Revocations {
         for m in next.sessions.values_mut() {
             m.retain(|_, e| *e > now);
         }
-        next.tokens.retain(|_, e| *e > now);
+        next.digests.retain(|_, e| *e > now);
+        next.legacy_tokens.retain(|_, e| *e > now);
         self.current.store(Arc::new(next));
     }
 
@@ -195,34 +271,29 @@ pub fn revocation(kind: RevocationKind, issuer: &str, value: &str, expires_at: i
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secrets::hash_handle;
 
-    fn token(sid: Option<&str>, sub: &str, iat: i64) -> VerifiedToken {
-        VerifiedToken {
-            subject: sub.to_owned(),
-            issuer: "https://i/".to_owned(),
-            audiences: vec![],
-            scopes: vec![],
-            permissions: vec![],
-            session_id: sid.map(str::to_owned),
-            token_id: None,
+    fn id<'a>(sid: Option<&'a str>, sub: &'a str, iat: i64, token: &'a str) -> SignedIdentity<'a> {
+        SignedIdentity {
+            issuer: "https://i/",
+            subject: sub,
+            session_id: sid,
             issued_at: Some(iat),
-            expires_at: iat + 3600,
-            authorized_party: None,
-            claims: Default::default(),
+            token,
         }
     }
 
     #[test]
-    fn sid_subject_and_token_revocations_refuse() {
+    fn sid_subject_and_digest_revocations_refuse() {
         let set = Revocations::new();
         let t = now_ms() / 1000;
-        assert!(set.check(&token(Some("s1"), "u", t), "jwt").is_ok());
+        assert!(set.check(&id(Some("s1"), "u", t, "h.p.sig")).is_ok());
         set.apply(&[
             revocation(RevocationKind::SessionId, "https://i/", "s1", t + 60),
             revocation(
-                RevocationKind::TokenHash,
+                RevocationKind::SignedDigest,
                 "https://i/",
-                &hash_handle("jwt-2"),
+                &signed_digest("h2.p2.sig"),
                 t + 60,
             ),
             Revocation {
@@ -231,26 +302,82 @@ mod tests {
             },
         ]);
         assert_eq!(
-            set.check(&token(Some("s1"), "u", t), "jwt"),
+            set.check(&id(Some("s1"), "u", t, "h.p.sig")),
             Err(Error::SessionRevoked)
         );
-        assert!(set.check(&token(Some("s2"), "u", t), "jwt").is_ok());
+        assert!(set.check(&id(Some("s2"), "u", t, "h.p.sig")).is_ok());
         assert_eq!(
-            set.check(&token(None, "u", t), "jwt-2"),
-            Err(Error::SessionRevoked)
-        );
-        assert_eq!(
-            set.check(&token(None, "alice", t - 5), "a"),
+            set.check(&id(None, "u", t, "h2.p2.sig")),
             Err(Error::SessionRevoked)
         );
         assert_eq!(
-            set.check(&token(None, "alice", t), "a"),
+            set.check(&id(None, "alice", t - 5, "a")),
+            Err(Error::SessionRevoked)
+        );
+        assert_eq!(
+            set.check(&id(None, "alice", t, "a")),
             Err(Error::SessionRevoked)
         );
         assert!(
-            set.check(&token(None, "alice", t + 1), "a").is_ok(),
+            set.check(&id(None, "alice", t + 1, "a")).is_ok(),
             "issued after"
         );
+    }
+
+    #[test]
+    fn a_digest_revocation_refuses_every_encoding_of_the_signature() {
+        let set = Revocations::new();
+        let t = now_ms() / 1000;
+        set.apply(&[revocation(
+            RevocationKind::SignedDigest,
+            "https://i/",
+            &signed_digest("hdr.claims.c2lnLTE"),
+            t + 60,
+        )]);
+        for twin in [
+            "hdr.claims.c2lnLTE",
+            "hdr.claims.other-signature",
+            "hdr.claims.",
+        ] {
+            assert_eq!(
+                set.check(&id(None, "u", t, twin)),
+                Err(Error::SessionRevoked),
+                "{twin}"
+            );
+        }
+        assert!(set.check(&id(None, "u", t, "hdr.claimz.c2lnLTE")).is_ok());
+    }
+
+    #[test]
+    fn legacy_whole_token_revocations_still_refuse_until_they_expire() {
+        let set = Revocations::new();
+        let t = now_ms() / 1000;
+        set.apply(&[revocation(
+            RevocationKind::TokenHash,
+            "https://i/",
+            &hash_handle("old.token.sig"),
+            t + 10,
+        )]);
+        assert_eq!(
+            set.check(&id(None, "u", t, "old.token.sig")),
+            Err(Error::SessionRevoked)
+        );
+        set.prune(t + 11);
+        assert!(set.check(&id(None, "u", t, "old.token.sig")).is_ok());
+    }
+
+    #[test]
+    fn a_digest_that_is_not_hex_is_ignored() {
+        let set = Revocations::new();
+        let t = now_ms() / 1000;
+        set.apply(&[revocation(
+            RevocationKind::SignedDigest,
+            "https://i/",
+            "not-a-digest",
+            t + 60,
+        )]);
+        assert!(set.check(&id(None, "u", t, "a.b.c")).is_ok());
+        assert_eq!(parse_hex(&signed_digest("a.b.c")), Some(sha256("a.b")));
     }
 
     #[test]
@@ -264,6 +391,6 @@ mod tests {
             t + 10,
         )]);
         set.prune(t + 11);
-        assert!(set.check(&token(Some("s1"), "u", t), "jwt").is_ok());
+        assert!(set.check(&id(Some("s1"), "u", t, "jwt")).is_ok());
     }
 }

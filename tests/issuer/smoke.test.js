@@ -455,6 +455,24 @@ describe('authd test issuer (defaults)', () => {
     assertInvalidGrant(bad, 'wrong password');
   });
 
+  test('access-token-sid control: user access tokens without sid, as Auth0 issues them', async () => {
+    const login = () => http.token({
+      grant_type: 'password', client_id: CLIENT_ID, client_secret: CLIENT_SECRET,
+      username: 'alice', password: 'alice-password', scope: 'openid offline_access',
+    });
+    const withSid = await login();
+    assert.ok(decodeJwt(withSid.json.access_token).sid, 'sid by default');
+    assert.equal((await http.control('access-token-sid', { include: 'no' })).status, 400);
+    assert.equal((await http.control('access-token-sid', { include: false })).status, 200);
+    try {
+      const without = await login();
+      assert.equal(decodeJwt(without.json.access_token).sid, undefined);
+      assert.ok(decodeJwt(without.json.id_token).sid, 'the id token keeps its sid');
+    } finally {
+      await http.control('access-token-sid', { include: true });
+    }
+  });
+
   test('userinfo verifies the token, answers the profile, rate limits', async () => {
     await http.control('userinfo-limit', { limit: 5 });
     const alice = await http.login({ user: 'alice', scope: 'openid profile email' });

@@ -180,12 +180,17 @@ impl Issuer {
     /// A configuration with sessions: this issuer with authd's OAuth client,
     /// a sealing key, fast refetches and revocation polls, plus `extra`.
     pub fn sessions_config(&self, extra: &str) -> String {
+        self.sessions_config_for(&["RS256"], extra)
+    }
+
+    /// [`Issuer::sessions_config`] with the issuer's `algorithms`.
+    pub fn sessions_config_for(&self, algorithms: &[&str], extra: &str) -> String {
         format!(
             "{}client_id = \"{CLIENT_ID}\"\nclient_secret = {{ value = \"{CLIENT_SECRET}\" }}\n\
              request_timeout_ms = 1500\n\
              [[secrets.keys]]\nid = \"k1\"\nvalue = \"{TEST_SEAL_KEY}\"\n\
              [jwks]\nmin_refetch_interval_seconds = 0\n{extra}",
-            self.config_entry(&["RS256"])
+            self.config_entry(algorithms)
         )
     }
 

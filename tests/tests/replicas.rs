@@ -1,7 +1,8 @@
 //! Two authd processes sharing one DynamoDB table (moto on loopback), as
 //! replicas behind a load balancer: concurrent refreshes of one session on
 //! both spend its refresh token once and lose no rotation; a revocation on
-//! one replica is enforced by the other within the bound.
+//! one replica is enforced by the other within the bound, also for the
+//! re-encoded twin of an ES256/ES384 token.
 
 use std::{
     net::SocketAddr,
@@ -9,6 +10,7 @@ use std::{
 };
 
 use anyhow::Result;
+use authd::dangerous::ecdsa_twin;
 use authd_client::{AuthClient, ErrorReason};
 use authd_proto::pb::{self, create_session_request::Grant, refresh_session_request::Credential};
 use authd_tests::{Issuer, Moto, REDIRECT_URI, authd_binary, free_port, wait_for_port};
@@ -33,17 +35,29 @@ async fn replicas(
     moto: &Moto,
     dir: &tempfile::TempDir,
 ) -> Result<(Replica, Replica)> {
+    replicas_for(issuer, &["RS256"], moto, dir).await
+}
+
+async fn replicas_for(
+    issuer: &Issuer,
+    algorithms: &[&str],
+    moto: &Moto,
+    dir: &tempfile::TempDir,
+) -> Result<(Replica, Replica)> {
     moto.store("authd").await?;
     let mut started = Vec::new();
     for name in ["a", "b"] {
         let port = free_port()?;
         let config = dir.path().join(format!("{name}.toml"));
-        let text = issuer.sessions_config(&format!(
+        let text = issuer.sessions_config_for(
+            algorithms,
+            &format!(
             "[sessions]\nreuse_access_token_seconds = 0\nrevocation_poll_ms = 500\n\
              [store]\nkind = \"dynamodb\"\ntable = \"authd\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n\
              [server]\nlisten = \"127.0.0.1:{port}\"\n",
-            moto.endpoint
-        ));
+                moto.endpoint
+            ),
+        );
         std::fs::write(&config, text)?;
         let child = Command::new(authd_binary()?)
             .args(["serve", "--config"])
@@ -209,5 +223,65 @@ async fn revocation_on_one_replica_is_enforced_by_the_other_within_the_bound() -
         .await
         .expect_err("revoked");
     assert!(err.to_string().contains("revoked"), "{err}");
+    Ok(())
+}
+
+/// ECDSA signatures are malleable: (r, s) and (r, n − s) both verify. A
+/// revoked session's token, re-encoded that way, must stay refused on every
+/// replica, also when the token carries no `sid` (Auth0's access tokens
+/// carry none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_ecdsa_token_re_encoded_is_refused_on_every_replica() -> Result<()> {
+    let (issuer, moto, dir) = (
+        Issuer::start().await?,
+        Moto::start().await?,
+        tempfile::tempdir()?,
+    );
+    issuer
+        .control("access-token-sid", json!({"include": false}))
+        .await?;
+    let (a, b) = replicas_for(&issuer, &["RS256", "ES256", "ES384"], &moto, &dir).await?;
+    for alg in ["ES256", "ES384"] {
+        issuer.rotate(alg).await?;
+        let session = login(&issuer, &a).await?;
+        let token = session.access_token.clone();
+        let twin = ecdsa_twin(&token).expect("an ECDSA token");
+        assert_ne!(twin, token);
+        for replica in [&a, &b] {
+            for t in [&token, &twin] {
+                let verified = replica.client().await.verify_token(t, &[]).await?;
+                assert!(verified.session_id.is_none(), "{alg}: no sid in the token");
+            }
+        }
+        let revoked = a
+            .client()
+            .await
+            .raw()
+            .revoke_session(pb::RevokeSessionRequest {
+                target: Some(pb::revoke_session_request::Target::SessionHandle(
+                    session.session_handle.clone(),
+                )),
+            })
+            .await?
+            .into_inner();
+        assert_eq!(revoked.revoked_sessions, 1);
+        let started = Instant::now();
+        for replica in [&a, &b] {
+            for (what, t) in [("token", &token), ("twin", &twin)] {
+                loop {
+                    match replica.client().await.verify_token(t, &[]).await {
+                        Err(err) if err.reason() == Some(ErrorReason::SessionRevoked) => break,
+                        Ok(_) if started.elapsed() < Duration::from_secs(5) => {
+                            tokio::time::sleep(Duration::from_millis(50)).await
+                        }
+                        other => panic!(
+                            "{alg}: the revoked {what} is still accepted after {:?}: {other:?}",
+                            started.elapsed()
+                        ),
+                    }
+                }
+            }
+        }
+    }
     Ok(())
 }

@@ -634,3 +634,57 @@ async fn wrong_client_secret_is_a_precise_error() -> Result<()> {
     assert_eq!(authd_store_sessions(&authd, "auth0|alice").await?, 0);
     Ok(())
 }
+
+/// A session stored before tokens were named by what the issuer signed
+/// holds whole-token hashes. Revoked after the upgrade, its token is still
+/// refused, and so is the re-encoded twin of its newest token (kept sealed
+/// in the record).
+#[tokio::test]
+async fn a_session_stored_before_the_upgrade_revokes_its_token_and_twin() -> Result<()> {
+    let issuer = Issuer::start().await?;
+    issuer
+        .control("access-token-sid", json!({"include": false}))
+        .await?;
+    issuer.rotate("ES256").await?;
+    let authd = Authd::start(&issuer.sessions_config_for(&["RS256", "ES256"], "")).await?;
+    let mut c = client(&authd).await;
+    let session = by_code(&issuer, &mut c, "alice").await?;
+    let token = session.access_token.clone();
+    let twin = authd::dangerous::ecdsa_twin(&token).expect("an ES256 token");
+    verify(&authd, &twin).await?;
+
+    // Rewrite the record as an older authd stored it.
+    let store = authd.store();
+    let now = authd::store::conformance::now();
+    let mut record = store
+        .list_sessions("auth0|alice", now)
+        .await?
+        .pop()
+        .expect("the session");
+    let mut legacy = record.clone();
+    legacy.version += 1;
+    for issued in &mut legacy.issued_tokens {
+        issued.signed_digest = None;
+        issued.hash = Some(authd::secrets::hash_handle(&token));
+    }
+    store.update_session(&legacy, record.version, now).await?;
+    record = legacy;
+    assert!(
+        record
+            .issued_tokens
+            .iter()
+            .all(|t| t.signed_digest.is_none())
+    );
+
+    assert_eq!(
+        revoke(&mut c, Target::SessionHandle(session.session_handle), None).await?,
+        1
+    );
+    for t in [&token, &twin] {
+        assert_eq!(
+            reason(verify(&authd, t).await),
+            (Code::Unauthenticated, Some(ErrorReason::SessionRevoked))
+        );
+    }
+    Ok(())
+}

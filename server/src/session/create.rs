@@ -124,14 +124,14 @@ impl Sessions {
             access_token: None,
             access_token_expires_at: access_expires_at,
             id_token: None,
-            issued_tokens: vec![IssuedToken {
-                hash: hash_handle(tokens.access_token.expose()),
-                expires_at: if access_expires_at > 0 {
+            issued_tokens: vec![IssuedToken::new(
+                tokens.access_token.expose(),
+                if access_expires_at > 0 {
                     access_expires_at
                 } else {
                     now + 86_400
                 },
-            }],
+            )],
             lease_until: 0,
         };
         let key = record.item_key();

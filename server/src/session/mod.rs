@@ -37,9 +37,9 @@ use crate::{
     error::Error,
     issuer::{IssuerClient, IssuerError, TokenSet},
     profile::Profiles,
-    revocation::{Revocations, revocation},
+    revocation::{Revocations, revocation, signed_digest},
     secrets::{Sealer, Secret, hash_handle, random_handle},
-    store::{IssuedToken, Profile, RevocationKind, SessionRecord, Store, StoreError},
+    store::{IssuedToken, Profile, Revocation, RevocationKind, SessionRecord, Store, StoreError},
     verify::{Verifier, VerifyRequest},
 };
 

@@ -240,14 +240,14 @@ impl Sessions {
                 next.id_token = Some(sealer.seal(id_token, &key));
             }
             next.issued_tokens.retain(|t| t.expires_at > now);
-            next.issued_tokens.push(IssuedToken {
-                hash: hash_handle(tokens.access_token.expose()),
-                expires_at: if expires_at > 0 {
+            next.issued_tokens.push(IssuedToken::new(
+                tokens.access_token.expose(),
+                if expires_at > 0 {
                     expires_at
                 } else {
                     now + 86_400
                 },
-            });
+            ));
             match self.store.update_session(&next, current.version, now).await {
                 Ok(()) => {
                     return Ok(Refreshed {

@@ -146,19 +146,7 @@ impl Sessions {
             break;
         }
         let ttl = now + self.config.revocation_ttl_seconds as i64;
-        let mut revocations: Vec<_> = record
-            .issued_tokens
-            .iter()
-            .filter(|t| t.expires_at > now)
-            .map(|t| {
-                revocation(
-                    RevocationKind::TokenHash,
-                    &record.issuer,
-                    &t.hash,
-                    t.expires_at,
-                )
-            })
-            .collect();
+        let mut revocations = self.token_revocations(&record, now);
         if let Some(sid) = &record.issuer_session_id {
             revocations.push(revocation(
                 RevocationKind::SessionId,
@@ -172,5 +160,55 @@ impl Sessions {
         }
         self.revocations.apply(&revocations);
         Ok(record)
+    }
+
+    /// Revocations naming the unexpired access tokens handed out for
+    /// `record`, by the digest of what the issuer signed. A record written
+    /// before tokens were named that way holds whole-token hashes: those are
+    /// published as they are, and the newest token (kept sealed) is also
+    /// named by its signed content, so that a re-encoded twin of it is
+    /// refused too.
+    fn token_revocations(&self, record: &SessionRecord, now: i64) -> Vec<Revocation> {
+        let mut out = Vec::new();
+        for issued in record.issued_tokens.iter().filter(|t| t.expires_at > now) {
+            let (kind, value) = match (&issued.signed_digest, &issued.hash) {
+                (Some(digest), _) => (RevocationKind::SignedDigest, digest),
+                (None, Some(hash)) => (RevocationKind::TokenHash, hash),
+                (None, None) => continue,
+            };
+            out.push(revocation(kind, &record.issuer, value, issued.expires_at));
+        }
+        let legacy = record
+            .issued_tokens
+            .iter()
+            .any(|t| t.signed_digest.is_none() && t.expires_at > now);
+        if legacy && let Some(sealed) = &record.access_token {
+            let newest = self.sealer().and_then(|s| {
+                s.open(sealed, &record.item_key())
+                    .map_err(|e| Error::Internal(e.to_string()))
+            });
+            match newest {
+                Ok(token) => {
+                    let digest = signed_digest(token.expose());
+                    if !out.iter().any(|r| r.value == digest) {
+                        let expires_at = if record.access_token_expires_at > now {
+                            record.access_token_expires_at
+                        } else {
+                            now + 86_400
+                        };
+                        out.push(revocation(
+                            RevocationKind::SignedDigest,
+                            &record.issuer,
+                            &digest,
+                            expires_at,
+                        ));
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, session = %record.id.get(..16).unwrap_or_default(), "cannot open the session's access token; its whole-token hash is revoked");
+                }
+            }
+        }
+        out
     }
 }

@@ -266,9 +266,14 @@ pub async fn full_session_round_trip(store: Arc<dyn Store>) {
     s.access_token_expires_at = now() + 600;
     s.id_token = Some(sealer.seal(&Secret::new("idt"), &s.item_key()));
     s.issued_tokens = (0..50)
-        .map(|i| super::IssuedToken {
-            hash: hash_handle(&format!("token-{i}")),
-            expires_at: now() + i,
+        .map(|i| match i % 2 {
+            0 => super::IssuedToken::new(&format!("h.p{i}.sig"), now() + i),
+            // As records written before tokens were named by signed content.
+            _ => super::IssuedToken {
+                signed_digest: None,
+                hash: Some(hash_handle(&format!("token-{i}"))),
+                expires_at: now() + i,
+            },
         })
         .collect();
     s.lease_until = now() + 15;
@@ -295,27 +300,34 @@ pub async fn revocations_since_a_cursor(store: Arc<dyn Store>) {
         t + 600,
     );
     let c = make(
+        RevocationKind::SignedDigest,
+        &crate::revocation::signed_digest("h.p.sig"),
+        t * 1000 + 5,
+        t + 600,
+    );
+    // As written before revocations named signed content.
+    let legacy = make(
         RevocationKind::TokenHash,
         &hash_handle("tok"),
         t * 1000 + 5,
         t + 600,
     );
     let old = make(RevocationKind::SessionId, "sid-0", t * 1000 - 10, t - 1);
-    for r in [&c, &a, &old, &b] {
+    for r in [&c, &a, &old, &b, &legacy] {
         store.put_revocation(r).await.expect("put");
     }
     let all = store.revocations_since(0, t).await.expect("since 0");
-    assert_eq!(all.len(), 3, "the expired one is ignored");
+    assert_eq!(all.len(), 4, "the expired one is ignored");
     assert_eq!(all[0], a);
-    assert!(all.contains(&b) && all.contains(&c));
+    assert!(all.contains(&b) && all.contains(&c) && all.contains(&legacy));
     let later = store.revocations_since(t * 1000, t).await.expect("since a");
-    assert_eq!(later.len(), 2);
+    assert_eq!(later.len(), 3);
     assert_eq!(store.revocations_since(t * 1000 + 5, t).await, Ok(vec![]));
     // Writing the same revocation twice is harmless.
     store.put_revocation(&a).await.expect("again");
     assert_eq!(
         store.revocations_since(0, t).await.expect("since 0").len(),
-        3
+        4
     );
 }
 

@@ -93,10 +93,27 @@ pub struct SessionRecord {
 /// An access token handed out for a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuedToken {
-    /// SHA-256 of the token, hex.
-    pub hash: String,
+    /// SHA-256 of what the issuer signed (the JWS signing input
+    /// `header.payload`), hex: [`crate::revocation::signed_digest`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_digest: Option<String>,
+    /// SHA-256 of the whole token, hex: only in records written before
+    /// tokens were named by their signed content (read, never written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
     /// Its `exp` (unix seconds).
     pub expires_at: i64,
+}
+
+impl IssuedToken {
+    /// `token`, handed out now, valid until `expires_at`.
+    pub fn new(token: &str, expires_at: i64) -> Self {
+        IssuedToken {
+            signed_digest: Some(crate::revocation::signed_digest(token)),
+            hash: None,
+            expires_at,
+        }
+    }
 }
 
 /// What a revocation refuses.
@@ -107,7 +124,13 @@ pub enum RevocationKind {
     SessionId,
     /// Tokens of subject `value` issued at or before the revocation.
     Subject,
-    /// The token whose SHA-256 is `value`.
+    /// Tokens whose signing input (`header.payload`, what the issuer
+    /// signed) has the SHA-256 `value`, whatever their signature's encoding.
+    SignedDigest,
+    /// The token whose whole-string SHA-256 is `value`. Written before
+    /// [`RevocationKind::SignedDigest`] existed, and for records of that
+    /// time; honoured until it expires. A re-encoded signature evades it,
+    /// so nothing new relies on it alone.
     TokenHash,
 }
 
@@ -118,7 +141,7 @@ pub struct Revocation {
     pub kind: RevocationKind,
     /// The issuer of the tokens it refuses.
     pub issuer: String,
-    /// The `sid`, subject or token hash.
+    /// The `sid`, subject or digest.
     pub value: String,
     /// When it was made (unix milliseconds).
     pub at_ms: i64,
@@ -132,6 +155,7 @@ impl Revocation {
         let kind = match self.kind {
             RevocationKind::SessionId => "sid",
             RevocationKind::Subject => "sub",
+            RevocationKind::SignedDigest => "dig",
             RevocationKind::TokenHash => "tok",
         };
         let digest = crate::secrets::hash_handle(&format!("{}|{}", self.issuer, self.value));

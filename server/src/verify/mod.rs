@@ -21,7 +21,7 @@ use crate::{
     config::{Config, IssuerConfig},
     error::{Error, truncate},
     jwks::{Algorithm, IssuerKeys},
-    revocation::Revocations,
+    revocation::{Revocations, SignedIdentity},
 };
 
 /// What the caller asks of a token.
@@ -60,6 +60,20 @@ pub struct VerifiedToken {
     pub authorized_party: Option<String>,
     /// Every other claim.
     pub claims: Map<String, Value>,
+}
+
+impl VerifiedToken {
+    /// What revocations may match in `token`, the compact token this was
+    /// verified from.
+    pub fn signed_identity<'a>(&'a self, token: &'a str) -> SignedIdentity<'a> {
+        SignedIdentity {
+            issuer: &self.issuer,
+            subject: &self.subject,
+            session_id: self.session_id.as_deref(),
+            issued_at: self.issued_at,
+            token,
+        }
+    }
 }
 
 /// One configured issuer: its rules and its keys.
@@ -168,7 +182,7 @@ impl Verifier {
                 .ok_or_else(|| Error::WrongIssuer(truncate(&hit.issuer, 256)))?;
             let expected = expected_audiences(policy, request)?;
             recheck(hit, policy.leeway, expected, &request.required_scopes, now)?;
-            self.revocations.check(hit, token)?;
+            self.revocations.check(&hit.signed_identity(token))?;
             return Ok(Arc::clone(hit));
         }
         let (claims, policy) = self.authenticate(token).await?;
@@ -186,7 +200,7 @@ impl Verifier {
             &request.required_scopes,
             now,
         )?;
-        self.revocations.check(&verified, token)?;
+        self.revocations.check(&verified.signed_identity(token))?;
         Ok(verified)
     }
 

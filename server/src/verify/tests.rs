@@ -691,3 +691,76 @@ async fn the_cache_is_bounded_and_can_be_off() {
         .expect("valid");
     assert_eq!(off.cached_entries(), 0);
 }
+
+#[tokio::test]
+async fn a_revoked_ecdsa_token_stays_revoked_when_its_signature_is_re_encoded() {
+    use crate::{
+        dangerous::ecdsa_twin,
+        revocation::{revocation, signed_digest},
+        store::RevocationKind,
+    };
+    let v = verifier(&[Algorithm::ES256]);
+    // No sid: Auth0's access tokens carry none, so only the signed content
+    // names the token.
+    let token = keys().ec.sign(&with(claims(), "sid", Value::Null));
+    let twin = ecdsa_twin(&token).expect("an ES256 token");
+    assert_ne!(twin, token);
+    check(&v, &token, &[]).await.expect("the original verifies");
+    check(&v, &twin, &[]).await.expect("so does its twin");
+    v.revocations().apply(&[revocation(
+        RevocationKind::SignedDigest,
+        ISS,
+        &signed_digest(&token),
+        NOW + 3600,
+    )]);
+    // Both from the result cache (where each now sits) and verified afresh.
+    assert_eq!(reason(&v, &token).await, Reason::SessionRevoked);
+    assert_eq!(reason(&v, &twin).await, Reason::SessionRevoked);
+    let fresh = verifier(&[Algorithm::ES256]);
+    fresh.revocations().apply(&[revocation(
+        RevocationKind::SignedDigest,
+        ISS,
+        &signed_digest(&token),
+        NOW + 3600,
+    )]);
+    assert_eq!(reason(&fresh, &twin).await, Reason::SessionRevoked);
+    assert_eq!(
+        reason(&fresh, &ecdsa_twin(&twin).expect("twin of twin")).await,
+        Reason::SessionRevoked
+    );
+}
+
+#[tokio::test]
+async fn es384_twins_verify_and_a_digest_revocation_refuses_both() {
+    use crate::{
+        dangerous::ecdsa_twin,
+        revocation::{revocation, signed_digest},
+        store::RevocationKind,
+    };
+    let key = SigningKey::generate(Algorithm::ES384, "ec384-1").expect("key");
+    let scripted = Scripted::new(&[&key]);
+    let issuer = IssuerConfig {
+        algorithms: vec![Algorithm::ES384],
+        ..IssuerConfig::new(ISS.to_owned(), vec![AUD.to_owned()])
+    };
+    let keys = IssuerKeys::new(
+        ISS.into(),
+        issuer.algorithms.clone(),
+        Box::new(Shared(scripted)),
+        crate::config::JwksConfig::default(),
+    );
+    let mut issuers = HashMap::new();
+    issuers.insert(ISS.to_owned(), IssuerPolicy::new(&issuer, keys));
+    let v = Verifier::new(issuers, &Config::default());
+    let token = key.sign(&with(claims(), "sid", Value::Null));
+    let twin = ecdsa_twin(&token).expect("an ES384 token");
+    check(&v, &twin, &[]).await.expect("the twin verifies");
+    v.revocations().apply(&[revocation(
+        RevocationKind::SignedDigest,
+        ISS,
+        &signed_digest(&token),
+        NOW + 3600,
+    )]);
+    assert_eq!(reason(&v, &token).await, Reason::SessionRevoked);
+    assert_eq!(reason(&v, &twin).await, Reason::SessionRevoked);
+}

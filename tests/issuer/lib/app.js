@@ -147,6 +147,8 @@ export async function startIssuer(options = {}) {
     limiter: new WindowRateLimiter(config.userinfoLimit),
     stats: emptyStats(),
     codes: new Map(), // authorization code -> what /authorize was asked for
+    // Whether user logins' access tokens carry `sid` (Auth0's do not).
+    accessTokenSid: true,
   };
   state.refresh = new RefreshTokenStore(config.reuseIntervalSeconds * 1000, (reason) => {
     state.stats.family_revocations += 1;
@@ -274,6 +276,7 @@ export async function startIssuer(options = {}) {
       gty,
       permissions: permissionsFromScope(scope),
       sid,
+      accessSid: state.accessTokenSid,
       nonce,
       accessTtl: ACCESS_TOKEN_TTL,
       openid: hasScope(scope, 'openid'),

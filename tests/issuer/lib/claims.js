@@ -113,7 +113,7 @@ const nowSeconds = () => Math.floor(Date.now() / 1000);
 /**
  * Access token payload.
  * @param ctx the grant context built by the token endpoint (see lib/app.js):
- *   { sub, aud, scope, gty?, clientId, permissions, sid?, jti?, accessTtl,
+ *   { sub, aud, scope, gty?, clientId, permissions, sid?, accessSid?, jti?, accessTtl,
  *     iatOffset?, nbfOffset?, claims? }
  * @param issuerUrl issuer URL with trailing slash
  */
@@ -131,7 +131,7 @@ export function accessTokenClaims(ctx, issuerUrl) {
   if (ctx.gty) payload.gty = ctx.gty;
   payload.azp = ctx.clientId;
   payload.permissions = ctx.permissions;
-  if (ctx.sid) payload.sid = ctx.sid;
+  if (ctx.sid && ctx.accessSid !== false) payload.sid = ctx.sid;
   if (ctx.jti !== undefined) payload.jti = ctx.jti;
   return mergeClaims(payload, ctx.claims); // the claims knob is applied last and always wins
 }

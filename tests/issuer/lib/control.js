@@ -80,6 +80,14 @@ export function controlRouter(state) {
     res.json({ limit: state.limiter.limit });
   });
 
+  // --- access-token claims ---
+  router.post('/access-token-sid', (req, res) => {
+    const { include } = body(req);
+    if (typeof include !== 'boolean') return bad(res, 'include must be true or false');
+    state.accessTokenSid = include;
+    res.json({ include });
+  });
+
   // --- device authorization grant ---
   router.post('/device-config', (req, res) => {
     const { interval = state.devices.config.interval, expires_in: expiresIn = state.devices.config.expiresIn } = body(req);
