@@ -65,6 +65,15 @@ pub enum ErrorReason {
     NotImplemented,
     /// An unexpected failure inside authd.
     Internal,
+    /// The request message is larger than authd accepts for the RPC;
+    /// metadata `length`, `max_bytes`.
+    RequestTooLarge,
+    /// The request is not one well-formed protobuf message; metadata `detail`.
+    MalformedRequest,
+    /// authd is at its bound of calls in flight and shed this one; retry.
+    Overloaded,
+    /// The call's deadline passed; metadata `waiting_for`.
+    DeadlineExceeded,
     /// A reason this client does not know, as sent.
     Other(String),
 }
@@ -99,6 +108,10 @@ impl ErrorReason {
             "CONFLICT" => Conflict,
             "NOT_IMPLEMENTED" => NotImplemented,
             "INTERNAL" => Internal,
+            "REQUEST_TOO_LARGE" => RequestTooLarge,
+            "MALFORMED_REQUEST" => MalformedRequest,
+            "OVERLOADED" => Overloaded,
+            "DEADLINE_EXCEEDED" => DeadlineExceeded,
             other => Other(other.to_owned()),
         }
     }
@@ -132,6 +145,10 @@ impl ErrorReason {
             Conflict => "CONFLICT",
             NotImplemented => "NOT_IMPLEMENTED",
             Internal => "INTERNAL",
+            RequestTooLarge => "REQUEST_TOO_LARGE",
+            MalformedRequest => "MALFORMED_REQUEST",
+            Overloaded => "OVERLOADED",
+            DeadlineExceeded => "DEADLINE_EXCEEDED",
             Other(other) => other,
         }
     }

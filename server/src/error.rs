@@ -123,6 +123,26 @@ pub enum Error {
     /// An unexpected failure; the detail is logged, never returned.
     #[error("internal error")]
     Internal(String),
+    /// The request message is over the RPC's size limit.
+    #[error("the request message is {len} bytes, over the limit of {max} bytes")]
+    RequestTooLarge {
+        /// Its declared length in bytes.
+        len: usize,
+        /// The limit of the RPC.
+        max: usize,
+    },
+    /// The request is not one well-formed protobuf message of its RPC.
+    #[error("malformed request: {0}")]
+    MalformedRequest(String),
+    /// Too many calls in flight: this one is shed at once.
+    #[error("authd is at its limit of calls in flight; retry shortly")]
+    Overloaded,
+    /// The call's deadline passed.
+    #[error("deadline exceeded waiting for {waiting_for}")]
+    DeadlineExceeded {
+        /// What the call was waiting for: `the request message` or `the answer`.
+        waiting_for: &'static str,
+    },
 }
 
 /// The stable reasons of `google.rpc.ErrorInfo`, mirrored by the protocol's
@@ -178,6 +198,14 @@ pub enum Reason {
     Conflict,
     /// See [`Error::Internal`].
     Internal,
+    /// See [`Error::RequestTooLarge`].
+    RequestTooLarge,
+    /// See [`Error::MalformedRequest`].
+    MalformedRequest,
+    /// See [`Error::Overloaded`].
+    Overloaded,
+    /// See [`Error::DeadlineExceeded`].
+    DeadlineExceeded,
 }
 
 impl Reason {
@@ -208,6 +236,10 @@ impl Reason {
             Reason::StoreUnavailable => "STORE_UNAVAILABLE",
             Reason::Conflict => "CONFLICT",
             Reason::Internal => "INTERNAL",
+            Reason::RequestTooLarge => "REQUEST_TOO_LARGE",
+            Reason::MalformedRequest => "MALFORMED_REQUEST",
+            Reason::Overloaded => "OVERLOADED",
+            Reason::DeadlineExceeded => "DEADLINE_EXCEEDED",
         }
     }
 }
@@ -240,6 +272,10 @@ impl Error {
             Error::StoreUnavailable => Reason::StoreUnavailable,
             Error::Conflict => Reason::Conflict,
             Error::Internal(_) => Reason::Internal,
+            Error::RequestTooLarge { .. } => Reason::RequestTooLarge,
+            Error::MalformedRequest(_) => Reason::MalformedRequest,
+            Error::Overloaded => Reason::Overloaded,
+            Error::DeadlineExceeded { .. } => Reason::DeadlineExceeded,
         }
     }
 
@@ -247,8 +283,12 @@ impl Error {
     /// from claims the caller sent; never from secrets.
     pub fn metadata(&self) -> Vec<(&'static str, String)> {
         match self {
-            Error::TokenTooLarge { len, max } => {
+            Error::TokenTooLarge { len, max } | Error::RequestTooLarge { len, max } => {
                 vec![("length", len.to_string()), ("max_bytes", max.to_string())]
+            }
+            Error::MalformedRequest(detail) => vec![("detail", detail.clone())],
+            Error::DeadlineExceeded { waiting_for } => {
+                vec![("waiting_for", (*waiting_for).to_owned())]
             }
             Error::MalformedToken(detail) => vec![("detail", detail.clone())],
             Error::UnknownKey { issuer, kid } => {
@@ -280,6 +320,7 @@ impl Error {
             | Error::SessionNotFound
             | Error::SessionExpired
             | Error::Conflict
+            | Error::Overloaded
             | Error::Internal(_) => Vec::new(),
         }
     }

@@ -11,6 +11,8 @@
 //! - [`secrets`]: secrets that never print, sealed at rest (AES-256-GCM).
 //! - [`grpc`]: thin tonic handlers and the one error → status mapping.
 //! - [`server`]: wiring, health, reflection, graceful shutdown.
+//! - `transport`: the listener under `[limits]` — connections, handshake,
+//!   streams, idle and keep-alive, calls in flight, message sizes, deadlines.
 //! - [`dangerous`]: the loopback development issuer behind `authd dev`.
 //! - [`error`]: the domain error and its stable reasons.
 
@@ -27,8 +29,8 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod telemetry;
+mod transport;
 pub mod verify;
-mod workers;
 
 pub use config::Config;
 pub use error::{Error, Reason};

@@ -5,12 +5,12 @@ use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use authd_proto::{FILE_DESCRIPTOR_SET, pb::auth_service_server::AuthServiceServer};
 use tokio::{net::TcpListener, task::JoinHandle};
-use tonic::transport::Server;
+use tonic::service::Routes;
 
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    config::Config,
+    config::{Config, LimitsConfig},
     grpc::AuthServiceImpl,
     issuer::IssuerClient,
     jwks::{BoxFuture, FetchError, FetchKeys, IssuerKeys, Jwk},
@@ -19,8 +19,8 @@ use crate::{
     secrets::Sealer,
     session::Sessions,
     store::{self, Store},
+    transport,
     verify::{IssuerPolicy, Verifier},
-    workers,
 };
 
 /// Why authd cannot start.
@@ -40,9 +40,9 @@ pub enum StartError {
         /// What is wrong.
         problem: String,
     },
-    /// The gRPC server failed.
+    /// The listener or its worker threads failed.
     #[error("gRPC server: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    Transport(#[from] std::io::Error),
     /// Binding or reflection set-up failed.
     #[error("{0}")]
     Setup(String),
@@ -59,6 +59,7 @@ pub struct App {
     sealer: Option<Arc<Sealer>>,
     store_probe: Duration,
     workers: usize,
+    limits: LimitsConfig,
     refreshers: Vec<JoinHandle<()>>,
 }
 
@@ -129,7 +130,8 @@ impl App {
             sessions,
             sealer,
             store_probe: Duration::from_secs(config.store.health_interval_seconds.max(1)),
-            workers: workers::count(config.server.threads),
+            workers: transport::count(config.server.threads),
+            limits: config.limits.clone(),
             refreshers,
         })
     }
@@ -306,12 +308,17 @@ pub async fn run(
             )
             .include_reflection_service(false)
     };
+    // Reflection streams its requests, so they are not read whole before
+    // it: each of its messages is bounded here.
+    let max_message = app.limits.max_message_bytes;
     let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
         .build_v1()
-        .map_err(|e| StartError::Setup(format!("reflection: {e}")))?;
+        .map_err(|e| StartError::Setup(format!("reflection: {e}")))?
+        .max_decoding_message_size(max_message);
     let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
         .build_v1alpha()
-        .map_err(|e| StartError::Setup(format!("reflection: {e}")))?;
+        .map_err(|e| StartError::Setup(format!("reflection: {e}")))?
+        .max_decoding_message_size(max_message);
 
     let service = AuthServiceImpl::new(
         Arc::clone(&app.verifier),
@@ -336,17 +343,17 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .map_err(|e| StartError::Setup(e.to_string()))?;
-    let router = Server::builder()
-        .add_service(health_service)
+    let routes = Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(AuthServiceServer::new(service));
+        .add_service(AuthServiceServer::new(service).max_decoding_message_size(max_message))
+        .prepare();
     tracing::info!(%addr, workers = app.workers, "authd serving gRPC");
     let stop = async {
         let _ = stop_rx.await;
         tracing::info!("shutting down: finishing in-flight calls");
     };
-    workers::serve(listener, router, app.workers, stop, grace).await?;
+    transport::serve(listener, routes, &app.limits, app.workers, stop, grace).await?;
     tracing::info!("authd stopped");
     Ok(())
 }

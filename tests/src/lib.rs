@@ -22,6 +22,11 @@ use tokio::{
     sync::oneshot,
 };
 
+pub mod h2raw;
+mod process;
+
+pub use process::AuthdProcess;
+
 /// The API identifier the test issuer puts in `aud`.
 pub const AUDIENCE: &str = "https://api.authd.test";
 /// The test issuer's one OAuth client.

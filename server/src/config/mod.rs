@@ -42,6 +42,10 @@ pub struct Config {
     /// Sessions and revocation.
     #[serde(default)]
     pub sessions: SessionsConfig,
+    /// Bounds on what clients control: connections, streams, calls,
+    /// message sizes, timeouts.
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 mod sections;
@@ -49,8 +53,9 @@ mod sections;
 pub use sections::*;
 
 /// The sections of [`Config`], which `AUTHD_*` variables may override.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "server", "issuers", "verify", "jwks", "log", "store", "secrets", "profiles", "sessions",
+    "limits",
 ];
 
 /// The most `[server] threads` accepted: a typo must not start a million
@@ -144,6 +149,54 @@ impl Config {
             return Err(invalid(
                 "server.threads".to_owned(),
                 &format!("must be at most {MAX_THREADS} (0: one per core)"),
+            ));
+        }
+        let limits = &self.limits;
+        let positive = [
+            ("limits.max_connections", limits.max_connections as u64),
+            (
+                "limits.max_concurrent_streams",
+                u64::from(limits.max_concurrent_streams),
+            ),
+            (
+                "limits.max_calls_in_flight",
+                limits.max_calls_in_flight as u64,
+            ),
+            ("limits.handshake_timeout_ms", limits.handshake_timeout_ms),
+            (
+                "limits.keepalive_interval_seconds",
+                limits.keepalive_interval_seconds,
+            ),
+            (
+                "limits.keepalive_timeout_seconds",
+                limits.keepalive_timeout_seconds,
+            ),
+            ("limits.request_timeout_ms", limits.request_timeout_ms),
+            (
+                "limits.request_body_timeout_ms",
+                limits.request_body_timeout_ms,
+            ),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(invalid((*key).to_owned(), "must be positive"));
+        }
+        if limits.max_header_list_bytes < 1024 {
+            return Err(invalid(
+                "limits.max_header_list_bytes".to_owned(),
+                "must be at least 1024",
+            ));
+        }
+        // A token at the verify limit must fit in a VerifyToken message.
+        if limits.max_verify_message_bytes < self.verify.max_token_bytes + 256 {
+            return Err(invalid(
+                "limits.max_verify_message_bytes".to_owned(),
+                "must exceed verify.max_token_bytes by at least 256",
+            ));
+        }
+        if limits.max_message_bytes < 4096 {
+            return Err(invalid(
+                "limits.max_message_bytes".to_owned(),
+                "must be at least 4096",
             ));
         }
         if self.verify.max_token_bytes < 64 {
@@ -285,6 +338,26 @@ mod tests {
         assert!(err.to_string().contains("server.threads"), "{err}");
         let text = format!("{MINIMAL}[server]\nthreads = 4\n");
         assert_eq!(Config::from_toml(&text).expect("valid").server.threads, 4);
+    }
+
+    #[test]
+    fn limits_take_documented_defaults_and_refuse_zero() {
+        let config = Config::from_toml(MINIMAL).expect("valid");
+        assert_eq!(config.limits.max_concurrent_streams, 100);
+        assert_eq!(config.limits.max_verify_message_bytes, 16384);
+        assert_eq!(config.limits.handshake_timeout_ms, 10_000);
+        let text = format!("{MINIMAL}[limits]\nmax_calls_in_flight = 0\n");
+        let err = Config::from_toml(&text).expect_err("zero");
+        assert!(
+            err.to_string().contains("limits.max_calls_in_flight"),
+            "{err}"
+        );
+        let text = format!("{MINIMAL}[verify]\nmax_token_bytes = 20000\n");
+        let err = Config::from_toml(&text).expect_err("token cannot fit");
+        assert!(
+            err.to_string().contains("limits.max_verify_message_bytes"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -71,6 +71,99 @@ impl Default for ServerConfig {
     }
 }
 
+/// `[limits]`: bounds on everything a client controls, so that no client
+/// can exhaust authd's memory, file descriptors or calls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Open connections per process. One more is closed as soon as it is
+    /// accepted (logged). Defaults to `10000`; start-up raises the process's
+    /// file-descriptor limit to fit, or stops if it cannot.
+    pub max_connections: usize,
+    /// Streams one HTTP/2 connection may have open at once, advertised in
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`; more are refused by HTTP/2.
+    /// Defaults to `100`.
+    pub max_concurrent_streams: u32,
+    /// Calls in flight in the whole process; one more is answered
+    /// `RESOURCE_EXHAUSTED` (`OVERLOADED`) at once instead of queueing.
+    /// Defaults to `4096`.
+    pub max_calls_in_flight: usize,
+    /// The largest gRPC request message of VerifyToken (a token of
+    /// `verify.max_token_bytes` and its scopes fit well). Larger is
+    /// `INVALID_ARGUMENT` (`REQUEST_TOO_LARGE`), refused before it is read.
+    /// Defaults to `16384`.
+    pub max_verify_message_bytes: usize,
+    /// The largest gRPC request message of every other RPC. Defaults to
+    /// `65536`.
+    pub max_message_bytes: usize,
+    /// The largest HTTP/2 header list of a request (all metadata),
+    /// advertised in `SETTINGS_MAX_HEADER_LIST_SIZE`. Defaults to `16384`.
+    pub max_header_list_bytes: u32,
+    /// A connection that has not completed its TLS handshake, or sent the
+    /// HTTP/2 preface and its SETTINGS, within this long is closed.
+    /// Defaults to `10000`.
+    pub handshake_timeout_ms: u64,
+    /// A connection quiet for this long gets an HTTP/2 PING. Defaults to
+    /// `30`.
+    pub keepalive_interval_seconds: u64,
+    /// A PING not acknowledged within this long closes the connection.
+    /// Defaults to `10`.
+    pub keepalive_timeout_seconds: u64,
+    /// A connection with no call for this long is closed gracefully
+    /// (GOAWAY); clients reconnect when they next call. Defaults to `300`;
+    /// `0`: never.
+    pub idle_timeout_seconds: u64,
+    /// The longest a call may take, from its headers to its answer; a
+    /// shorter `grpc-timeout` from the caller wins. Past it the call is
+    /// `DEADLINE_EXCEEDED`. Defaults to `30000` (longer than a refresh that
+    /// waits out another replica's lease).
+    pub request_timeout_ms: u64,
+    /// The longest a request message may take to arrive after the call's
+    /// headers. Defaults to `5000`.
+    pub request_body_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 10_000,
+            max_concurrent_streams: 100,
+            max_calls_in_flight: 4096,
+            max_verify_message_bytes: 16 * 1024,
+            max_message_bytes: 64 * 1024,
+            max_header_list_bytes: 16 * 1024,
+            handshake_timeout_ms: 10_000,
+            keepalive_interval_seconds: 30,
+            keepalive_timeout_seconds: 10,
+            idle_timeout_seconds: 300,
+            request_timeout_ms: 30_000,
+            request_body_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// `handshake_timeout_ms`.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    /// `request_timeout_ms`.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// `request_body_timeout_ms`.
+    pub fn request_body_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_body_timeout_ms)
+    }
+
+    /// `idle_timeout_seconds`, `None` for never.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_seconds > 0).then(|| Duration::from_secs(self.idle_timeout_seconds))
+    }
+}
+
 /// One `[[issuers]]` entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

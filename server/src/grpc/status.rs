@@ -11,9 +11,11 @@ use crate::error::{Error, Reason};
 /// The gRPC code of each reason.
 pub fn code(reason: Reason) -> Code {
     match reason {
-        Reason::TokenMissing | Reason::TokenTooLarge | Reason::InvalidRequest => {
-            Code::InvalidArgument
-        }
+        Reason::TokenMissing
+        | Reason::TokenTooLarge
+        | Reason::InvalidRequest
+        | Reason::RequestTooLarge
+        | Reason::MalformedRequest => Code::InvalidArgument,
         Reason::MalformedToken
         | Reason::BadSignature
         | Reason::UnknownKey
@@ -32,7 +34,8 @@ pub fn code(reason: Reason) -> Code {
         | Reason::SessionNotFound
         | Reason::GrantRejected => Code::Unauthenticated,
         Reason::CallerNotTrusted => Code::PermissionDenied,
-        Reason::RateLimited => Code::ResourceExhausted,
+        Reason::RateLimited | Reason::Overloaded => Code::ResourceExhausted,
+        Reason::DeadlineExceeded => Code::DeadlineExceeded,
         Reason::Conflict => Code::Aborted,
         Reason::Internal => Code::Internal,
     }
@@ -67,7 +70,7 @@ mod tests {
     use super::*;
     use authd_proto::pb::ErrorReason;
 
-    const ALL: [Reason; 24] = [
+    const ALL: [Reason; 28] = [
         Reason::SessionRevoked,
         Reason::SessionNotFound,
         Reason::SessionExpired,
@@ -92,6 +95,10 @@ mod tests {
         Reason::KeysUnavailable,
         Reason::InvalidRequest,
         Reason::Internal,
+        Reason::RequestTooLarge,
+        Reason::MalformedRequest,
+        Reason::Overloaded,
+        Reason::DeadlineExceeded,
     ];
 
     #[test]

@@ -9,30 +9,35 @@
 //! current-thread runtime runs every ready call first and writes their
 //! answers together. BENCHMARKS.md has the figures. The main runtime keeps
 //! the acceptor and the background tasks (key refresh, revocations, health).
+//!
+//! The acceptor holds the bound on connections: past `limits.max_connections`
+//! a new connection is closed as soon as it is accepted.
 
-use std::{future::Future, thread, time::Duration};
+use std::{
+    future::Future,
+    io,
+    sync::{Arc, atomic::Ordering},
+    thread,
+    time::Duration,
+};
 
-use futures_util::stream;
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{mpsc, oneshot, watch},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch},
+    task::JoinSet,
 };
-use tonic::transport::server::Router;
 
-use crate::server::StartError;
-
-/// Where the server is in its life; workers watch it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Serving,
-    /// Accepting nothing more; calls in flight finish.
-    Draining,
-    /// The grace period is over: calls still in flight are dropped.
-    Dropping,
-}
+use super::{
+    Refusals, Routes, SUMMARY_EVERY, Stage,
+    connection::{self, Shared},
+};
+use crate::config::LimitsConfig;
 
 /// Connections a worker may have queued before the acceptor waits for it.
 const QUEUE: usize = 256;
+
+/// A connection handed to a worker, with its place under the bound.
+type Accepted = (std::net::TcpStream, OwnedSemaphorePermit);
 
 /// The number of workers for `configured` (0: one per core this process may
 /// run on, which `taskset` and cgroup limits narrow).
@@ -43,23 +48,29 @@ pub(crate) fn count(configured: usize) -> usize {
     }
 }
 
-/// Serves `router` on `listener` with `threads` workers until `stop`
-/// completes; then closes the listener and lets the calls in flight finish,
-/// for at most `grace`.
+/// Serves `routes` on `listener` with `threads` workers under `limits` until
+/// `stop` completes; then closes the listener and lets the calls in flight
+/// finish, for at most `grace`.
 pub(crate) async fn serve(
     listener: TcpListener,
-    router: Router,
+    routes: Routes,
+    limits: &LimitsConfig,
     threads: usize,
     stop: impl Future<Output = ()>,
     grace: Duration,
-) -> Result<(), StartError> {
+) -> io::Result<()> {
+    let refusals = Arc::new(Refusals::default());
+    let shared = Shared::new(limits, Arc::clone(&refusals));
+    let connections = Arc::new(Semaphore::new(super::connection_limit(
+        limits.max_connections,
+    )));
     let (stage, watching) = watch::channel(Stage::Serving);
     let mut queues = Vec::with_capacity(threads);
     let mut finished = Vec::with_capacity(threads);
     for index in 0..threads.max(1) {
-        let (queue, connections) = mpsc::channel(QUEUE);
+        let (queue, accepted) = mpsc::channel(QUEUE);
         let (done, result) = oneshot::channel();
-        let (router, watching) = (router.clone(), watching.clone());
+        let (routes, shared, watching) = (routes.clone(), Arc::clone(&shared), watching.clone());
         thread::Builder::new()
             .name(format!("authd-worker-{index}"))
             .spawn(move || {
@@ -69,22 +80,28 @@ pub(crate) async fn serve(
                 {
                     Ok(runtime) => runtime,
                     Err(error) => {
-                        let _ = done.send(Err(StartError::Setup(format!(
-                            "cannot start worker {index}: {error}"
-                        ))));
+                        let _ = done.send(Err(error));
                         return;
                     }
                 };
-                let _ = done.send(runtime.block_on(worker(router, connections, watching)));
+                runtime.block_on(worker(routes, shared, accepted, watching));
+                let _ = done.send(Ok(()));
                 // Tasks a dropped call left behind must not hold the thread.
                 runtime.shutdown_timeout(Duration::from_secs(1));
-            })
-            .map_err(|e| StartError::Setup(format!("cannot start worker {index}: {e}")))?;
+            })?;
         queues.push(queue);
         finished.push(result);
     }
 
-    accept(&listener, &queues, stop).await;
+    let summaries = tokio::spawn(async move {
+        let mut every = tokio::time::interval(SUMMARY_EVERY);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            refusals.log_summary();
+        }
+    });
+    accept(&listener, &queues, &connections, &shared.refusals, stop).await;
     drop(listener);
     drop(queues);
     stage.send_replace(Stage::Draining);
@@ -98,20 +115,24 @@ pub(crate) async fn serve(
             all.await
         }
     };
+    summaries.abort();
     for result in results {
         match result {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return Err(error),
-            Err(_) => return Err(StartError::Setup("a worker thread panicked".to_owned())),
+            Err(_) => return Err(io::Error::other("a worker thread panicked")),
         }
     }
     Ok(())
 }
 
-/// Accepts connections until `stop`, handing them to the workers in turn.
+/// Accepts connections until `stop`, handing them to the workers in turn;
+/// one past the bound of `connections` is closed at once.
 async fn accept(
     listener: &TcpListener,
-    queues: &[mpsc::Sender<std::net::TcpStream>],
+    queues: &[mpsc::Sender<Accepted>],
+    connections: &Arc<Semaphore>,
+    refusals: &Refusals,
     stop: impl Future<Output = ()>,
 ) {
     let mut stop = std::pin::pin!(stop);
@@ -134,8 +155,19 @@ async fn accept(
                 continue;
             }
         };
-        if queues[next % queues.len()].send(connection).await.is_err() {
-            // That worker ended on an error, which `serve` reports.
+        let Ok(permit) = Arc::clone(connections).try_acquire_owned() else {
+            refusals
+                .connections_over_limit
+                .fetch_add(1, Ordering::Relaxed);
+            drop(connection);
+            continue;
+        };
+        if queues[next % queues.len()]
+            .send((connection, permit))
+            .await
+            .is_err()
+        {
+            // That worker ended, which `serve` reports.
             tracing::error!("a connection worker stopped; no longer accepting");
             return;
         }
@@ -143,23 +175,34 @@ async fn accept(
     }
 }
 
-/// One worker: serves the connections it receives until the stage moves on.
+/// One worker: serves the connections it receives until the acceptor stops,
+/// then until they have all finished (or the stage drops them).
 async fn worker(
-    router: Router,
-    mut connections: mpsc::Receiver<std::net::TcpStream>,
-    mut stage: watch::Receiver<Stage>,
-) -> Result<(), StartError> {
-    let incoming = stream::poll_fn(move |cx| {
-        connections
-            .poll_recv(cx)
-            .map(|next| next.map(TcpStream::from_std))
-    });
-    let mut draining = stage.clone();
-    let signal = async move {
-        let _ = draining.wait_for(|s| *s != Stage::Serving).await;
-    };
-    tokio::select! {
-        served = router.serve_with_incoming_shutdown(incoming, signal) => Ok(served?),
-        _ = stage.wait_for(|s| *s == Stage::Dropping) => Ok(()),
+    routes: Routes,
+    shared: Arc<Shared>,
+    mut accepted: mpsc::Receiver<Accepted>,
+    stage: watch::Receiver<Stage>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            next = accepted.recv() => {
+                let Some((tcp, permit)) = next else { break };
+                match TcpStream::from_std(tcp) {
+                    Ok(tcp) => {
+                        connections.spawn(connection::serve(
+                            tcp,
+                            routes.clone(),
+                            Arc::clone(&shared),
+                            stage.clone(),
+                            permit,
+                        ));
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot serve a connection"),
+                }
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
     }
+    while connections.join_next().await.is_some() {}
 }

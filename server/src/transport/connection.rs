@@ -1,0 +1,396 @@
+//! One client connection, served with HTTP/2 under the bounds of
+//! `[limits]`: the preface and SETTINGS must arrive within the handshake
+//! timeout, streams are capped and advertised in SETTINGS, quiet peers are
+//! pinged and dropped when they do not answer, and a connection without
+//! calls for the idle timeout is closed gracefully (GOAWAY), or dropped if
+//! the peer does not acknowledge that within the keep-alive timeout.
+
+use std::{
+    io,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use hyper::server::conn::http2;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
+    net::TcpStream,
+    sync::{OwnedSemaphorePermit, watch},
+};
+
+use super::{
+    Refusals, Routes, Stage,
+    calls::{CallLimits, Calls},
+};
+use crate::config::LimitsConfig;
+
+/// What every connection of the process shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    http2: http2::Builder<TokioExecutor>,
+    handshake_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    keepalive_timeout: Duration,
+    pub(crate) calls: Arc<CallLimits>,
+    pub(crate) refusals: Arc<Refusals>,
+}
+
+impl Shared {
+    pub(crate) fn new(limits: &LimitsConfig, refusals: Arc<Refusals>) -> Arc<Self> {
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .max_header_list_size(limits.max_header_list_bytes)
+            // Windows sized to the largest message: what a peer may send
+            // before authd reads it is bounded per stream and per connection.
+            .initial_stream_window_size(window(limits.max_message_bytes))
+            .initial_connection_window_size(window(4 * limits.max_message_bytes))
+            .keep_alive_interval(Duration::from_secs(limits.keepalive_interval_seconds))
+            .keep_alive_timeout(Duration::from_secs(limits.keepalive_timeout_seconds))
+            // Rapid reset (CVE-2023-44487) and streams reset for errors: a
+            // peer past these gets GOAWAY.
+            .max_pending_accept_reset_streams(20)
+            .max_local_error_reset_streams(256);
+        Arc::new(Shared {
+            http2,
+            handshake_timeout: limits.handshake_timeout(),
+            idle_timeout: limits.idle_timeout(),
+            keepalive_timeout: Duration::from_secs(limits.keepalive_timeout_seconds),
+            calls: CallLimits::new(limits, Arc::clone(&refusals)),
+            refusals,
+        })
+    }
+}
+
+/// An HTTP/2 window of at least the default 65,535 bytes that holds one
+/// message of `bytes` and its prefix.
+fn window(bytes: usize) -> u32 {
+    u32::try_from(bytes.saturating_add(1024))
+        .unwrap_or(u32::MAX)
+        .max(65_535)
+}
+
+/// Serves `tcp` until the peer leaves, the connection idles out, or the
+/// stage moves on; `permit` is its place under `limits.max_connections`.
+///
+/// Until the client has sent the HTTP/2 preface and its first frame, the
+/// connection costs a socket and this small task: HTTP/2's buffers and
+/// tables are allocated only for a client that completed its handshake in
+/// time, so idle and slow-loris connections cannot grow authd's memory.
+pub(crate) async fn serve(
+    mut tcp: TcpStream,
+    routes: Routes,
+    shared: Arc<Shared>,
+    stage: watch::Receiver<Stage>,
+    permit: OwnedSemaphorePermit,
+) {
+    let first = tokio::time::timeout(shared.handshake_timeout, read_handshake(&mut tcp)).await;
+    let first = match first {
+        Ok(Ok(Some(first))) => first,
+        Ok(Ok(None)) => {
+            shared.refusals.not_http2.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "connection ended during its handshake");
+            return;
+        }
+        Err(_) => {
+            shared
+                .refusals
+                .handshake_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    Box::pin(serve_http2(
+        Rewind::new(first, tcp),
+        routes,
+        shared,
+        stage,
+        permit,
+    ))
+    .await;
+}
+
+/// Serves a connection whose handshake arrived.
+async fn serve_http2(
+    io: Rewind<TcpStream>,
+    routes: Routes,
+    shared: Arc<Shared>,
+    mut stage: watch::Receiver<Stage>,
+    permit: OwnedSemaphorePermit,
+) {
+    let activity = Arc::new(Activity::new());
+    let calls = Calls::new(routes, Arc::clone(&shared.calls), Arc::clone(&activity));
+    let connection = shared
+        .http2
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(calls));
+    let mut connection = std::pin::pin!(connection);
+    let idle = shared.idle_timeout;
+    let mut tick = tokio::time::interval(idle.map_or(Duration::from_secs(3600), |i| {
+        (i / 4).clamp(Duration::from_millis(100), Duration::from_secs(15))
+    }));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let (mut closing, mut watching) = (false, true);
+    // After an idle GOAWAY, HTTP/2 waits for the peer to acknowledge a PING;
+    // a peer that never does is dropped after the keep-alive timeout.
+    let mut give_up = std::pin::pin!(tokio::time::sleep(Duration::MAX / 4));
+    loop {
+        tokio::select! {
+            served = connection.as_mut() => {
+                if let Err(error) = served {
+                    tracing::debug!(%error, "connection ended");
+                }
+                break;
+            }
+            changed = stage.changed(), if watching => {
+                if changed.is_err() {
+                    watching = false;
+                    continue;
+                }
+                match *stage.borrow_and_update() {
+                    Stage::Serving => {}
+                    Stage::Draining if !closing => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    Stage::Draining => {}
+                    Stage::Dropping => break,
+                }
+            }
+            _ = tick.tick(), if idle.is_some() && !closing => {
+                if idle.is_some_and(|idle| activity.idle_for().is_some_and(|d| d >= idle)) {
+                    tracing::debug!("closing a connection idle for limits.idle_timeout_seconds");
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                    give_up
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + shared.keepalive_timeout);
+                }
+            }
+            () = give_up.as_mut() => {
+                tracing::debug!("dropping an idle connection whose peer did not acknowledge GOAWAY");
+                break;
+            }
+        }
+    }
+    drop(permit);
+}
+
+// === calls open on a connection ===
+
+/// How many calls a connection has open, and since when it has none.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    born: Instant,
+    open: AtomicUsize,
+    /// Milliseconds after `born` when the last call ended.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            born: Instant::now(),
+            open: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a call open until the guard is dropped.
+    pub(crate) fn start(self: &Arc<Self>) -> CallGuard {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        CallGuard(Arc::clone(self))
+    }
+
+    /// How long the connection has had no open call; `None` while one is.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.open.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        Some(self.born.elapsed().saturating_sub(last))
+    }
+}
+
+/// One open call of a connection; dropping it ends the call.
+#[derive(Debug)]
+pub(crate) struct CallGuard(Arc<Activity>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        let now = u64::try_from(self.0.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.last_ms.store(now, Ordering::Relaxed);
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+// === the handshake ===
+
+/// The client's first bytes: the 24-byte HTTP/2 preface, then a frame
+/// header (9 bytes) and that frame's payload (its SETTINGS).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const FRAME_HEADER: usize = 9;
+/// A first frame longer than this is left for HTTP/2 to refuse.
+const MAX_FIRST_FRAME: usize = 16_384;
+
+/// Reads the preface and the first frame; `None` when the client does not
+/// speak HTTP/2 (prior knowledge, as gRPC clients do).
+async fn read_handshake(tcp: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
+    let mut head = [0u8; PREFACE.len() + FRAME_HEADER];
+    // The preface alone first: a client speaking anything else is told
+    // apart without waiting for more bytes than it may send.
+    tcp.read_exact(&mut head[..PREFACE.len()]).await?;
+    if &head[..PREFACE.len()] != PREFACE {
+        return Ok(None);
+    }
+    tcp.read_exact(&mut head[PREFACE.len()..]).await?;
+    let header = &head[PREFACE.len()..];
+    let payload = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+    let mut first = head.to_vec();
+    if payload <= MAX_FIRST_FRAME {
+        first.resize(head.len() + payload, 0);
+        tcp.read_exact(&mut first[head.len()..]).await?;
+    }
+    Ok(Some(first))
+}
+
+/// A stream whose first bytes were already read: they are read again first.
+struct Rewind<T> {
+    first: Vec<u8>,
+    at: usize,
+    inner: T,
+}
+
+impl<T> Rewind<T> {
+    fn new(first: Vec<u8>, inner: T) -> Self {
+        Rewind {
+            first,
+            at: 0,
+            inner,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.first.len() {
+            let n = (this.first.len() - this.at).min(buf.remaining());
+            buf.put_slice(&this.first[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.first.len() {
+                this.first = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"));
+        let (client, server) = tokio::join!(client, listener.accept());
+        (client.expect("connect"), server.expect("accept").0)
+    }
+
+    #[tokio::test]
+    async fn the_handshake_is_the_preface_and_the_first_frame_then_rewound() {
+        let (mut client, mut server) = pair().await;
+        let mut bytes = PREFACE.to_vec();
+        // SETTINGS with one 6-byte setting, then the start of a HEADERS frame.
+        bytes.extend_from_slice(&[0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100]);
+        bytes.extend_from_slice(&[0, 0, 9, 1]);
+        // A byte at a time, as a slow client sends it.
+        let writer = tokio::spawn(async move {
+            for b in bytes {
+                client.write_all(&[b]).await.expect("write");
+            }
+            client
+        });
+        let first = read_handshake(&mut server)
+            .await
+            .expect("read")
+            .expect("h2");
+        assert_eq!(first.len(), 24 + 9 + 6);
+        let _client = writer.await.expect("writer");
+        let mut rewound = Rewind::new(first.clone(), server);
+        let mut again = vec![0u8; first.len() + 4];
+        rewound.read_exact(&mut again).await.expect("read");
+        assert_eq!(&again[..first.len()], &first[..]);
+        assert_eq!(&again[first.len()..], &[0, 0, 9, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_speak_http2_is_refused() {
+        let (mut client, mut server) = pair().await;
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: authd\r\n\r\n")
+            .await
+            .expect("write");
+        assert_eq!(read_handshake(&mut server).await.expect("read"), None);
+    }
+
+    #[test]
+    fn idle_counts_only_without_open_calls() {
+        let activity = Arc::new(Activity::new());
+        let call = activity.start();
+        assert_eq!(activity.idle_for(), None);
+        drop(call);
+        assert!(activity.idle_for().is_some());
+    }
+}
