@@ -182,7 +182,21 @@ async fn store_init(config: &StoreConfig) -> anyhow::Result<Vec<String>> {
                     .display()
             )]
         }
-        StoreKind::Dynamodb => DynamoStore::connect(config).await.init_table().await?,
+        StoreKind::Dynamodb => DynamoStore::connect(config)
+            .await
+            .init_table()
+            .await
+            .map_err(|error| {
+                let at = config
+                    .endpoint_url
+                    .as_ref()
+                    .map_or_else(|| "the AWS endpoint of the region".to_owned(), |u| u.to_string());
+                anyhow::anyhow!(
+                    "cannot set up table {:?} at {at}: {error}\n\
+                     check [store] endpoint_url and region, the AWS credentials, and that DynamoDB is reachable",
+                    config.table
+                )
+            })?,
     })
 }
 

@@ -279,7 +279,7 @@ async fn rapid_reset_ends_in_goaway() -> Result<()> {
 async fn idle_and_slow_connections_are_closed_and_their_descriptors_freed() -> Result<()> {
     rlimit::increase_nofile_limit(40_000)?;
     let (_issuer, authd, token) =
-        setup("handshake_timeout_ms = 5000\nidle_timeout_seconds = 2\nmax_connections = 15000\n")
+        setup("handshake_timeout_ms = 15000\nidle_timeout_seconds = 2\nmax_connections = 15000\n")
             .await?;
     let fds_before = authd.fds()?;
     let rss_before = authd.rss_kib()?;
@@ -308,7 +308,7 @@ async fn idle_and_slow_connections_are_closed_and_their_descriptors_freed() -> R
     };
 
     // 10,000 connections that send nothing, 2,000 that send the preface a
-    // byte every 300 ms (slow loris), and one that completes the handshake
+    // byte every 800 ms (slow loris), and one that completes the handshake
     // and then makes no call.
     let mut idle = Vec::new();
     for _ in 0..20 {
@@ -328,7 +328,7 @@ async fn idle_and_slow_connections_are_closed_and_their_descriptors_freed() -> R
                     if tcp.write_all(&[*byte]).await.is_err() {
                         return true; // closed by authd
                     }
-                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    tokio::time::sleep(Duration::from_millis(800)).await;
                 }
                 false
             })

@@ -413,6 +413,27 @@ async fn device_login_end_to_end() -> Result<()> {
     );
     assert_eq!(started.interval, 1);
     assert!(started.expires_in > 0);
+    // authd asks for what fills the profile it keeps, besides the caller's scopes.
+    let view = issuer
+        .control(
+            &format!("device/{}", started.user_code),
+            json!({"interval": 1}),
+        )
+        .await?;
+    let asked: Vec<&str> = view["scope"]
+        .as_str()
+        .unwrap_or_default()
+        .split(' ')
+        .collect();
+    for scope in [
+        "openid",
+        "offline_access",
+        "profile",
+        "email",
+        "read:orders",
+    ] {
+        assert!(asked.contains(&scope), "{scope} not asked for: {asked:?}");
+    }
     let pending = c
         .poll_device_login(poll(started.device_code.clone(), started.interval))
         .await?
@@ -522,6 +543,46 @@ async fn bad_input_gets_precise_errors_and_changes_nothing() -> Result<()> {
             "{malformed:?}"
         );
     }
+    // No string is forwarded to the issuer unbounded.
+    let calls_before = issuer.stats().await?["token"]["total"].clone();
+    let (code, verifier) = issuer.authorize("alice", "n").await?;
+    for (field, grant) in [
+        (
+            "authorization_code.code",
+            Grant::AuthorizationCode(pb::AuthorizationCodeGrant {
+                code: "c".repeat(10_000),
+                redirect_uri: REDIRECT_URI.to_owned(),
+                code_verifier: verifier.clone(),
+                nonce: "n".to_owned(),
+            }),
+        ),
+        (
+            "authorization_code.code_verifier",
+            Grant::AuthorizationCode(pb::AuthorizationCodeGrant {
+                code: code.clone(),
+                redirect_uri: REDIRECT_URI.to_owned(),
+                code_verifier: "v".repeat(129),
+                nonce: "n".to_owned(),
+            }),
+        ),
+        (
+            "existing_tokens.refresh_token",
+            Grant::ExistingTokens(pb::ExistingTokens {
+                refresh_token: "r".repeat(5000),
+                id_token: "x".to_owned(),
+                ..Default::default()
+            }),
+        ),
+    ] {
+        let err = create(&mut c, grant).await.expect_err("bounded");
+        assert_eq!(
+            (err.code(), err.reason()),
+            (Code::InvalidArgument, Some(ErrorReason::InvalidRequest)),
+            "{field}"
+        );
+        assert_eq!(err.metadata()["field"], field);
+    }
+    assert_eq!(issuer.stats().await?["token"]["total"], calls_before);
     let status = c
         .refresh_session(pb::RefreshSessionRequest {
             credential: None,

@@ -381,3 +381,38 @@ async fn throttling_is_retried_with_backoff_then_unavailable() -> Result<()> {
     assert!(matches!(err, StoreError::Unavailable(_)));
     Ok(())
 }
+
+/// With DynamoDB down, `authd store init` says what failed and what to
+/// check, not the SDK's debug dump.
+#[tokio::test]
+async fn store_init_with_dynamodb_down_says_what_to_check() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("authd.toml");
+    let port = authd_tests::free_port()?;
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nkind = \"dynamodb\"\ntable = \"authd\"\nregion = \"us-east-1\"\n\
+             endpoint_url = \"http://127.0.0.1:{port}\"\nmax_attempts = 1\noperation_timeout_ms = 1000\n"
+        ),
+    )?;
+    let output = Command::new(authd_binary()?)
+        .args(["store", "init", "--config"])
+        .arg(&config)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "cannot set up table \"authd\" at http://127.0.0.1:{port}"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("check [store] endpoint_url"), "{stderr}");
+    assert!(!stderr.contains("MaybeTimeoutError"), "{stderr}");
+    Ok(())
+}

@@ -32,6 +32,10 @@ pub struct SessionsConfig {
     /// The permission a service token needs to revoke every session of a
     /// user. Defaults to `sessions:revoke`.
     pub trusted_permission: String,
+    /// Scopes every device login asks for besides the caller's, so that the
+    /// id token fills the profile authd keeps. `openid` and `offline_access`
+    /// are always asked for. Defaults to `["profile", "email"]`.
+    pub device_login_scopes: Vec<String>,
 }
 
 impl Default for SessionsConfig {
@@ -43,6 +47,7 @@ impl Default for SessionsConfig {
             revocation_poll_ms: 1_000,
             revocation_ttl_seconds: 86_400,
             trusted_permission: "sessions:revoke".to_owned(),
+            device_login_scopes: vec!["profile".to_owned(), "email".to_owned()],
         }
     }
 }

@@ -14,16 +14,18 @@ impl Sessions {
                 code_verifier,
                 nonce,
             } => {
-                if code.is_empty() || redirect_uri.is_empty() {
-                    return Err(Error::InvalidRequest {
-                        field: if code.is_empty() {
-                            "authorization_code.code"
-                        } else {
-                            "authorization_code.redirect_uri"
-                        },
-                        problem: "is required".to_owned(),
-                    });
-                }
+                input::required("authorization_code.code", &code, input::MAX_CODE)?;
+                input::required(
+                    "authorization_code.redirect_uri",
+                    &redirect_uri,
+                    input::MAX_URI,
+                )?;
+                input::bounded(
+                    "authorization_code.code_verifier",
+                    &code_verifier,
+                    input::MAX_VERIFIER,
+                )?;
+                input::bounded("authorization_code.nonce", &nonce, input::MAX_NONCE)?;
                 let tokens = client
                     .exchange_code(&code, &redirect_uri, &code_verifier)
                     .await
@@ -36,16 +38,24 @@ impl Sessions {
                 access_token,
                 nonce,
             } => {
-                if refresh_token.expose().is_empty() || id_token.expose().is_empty() {
-                    return Err(Error::InvalidRequest {
-                        field: if refresh_token.expose().is_empty() {
-                            "existing_tokens.refresh_token"
-                        } else {
-                            "existing_tokens.id_token"
-                        },
-                        problem: "is required".to_owned(),
-                    });
+                input::required(
+                    "existing_tokens.refresh_token",
+                    refresh_token.expose(),
+                    input::MAX_REFRESH_TOKEN,
+                )?;
+                input::required(
+                    "existing_tokens.id_token",
+                    id_token.expose(),
+                    input::MAX_TOKEN,
+                )?;
+                if let Some(access_token) = &access_token {
+                    input::bounded(
+                        "existing_tokens.access_token",
+                        access_token.expose(),
+                        input::MAX_TOKEN,
+                    )?;
                 }
+                input::bounded("existing_tokens.nonce", &nonce, input::MAX_NONCE)?;
                 let tokens = match access_token.filter(|t| !t.expose().is_empty()) {
                     Some(access_token) => TokenSet {
                         access_token,

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{NewSession, Sessions, grant_error};
+use super::{NewSession, Sessions, grant_error, input};
 use crate::{
     error::Error,
     issuer::{DeviceAuthorization, IssuerError},
@@ -42,8 +42,9 @@ const SLOW_DOWN_STEP: u64 = 5;
 
 impl Sessions {
     /// Starts a device login asking for `scopes` (plus `openid` and
-    /// `offline_access`, which a session needs) and `audience` (default: the
-    /// issuer's first configured audience).
+    /// `offline_access`, which a session needs, and
+    /// `sessions.device_login_scopes`) and `audience` (default: the issuer's
+    /// first configured audience).
     pub async fn start_device_login(
         self: &Arc<Self>,
         issuer: &str,
@@ -51,8 +52,23 @@ impl Sessions {
         audience: &str,
     ) -> Result<DeviceAuthorization, Error> {
         let client = Arc::clone(self.issuer(issuer)?);
+        if scopes.len() > input::MAX_SCOPES {
+            return Err(Error::InvalidRequest {
+                field: "scopes",
+                problem: format!("at most {} scopes", input::MAX_SCOPES),
+            });
+        }
+        input::bounded("audience", audience, input::MAX_AUDIENCE)?;
+        // A session needs `openid` and `offline_access`; the configured
+        // scopes (default `profile email`) fill the profile authd keeps.
         let mut wanted: Vec<&str> = vec!["openid", "offline_access"];
+        for scope in &self.config.device_login_scopes {
+            if !wanted.contains(&scope.as_str()) {
+                wanted.push(scope);
+            }
+        }
         for scope in scopes {
+            input::bounded("scopes", scope, input::MAX_SCOPE)?;
             if scope.is_empty() || scope.contains(char::is_whitespace) {
                 return Err(Error::InvalidRequest {
                     field: "scopes",

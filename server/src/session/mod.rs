@@ -19,6 +19,7 @@
 
 mod create;
 mod device;
+mod input;
 mod refresh;
 mod revoke;
 

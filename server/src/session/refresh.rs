@@ -52,12 +52,11 @@ impl Sessions {
         issuer: &str,
         refresh_token: Secret,
     ) -> Result<Refreshed, Error> {
-        if refresh_token.expose().is_empty() {
-            return Err(Error::InvalidRequest {
-                field: "refresh_token",
-                problem: "is required".to_owned(),
-            });
-        }
+        input::required(
+            "refresh_token",
+            refresh_token.expose(),
+            input::MAX_REFRESH_TOKEN,
+        )?;
         let client = Arc::clone(self.issuer(issuer)?);
         let key = format!("token:{}", hash_handle(refresh_token.expose()));
         self.single_flight(key, async move {

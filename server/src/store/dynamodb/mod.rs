@@ -42,13 +42,17 @@ pub struct DynamoStore {
 
 /// Throttling and server-side failures are worth a retry and mean
 /// "unavailable"; anything else is a bug or a misconfiguration.
-fn classify<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
     error: SdkError<E, R>,
 ) -> StoreError {
+    use aws_sdk_dynamodb::error::DisplayErrorContext;
     match &error {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            StoreError::Unavailable(format!("{error:?}"))
-        }
+        SdkError::TimeoutError(_) => StoreError::Unavailable(
+            "DynamoDB did not answer within store.operation_timeout_ms".to_owned(),
+        ),
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => StoreError::Unavailable(
+            format!("cannot reach DynamoDB: {}", DisplayErrorContext(&error)),
+        ),
         SdkError::ServiceError(service) => {
             let code = service.err().code().unwrap_or("unknown");
             let message = service.err().message().unwrap_or_default();
@@ -64,7 +68,7 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
                 _ => StoreError::Internal(format!("{code}: {message}")),
             }
         }
-        _ => StoreError::Internal(format!("{error:?}")),
+        _ => StoreError::Internal(DisplayErrorContext(&error).to_string()),
     }
 }
 
