@@ -27,6 +27,11 @@ pub use token::{DeviceAuthorization, TokenSet};
 /// The largest document authd reads from an issuer.
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 
+/// The most keys a key set may publish. Issuers publish a handful (Auth0:
+/// the current and the next); every key is parsed and kept, so a set of
+/// thousands is refused whole and the last good keys keep serving.
+const MAX_KEYS: usize = 100;
+
 /// Why a call to the issuer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IssuerError {
@@ -199,7 +204,17 @@ impl IssuerClient {
             // The issuer may have moved its key set: discover again next time.
             self.forget_discovery();
         }
-        Ok(result?
+        let document = result?;
+        if document.keys.len() > MAX_KEYS {
+            return Err(IssuerError::Document {
+                url: uri.to_string(),
+                problem: format!(
+                    "the key set has {} keys, over the limit of {MAX_KEYS}",
+                    document.keys.len()
+                ),
+            });
+        }
+        Ok(document
             .keys
             .into_iter()
             .filter_map(|value| serde_json::from_value(value).ok())
