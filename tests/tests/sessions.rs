@@ -454,9 +454,25 @@ async fn device_login_end_to_end() -> Result<()> {
         .into_inner();
     assert_eq!(approved.state(), S::Approved);
     let session = approved.session.expect("session");
-    assert_eq!(session.session.expect("s").user_id, "auth0|alice");
+    assert_eq!(session.session.as_ref().expect("s").user_id, "auth0|alice");
     let verified = verify(&authd, &session.access_token).await?;
     assert!(verified.scopes.iter().any(|s| s == "read:orders"));
+    // The app lost that answer and polls again: the issuer will not hand the
+    // tokens out twice, so authd answers with the same session.
+    let exchanges = issuer.stats().await?["token"]["device_code"].clone();
+    let again = c
+        .poll_device_login(poll(started.device_code.clone(), pending.interval))
+        .await?
+        .into_inner();
+    assert_eq!(again.state(), S::Approved);
+    let again = again.session.expect("session");
+    assert_eq!(again.session_handle, session.session_handle);
+    assert_eq!(
+        again.session.as_ref().map(|s| &s.session_id),
+        session.session.as_ref().map(|s| &s.session_id)
+    );
+    assert_eq!(again.profile.expect("profile").name, "Alice Example");
+    assert_eq!(issuer.stats().await?["token"]["device_code"], exchanges);
     refresh(&mut c, Credential::SessionHandle(session.session_handle)).await?;
 
     let denied = c.start_device_login(start()).await?.into_inner();

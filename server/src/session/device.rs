@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 
-use super::{NewSession, Sessions, grant_error, input};
+use super::{NewSession, Sessions, grant_error, input, unix_now};
 use crate::{
     error::Error,
     issuer::{DeviceAuthorization, IssuerError},
+    secrets::{SealedSecret, hash_handle},
+    store::DeviceApproval,
 };
 
 /// Where a device login stands.
@@ -39,6 +41,10 @@ const MAX_INTERVAL: u64 = 3600;
 
 /// What a slow down adds to the interval (RFC 8628 §3.5).
 const SLOW_DOWN_STEP: u64 = 5;
+
+/// How long a poll repeated after APPROVED gets the same session: longer
+/// than any client's retry, shorter than a device code lives (Auth0: 900 s).
+const APPROVAL_REPLAY_SECONDS: i64 = 600;
 
 impl Sessions {
     /// Starts a device login asking for `scopes` (plus `openid` and
@@ -121,10 +127,18 @@ impl Sessions {
             interval
         };
         let client = Arc::clone(self.issuer(issuer)?);
+        // The issuer hands the tokens out once: a poll repeated after an
+        // APPROVED answer the app lost gets the same session again.
+        let approval = hash_handle(device_code);
+        if let Some(session) = self.replay_approval(&approval).await? {
+            return Ok(DeviceLoginState::Approved(session));
+        }
         match client.poll_device(device_code).await {
-            Ok(tokens) => Ok(DeviceLoginState::Approved(Box::new(
-                self.establish(&client, tokens, "").await?,
-            ))),
+            Ok(tokens) => {
+                let session = self.establish(&client, tokens, "").await?;
+                self.remember_approval(&approval, &session).await;
+                Ok(DeviceLoginState::Approved(Box::new(session)))
+            }
             Err(IssuerError::Grant { error, .. }) => match error.as_str() {
                 "authorization_pending" => Ok(DeviceLoginState::Pending { interval }),
                 "slow_down" => Ok(DeviceLoginState::SlowDown {
@@ -132,7 +146,11 @@ impl Sessions {
                 }),
                 "access_denied" => Ok(DeviceLoginState::Denied),
                 "expired_token" => Ok(DeviceLoginState::Expired),
-                _ => Err(Error::GrantRejected(error)),
+                // A concurrent poll may have just won the tokens.
+                _ => match self.replay_approval(&approval).await? {
+                    Some(session) => Ok(DeviceLoginState::Approved(session)),
+                    None => Err(Error::GrantRejected(error)),
+                },
             },
             // Auth0 answers slow_down with 429.
             Err(IssuerError::RateLimited { .. }) => Ok(DeviceLoginState::SlowDown {
@@ -140,5 +158,70 @@ impl Sessions {
             }),
             Err(other) => Err(grant_error(client.issuer(), other)),
         }
+    }
+
+    /// Keeps the approved session's handle (sealed) for
+    /// [`APPROVAL_REPLAY_SECONDS`], under the device code's hash. The only
+    /// place authd keeps a handle rather than its hash, for minutes.
+    async fn remember_approval(&self, id: &str, session: &NewSession) {
+        let Ok(sealer) = self.sealer() else { return };
+        let mut approval = DeviceApproval {
+            id: id.to_owned(),
+            session_id: session.record.id.clone(),
+            handle: SealedSecret(String::new()),
+            expires_at: unix_now() + APPROVAL_REPLAY_SECONDS,
+        };
+        approval.handle = sealer.seal(&session.handle, &approval.item_key());
+        if let Err(error) = self.store.put_device_approval(&approval).await {
+            tracing::warn!(%error, "cannot record a device approval; a repeated poll will not find it");
+        }
+    }
+
+    /// The session an earlier poll of this device code was approved with.
+    async fn replay_approval(&self, id: &str) -> Result<Option<Box<NewSession>>, Error> {
+        let now = unix_now();
+        let Some(approval) = self.store.get_device_approval(id, now).await? else {
+            return Ok(None);
+        };
+        let sealer = self.sealer()?;
+        let opened = |sealed: &SealedSecret, key: &str| {
+            sealer
+                .open(sealed, key)
+                .map_err(|e| Error::Internal(e.to_string()))
+        };
+        let handle = opened(&approval.handle, &approval.item_key())?;
+        let record = self
+            .store
+            .get_session(&approval.session_id, now)
+            .await?
+            .ok_or(Error::SessionNotFound)?;
+        if record.revoked {
+            return Err(Error::SessionRevoked);
+        }
+        let key = record.item_key();
+        let access_token = record
+            .access_token
+            .as_ref()
+            .map(|t| opened(t, &key))
+            .transpose()?
+            .ok_or_else(|| Error::Internal("the session keeps no access token".to_owned()))?;
+        let id_token = record
+            .id_token
+            .as_ref()
+            .map(|t| opened(t, &key))
+            .transpose()?;
+        let profile = self
+            .store
+            .get_profile(&record.user_id)
+            .await?
+            .ok_or_else(|| Error::UserNotFound(record.user_id.clone()))?;
+        tracing::info!(session = %record.id.get(..16).unwrap_or_default(), "device poll repeated after approval: same session");
+        Ok(Some(Box::new(NewSession {
+            handle,
+            record,
+            access_token,
+            id_token,
+            profile,
+        })))
     }
 }

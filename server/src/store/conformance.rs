@@ -12,7 +12,7 @@ use std::{
 use serde_json::{Map, Value, json};
 
 use super::{Profile, SessionRecord, Store, StoreError};
-use crate::secrets::{Sealer, Secret, hash_handle, random_handle};
+use crate::secrets::{SealedSecret, Sealer, Secret, hash_handle, random_handle};
 
 /// Now, in unix seconds.
 pub fn now() -> i64 {
@@ -331,6 +331,46 @@ pub async fn revocations_since_a_cursor(store: Arc<dyn Store>) {
     );
 }
 
+/// A device approval comes back until it expires, and is replaced.
+pub async fn device_approvals_round_trip(store: Arc<dyn Store>) {
+    use super::DeviceApproval;
+    let t = now();
+    let sealer = Sealer::from_keys(&[("k1", [5; 32])]).expect("sealer");
+    let mut approval = DeviceApproval {
+        id: hash_handle("device-code-1"),
+        session_id: hash_handle(&random_handle()),
+        handle: SealedSecret(String::new()),
+        expires_at: t + 600,
+    };
+    approval.handle = sealer.seal(&Secret::new("handle"), &approval.item_key());
+    assert_eq!(store.get_device_approval(&approval.id, t).await, Ok(None));
+    store.put_device_approval(&approval).await.expect("put");
+    assert_eq!(
+        store.get_device_approval(&approval.id, t).await,
+        Ok(Some(approval.clone()))
+    );
+    assert_eq!(
+        store.get_device_approval(&approval.id, t + 600).await,
+        Ok(None),
+        "expired"
+    );
+    let replaced = DeviceApproval {
+        session_id: hash_handle("other"),
+        ..approval.clone()
+    };
+    store.put_device_approval(&replaced).await.expect("replace");
+    assert_eq!(
+        store.get_device_approval(&approval.id, t).await,
+        Ok(Some(replaced))
+    );
+    assert_eq!(
+        store
+            .get_device_approval(&hash_handle("another code"), t)
+            .await,
+        Ok(None)
+    );
+}
+
 /// Generates one `#[tokio::test]` per conformance check for a store made by
 /// `$make`, an async fn returning `(guard, Arc<dyn Store>)`: the guard keeps
 /// whatever backs the store alive for the test.
@@ -341,7 +381,7 @@ macro_rules! store_conformance_tests {
             profile_round_trip, unusual_values_round_trip, session_lifecycle,
             stale_version_update_fails, expired_sessions_are_ignored, lists_a_users_sessions,
             concurrent_writers_lose_no_update, sealed_secrets_round_trip,
-            full_session_round_trip, revocations_since_a_cursor);
+            full_session_round_trip, revocations_since_a_cursor, device_approvals_round_trip);
     };
     (@each $make:path; $($check:ident),*) => {
         $(

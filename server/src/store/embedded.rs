@@ -9,13 +9,15 @@ use std::{path::Path, sync::Arc};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{Profile, Revocation, SessionRecord, Store, StoreError};
+use super::{DeviceApproval, Profile, Revocation, SessionRecord, Store, StoreError};
 
 const PROFILES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("profiles");
 const SESSIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sessions");
 /// sort key (`<at_ms>#<kind>#<digest>`) → revocation.
 const REVOCATIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("revocations");
 /// (user id, session id) → (): the index of a user's sessions.
+/// device code hash → [`DeviceApproval`].
+const DEVICE_APPROVALS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("device_approvals");
 const USER_SESSIONS: TableDefinition<'_, (&str, &str), ()> = TableDefinition::new("user_sessions");
 
 /// The file name inside the data directory.
@@ -273,6 +275,42 @@ impl Store for EmbeddedStore {
                 }
             }
             Ok(found)
+        })
+        .await
+    }
+
+    async fn put_device_approval(&self, approval: &DeviceApproval) -> Result<(), StoreError> {
+        let bytes = encode(approval)?;
+        let id = approval.id.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(internal)?;
+            txn.open_table(DEVICE_APPROVALS)
+                .map_err(internal)?
+                .insert(id.as_str(), bytes.as_slice())
+                .map_err(internal)?;
+            txn.commit().map_err(internal)
+        })
+        .await
+    }
+
+    async fn get_device_approval(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<DeviceApproval>, StoreError> {
+        let id = id.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(internal)?;
+            let table = match txn.open_table(DEVICE_APPROVALS) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(other) => return Err(internal(other)),
+            };
+            let Some(value) = table.get(id.as_str()).map_err(internal)? else {
+                return Ok(None);
+            };
+            let approval: DeviceApproval = decode(value.value())?;
+            Ok((approval.expires_at > now).then_some(approval))
         })
         .await
     }

@@ -163,6 +163,28 @@ impl Revocation {
     }
 }
 
+/// What the poll that saw a device login approved answered, kept for a few
+/// minutes: the issuer hands the tokens out once, so a poll repeated after
+/// a lost answer is answered from here with the same session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceApproval {
+    /// SHA-256 of the device code, hex.
+    pub id: String,
+    /// The session's id (SHA-256 of its handle).
+    pub session_id: String,
+    /// The session handle, sealed for [`DeviceApproval::item_key`].
+    pub handle: SealedSecret,
+    /// When it may be forgotten (unix seconds).
+    pub expires_at: i64,
+}
+
+impl DeviceApproval {
+    /// The key its handle is sealed for.
+    pub fn item_key(&self) -> String {
+        format!("DEVICE#{}", self.id)
+    }
+}
+
 impl SessionRecord {
     /// The key its secrets are sealed for.
     pub fn item_key(&self) -> String {
@@ -232,6 +254,16 @@ pub trait Store: Send + Sync + fmt::Debug {
         after_ms: i64,
         now: i64,
     ) -> Result<Vec<Revocation>, StoreError>;
+
+    /// Records what an approved device login answered (replacing any).
+    async fn put_device_approval(&self, approval: &DeviceApproval) -> Result<(), StoreError>;
+    /// The approval recorded for device code hash `id`, unless expired as
+    /// of `now`.
+    async fn get_device_approval(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<DeviceApproval>, StoreError>;
 
     /// Succeeds when the store answers (for health).
     async fn ping(&self) -> Result<(), StoreError>;

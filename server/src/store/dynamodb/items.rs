@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::{Item, TTL_ATTRIBUTE};
 use crate::{
     secrets::SealedSecret,
-    store::{Profile, Revocation, SessionRecord, StoreError},
+    store::{DeviceApproval, Profile, Revocation, SessionRecord, StoreError},
 };
 
 pub(super) fn s(value: impl Into<String>) -> AttributeValue {
@@ -193,6 +193,31 @@ pub(super) fn revocation_from(item: &Item) -> Result<Revocation, StoreError> {
         issuer: get_s(item, "issuer")?,
         value: get_s(item, "value")?,
         at_ms: get_n(item, "at_ms")?,
+        expires_at: get_n(item, "expires_at")?,
+    })
+}
+
+pub(super) fn device_approval_key(id: &str) -> Item {
+    HashMap::from([
+        ("pk".to_owned(), s(format!("DEVICE#{id}"))),
+        ("sk".to_owned(), s("APPROVAL")),
+    ])
+}
+
+pub(super) fn device_approval_item(a: &DeviceApproval) -> Item {
+    let mut item = device_approval_key(&a.id);
+    item.insert("session_id".to_owned(), s(a.session_id.clone()));
+    item.insert("handle".to_owned(), s(a.handle.0.clone()));
+    item.insert("expires_at".to_owned(), n(a.expires_at));
+    item.insert(TTL_ATTRIBUTE.to_owned(), n(a.expires_at));
+    item
+}
+
+pub(super) fn device_approval_from(id: &str, item: &Item) -> Result<DeviceApproval, StoreError> {
+    Ok(DeviceApproval {
+        id: id.to_owned(),
+        session_id: get_s(item, "session_id")?,
+        handle: SealedSecret(get_s(item, "handle")?),
         expires_at: get_n(item, "expires_at")?,
     })
 }

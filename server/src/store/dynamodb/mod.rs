@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::{
 
 use aws_sdk_dynamodb::operation::{put_item::PutItemError, query::builders::QueryFluentBuilder};
 
-use super::{Profile, Revocation, SessionRecord, Store, StoreError};
+use super::{DeviceApproval, Profile, Revocation, SessionRecord, Store, StoreError};
 use crate::config::StoreConfig;
 
 /// The index of a user's sessions.
@@ -80,8 +80,9 @@ mod items;
 mod table;
 
 use items::{
-    REVOCATIONS_PK, live, n, profile_from, profile_item, profile_key, revocation_from,
-    revocation_item, s, session_item, session_key,
+    REVOCATIONS_PK, device_approval_from, device_approval_item, device_approval_key, live, n,
+    profile_from, profile_item, profile_key, revocation_from, revocation_item, s, session_item,
+    session_key,
 };
 
 // === the store ===
@@ -324,6 +325,41 @@ impl Store for DynamoStore {
             }
         }
         Ok(found)
+    }
+
+    async fn put_device_approval(&self, approval: &DeviceApproval) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(device_approval_item(approval)))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn get_device_approval(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<DeviceApproval>, StoreError> {
+        let found = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(device_approval_key(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        // DynamoDB deletes expired items lazily: ignore them on read.
+        match found.item() {
+            Some(item) => {
+                let approval = device_approval_from(id, item)?;
+                Ok((approval.expires_at > now).then_some(approval))
+            }
+            None => Ok(None),
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
