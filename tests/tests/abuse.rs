@@ -702,3 +702,25 @@ async fn junk_kids_and_issuers_cost_no_fetch_storm() -> Result<()> {
     legit.check("junk kids and issuers").await?;
     Ok(())
 }
+
+/// Connections that never spoke do not hold up a shutdown: authd stops
+/// within its grace period (1 s here), not after their handshake timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_connections_that_never_spoke() -> Result<()> {
+    let issuer = Issuer::start().await?;
+    let authd = authd_tests::Authd::start(&issuer.config_entry(&["RS256"])).await?;
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(TcpStream::connect(authd.addr).await?);
+    }
+    // Accepted and handed to the workers before the stop.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    authd.stop().await?;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopping took {:?} (handshake timeout: 10 s)",
+        started.elapsed()
+    );
+    Ok(())
+}

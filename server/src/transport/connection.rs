@@ -94,7 +94,13 @@ pub(crate) async fn serve(
     stage: watch::Receiver<Stage>,
     permit: OwnedSemaphorePermit,
 ) {
-    let first = tokio::time::timeout(shared.handshake_timeout, read_handshake(&mut tcp)).await;
+    let handshake = tokio::time::timeout(shared.handshake_timeout, read_handshake(&mut tcp));
+    let mut stopping = stage.clone();
+    let first = tokio::select! {
+        first = handshake => first,
+        // Shutting down: a connection that has not spoken yet just closes.
+        _ = stopping.wait_for(|s| *s != Stage::Serving) => return,
+    };
     let first = match first {
         Ok(Ok(Some(first))) => first,
         Ok(Ok(None)) => {
