@@ -11,7 +11,9 @@ use authd_fuzz::{ISS, fixture, sample_tokens};
 use serde_json::json;
 
 fn write(target: &str, seeds: Vec<Vec<u8>>) -> std::io::Result<()> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target);
     fs::create_dir_all(&dir)?;
     for (i, seed) in seeds.iter().enumerate() {
         fs::write(dir.join(format!("seed-{i:02}")), seed)?;
@@ -34,7 +36,10 @@ fn noise(mut state: u64, len: usize) -> Vec<u8> {
 
 fn main() -> std::io::Result<()> {
     let f = fixture();
-    let tokens: Vec<Vec<u8>> = sample_tokens(f).into_iter().map(String::into_bytes).collect();
+    let tokens: Vec<Vec<u8>> = sample_tokens(f)
+        .into_iter()
+        .map(String::into_bytes)
+        .collect();
     write("token_parse", tokens.clone())?;
     write("verify_bytes", tokens)?;
 
@@ -63,9 +68,15 @@ fn main() -> std::io::Result<()> {
         "jwks_document",
         vec![
             all_algorithms(json!({ "keys": keys })),
-            all_algorithms(json!({ "keys": [keys[0], {"kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB"}] })),
-            all_algorithms(json!({ "keys": [{"kty": "EC", "crv": "P-384", "x": "AAAA", "y": "AAAA"}, {"kty": "OKP", "crv": "Ed448", "x": "AA"}, 7] })),
-            all_algorithms(json!({ "keys": [{"kty": "RSA", "alg": "PS256", "n": "!!", "e": "AQAB"}] })),
+            all_algorithms(
+                json!({ "keys": [keys[0], {"kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB"}] }),
+            ),
+            all_algorithms(
+                json!({ "keys": [{"kty": "EC", "crv": "P-384", "x": "AAAA", "y": "AAAA"}, {"kty": "OKP", "crv": "Ed448", "x": "AA"}, 7] }),
+            ),
+            all_algorithms(
+                json!({ "keys": [{"kty": "RSA", "alg": "PS256", "n": "!!", "e": "AQAB"}] }),
+            ),
             vec![0x04, 0x00, b'{', b'}'],
         ],
     )?;

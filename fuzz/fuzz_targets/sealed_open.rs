@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use authd::secrets::{SealedSecret, Secret, Sealer};
+use authd::secrets::{SealedSecret, Sealer, Secret};
 use libfuzzer_sys::{arbitrary, fuzz_target};
 
 #[derive(Debug, arbitrary::Arbitrary)]
@@ -17,23 +17,28 @@ struct Input {
 
 fn sealer() -> &'static Sealer {
     static SEALER: OnceLock<Sealer> = OnceLock::new();
-    SEALER.get_or_init(|| {
-        Sealer::from_keys(&[("k2", [2; 32]), ("k1", [1; 32])]).expect("sealer")
-    })
+    SEALER.get_or_init(|| Sealer::from_keys(&[("k2", [2; 32]), ("k1", [1; 32])]).expect("sealer"))
 }
 
 fuzz_target!(|input: Input| {
     let sealer = sealer();
     // Arbitrary text almost never authenticates: if it does, the fuzzer has
     // forged AES-GCM, which is a finding either way.
-    assert!(sealer.open(&SealedSecret(input.sealed), &input.item_key).is_err());
+    assert!(
+        sealer
+            .open(&SealedSecret(input.sealed), &input.item_key)
+            .is_err()
+    );
 
     if let Some((secret, item, at, flip)) = input.genuine {
         let sealed = sealer.seal(&Secret::new(secret.clone()), &item);
         let opened = sealer.open(&sealed, &item).expect("a genuine value opens");
         assert_eq!(opened.expose(), secret);
         if input.item_key != item {
-            assert!(sealer.open(&sealed, &input.item_key).is_err(), "opened for another item");
+            assert!(
+                sealer.open(&sealed, &input.item_key).is_err(),
+                "opened for another item"
+            );
         }
         let mut bytes = sealed.0.into_bytes();
         let at = usize::from(at) % bytes.len();
@@ -42,7 +47,10 @@ fuzz_target!(|input: Input| {
             if let Ok(opened) = sealer.open(&SealedSecret(tampered.clone()), &item) {
                 // Only a change that decodes to the same bytes may open:
                 // none exists, base64url without padding is canonical here.
-                panic!("tampered value {tampered:?} opened as {:?}", opened.expose());
+                panic!(
+                    "tampered value {tampered:?} opened as {:?}",
+                    opened.expose()
+                );
             }
         }
     }

@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
         let last_dot = token.rfind('.').expect("accepted tokens have dots");
         assert_eq!(token.matches('.').count(), 2, "{token:?}");
         assert_eq!(parsed.signing_input, &token.as_bytes()[..last_dot]);
-        assert_eq!(URL_SAFE_NO_PAD.encode(&parsed.signature), token[last_dot + 1..]);
+        assert_eq!(
+            URL_SAFE_NO_PAD.encode(&parsed.signature),
+            token[last_dot + 1..]
+        );
         assert!(!parsed.signature.is_empty());
     }
 });

@@ -51,12 +51,9 @@ impl Val {
         match self {
             Val::Leaf(leaf) => leaf.json(),
             Val::Array(items) => Value::Array(items.iter().map(Leaf::json).collect()),
-            Val::Object(members) => Value::Object(
-                members
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.json()))
-                    .collect(),
-            ),
+            Val::Object(members) => {
+                Value::Object(members.iter().map(|(k, v)| (k.clone(), v.json())).collect())
+            }
         }
     }
 }
@@ -223,9 +220,7 @@ impl Time {
     fn json(self) -> Value {
         match self {
             Time::Offset(o) => Value::from(NOW + i64::from(o)),
-            Time::Fraction(o, f) => {
-                Value::from((NOW + i64::from(o)) as f64 + f64::from(f) / 256.0)
-            }
+            Time::Fraction(o, f) => Value::from((NOW + i64::from(o)) as f64 + f64::from(f) / 256.0),
             Time::Far(t) => Value::from(t),
         }
     }
@@ -419,11 +414,15 @@ fuzz_target!(|input: Input| {
     push("sub", claim(&c.sub, |s| Value::from(s.as_str())));
     push(
         "scope",
-        c.scope.as_ref().and_then(|s| claim(s, |s| Value::from(s.as_str()))),
+        c.scope
+            .as_ref()
+            .and_then(|s| claim(s, |s| Value::from(s.as_str()))),
     );
     push(
         "scp",
-        c.scp.as_ref().and_then(|s| claim(s, |s| Value::from(s.clone()))),
+        c.scp
+            .as_ref()
+            .and_then(|s| claim(s, |s| Value::from(s.clone()))),
     );
     push(
         "permissions",
@@ -471,8 +470,7 @@ fuzz_target!(|input: Input| {
         }
         SignatureSpec::Replace(bytes) => signature = bytes.clone(),
     }
-    let mutated = signature != original
-        && !matches!(input.signature, SignatureSpec::HighS);
+    let mutated = signature != original && !matches!(input.signature, SignatureSpec::HighS);
     let token = format!("{input_b64}.{}", b64(&signature));
 
     let Ok(verified) = f.verify(&token) else {
@@ -482,11 +480,20 @@ fuzz_target!(|input: Input| {
     // === what an accepted token must be ===
     authd_fuzz::assert_acceptable(&verified);
     assert!(!mutated, "a mutated signature verified: {token}");
-    assert!(signer.is_genuine(), "an impostor's signature verified: {token}");
-    assert_eq!(alg, Value::from(signer.alg()), "signed with another alg than its header names");
+    assert!(
+        signer.is_genuine(),
+        "an impostor's signature verified: {token}"
+    );
+    assert_eq!(
+        alg,
+        Value::from(signer.alg()),
+        "signed with another alg than its header names"
+    );
     let kid = kid.as_ref().and_then(Value::as_str).unwrap_or_default();
     let fits = match signer {
-        Signer::Rsa | Signer::RsaPss => kid == "ps-1" || (kid == "rsa-1" && signer.alg() == "RS256"),
+        Signer::Rsa | Signer::RsaPss => {
+            kid == "ps-1" || (kid == "rsa-1" && signer.alg() == "RS256")
+        }
         Signer::Ec => kid == "ec-1",
         Signer::Ed => kid == "ed-1",
         Signer::ImpostorRsa | Signer::ImpostorEc => false,
@@ -518,7 +525,10 @@ fuzz_target!(|input: Input| {
         let leeway = (NOW + LEEWAY) as f64;
         if matches!(name.as_str(), "nbf" | "iat") {
             let at = value.as_f64().unwrap_or(f64::MIN);
-            assert!(at <= leeway, "accepted {name} = {value}, past the clock and leeway");
+            assert!(
+                at <= leeway,
+                "accepted {name} = {value}, past the clock and leeway"
+            );
         }
         if name == "exp" {
             let at = value.as_f64().expect("exp is required");
