@@ -41,13 +41,16 @@ pub fn parse_token(token: &str) -> Result<ParsedToken<'_>, Error> {
     })
 }
 
+/// One member of a key set: the JWK as read, and the key prepared from it.
+pub type PreparedJwk = (Jwk, Result<VerifyingKey, KeyError>);
+
 /// A JWKS document read as [`crate::issuer::IssuerClient::key_set`] reads
 /// it (members that are not JWKs dropped), then each key prepared as the key
 /// set does it, for `allowed`.
 pub fn parse_key_set(
     document: &[u8],
     allowed: &[Algorithm],
-) -> Result<Vec<(Jwk, Result<VerifyingKey, KeyError>)>, serde_json::Error> {
+) -> Result<Vec<PreparedJwk>, serde_json::Error> {
     let doc: KeySetDocument = serde_json::from_slice(document)?;
     Ok(doc
         .keys
