@@ -19,6 +19,9 @@
 pub mod config;
 pub mod dangerous;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod issuer;
 pub mod jwks;

@@ -111,8 +111,8 @@ pub struct Discovery {
 }
 
 #[derive(Deserialize)]
-struct KeySetDocument {
-    keys: Vec<Value>,
+pub(crate) struct KeySetDocument {
+    pub(crate) keys: Vec<Value>,
 }
 
 /// One issuer's HTTP endpoints, found by discovery (cached; re-discovered

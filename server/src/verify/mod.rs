@@ -321,9 +321,17 @@ fn unix_now() -> i64 {
 }
 
 /// NumericDate may be fractional (RFC 7519 §2); whole seconds are enough.
+/// Rounded down: right for `exp` (never valid later than written).
 fn seconds(value: f64) -> i64 {
     // `as` saturates for out-of-range floats, which is the wanted behaviour.
     value.floor() as i64
+}
+
+/// `nbf` and `iat` are rounded up instead, so that a token is never valid
+/// sooner than written: against a clock of whole seconds, rounding down
+/// accepted `nbf = now + leeway + 0.6`.
+fn seconds_up(value: f64) -> i64 {
+    value.ceil() as i64
 }
 
 /// The audiences a request accepts: its own (which must be configured for
@@ -390,7 +398,11 @@ fn check_claims(
             expired_at: expires_at,
         });
     }
-    for not_before in [claims.nbf, claims.iat].into_iter().flatten().map(seconds) {
+    for not_before in [claims.nbf, claims.iat]
+        .into_iter()
+        .flatten()
+        .map(seconds_up)
+    {
         if not_before > now.saturating_add(leeway) {
             return Err(Error::TokenNotYetValid { not_before });
         }

@@ -249,6 +249,33 @@ async fn iat_in_future_fails() {
 }
 
 #[tokio::test]
+async fn fractional_nbf_or_iat_just_past_the_leeway_fails() {
+    // Rounded down, NOW + 30.6 became NOW + 30 and passed a 30 s leeway.
+    for claim in ["nbf", "iat"] {
+        let token = keys()
+            .rsa
+            .sign(&with(claims(), claim, json!(NOW as f64 + 30.6)));
+        assert_eq!(
+            reason(&rs256(), &token).await,
+            Reason::TokenNotYetValid,
+            "{claim}"
+        );
+        let token = keys().rsa.sign(&with(claims(), claim, json!(NOW + 30)));
+        check(&rs256(), &token, &[])
+            .await
+            .expect("at the leeway's edge");
+    }
+}
+
+#[tokio::test]
+async fn fractional_exp_just_past_the_leeway_fails() {
+    let token = keys()
+        .rsa
+        .sign(&with(claims(), "exp", json!(NOW as f64 - 30.4)));
+    assert_eq!(reason(&rs256(), &token).await, Reason::TokenExpired);
+}
+
+#[tokio::test]
 async fn unknown_issuer_fails() {
     let token = keys()
         .rsa
