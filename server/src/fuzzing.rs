@@ -4,11 +4,11 @@
 //! [`crate::Verifier`], [`crate::secrets::Sealer`], [`crate::Config`]) is
 //! public already.
 
-use serde_json::Value;
+use url::Url;
 
 use crate::{
     error::Error,
-    issuer::{Discovery, IssuerError, KeySetDocument},
+    issuer::{Discovery, IssuerError, KeySetDocument, check_discovery, keys_of},
     jwks::{Algorithm, Jwk, KeyError, VerifyingKey},
     verify::token,
 };
@@ -45,39 +45,34 @@ pub fn parse_token(token: &str) -> Result<ParsedToken<'_>, Error> {
 pub type PreparedJwk = (Jwk, Result<VerifyingKey, KeyError>);
 
 /// A JWKS document read as [`crate::issuer::IssuerClient::key_set`] reads
-/// it (members that are not JWKs dropped), then each key prepared as the key
-/// set does it, for `allowed`.
-pub fn parse_key_set(
-    document: &[u8],
-    allowed: &[Algorithm],
-) -> Result<Vec<PreparedJwk>, serde_json::Error> {
-    let doc: KeySetDocument = serde_json::from_slice(document)?;
-    Ok(doc
-        .keys
-        .into_iter()
-        .filter_map(|value: Value| serde_json::from_value::<Jwk>(value).ok())
-        .map(|jwk| {
-            let key = VerifyingKey::from_jwk(&jwk, allowed);
-            (jwk, key)
-        })
-        .collect())
+/// it (at most 100 members, those that are not JWKs dropped), then each key
+/// prepared as the key set does it, for `allowed`. `None` when the document
+/// is refused.
+pub fn parse_key_set(document: &[u8], allowed: &[Algorithm]) -> Option<Vec<PreparedJwk>> {
+    let doc: KeySetDocument = serde_json::from_slice(document).ok()?;
+    let keys = keys_of(doc, &fuzz_url()).ok()?;
+    Some(
+        keys.into_iter()
+            .map(|jwk| {
+                let key = VerifyingKey::from_jwk(&jwk, allowed);
+                (jwk, key)
+            })
+            .collect(),
+    )
+}
+
+fn fuzz_url() -> Url {
+    #[allow(clippy::expect_used)]
+    Url::parse("https://fuzz.invalid/").expect("a constant URL")
 }
 
 /// An OpenID Connect discovery document read as
 /// [`crate::issuer::IssuerClient::discovery`] reads it: the JSON, then the
 /// rule that it must name the issuer it was fetched for.
 pub fn parse_discovery(document: &[u8], issuer: &str) -> Result<Discovery, IssuerError> {
-    let problem = |problem: String| IssuerError::Document {
+    let doc: Discovery = serde_json::from_slice(document).map_err(|e| IssuerError::Document {
         url: "fuzz".to_owned(),
-        problem,
-    };
-    let doc: Discovery = serde_json::from_slice(document)
-        .map_err(|e| problem(format!("not the JSON expected: {e}")))?;
-    if doc.issuer != issuer {
-        return Err(problem(format!(
-            "names issuer {:?}, expected {issuer:?}",
-            doc.issuer
-        )));
-    }
-    Ok(doc)
+        problem: format!("not the JSON expected: {e}"),
+    })?;
+    check_discovery(doc, issuer, &fuzz_url())
 }

@@ -175,15 +175,7 @@ impl IssuerClient {
             return Ok(doc);
         }
         let doc: Discovery = self.get_json(&self.discovery_url, None).await?;
-        // OpenID Connect Discovery 1.0 §4.3: the document must name the very
-        // issuer it was fetched for.
-        if doc.issuer != self.issuer {
-            return Err(IssuerError::Document {
-                url: self.discovery_url.to_string(),
-                problem: format!("names issuer {:?}, expected {:?}", doc.issuer, self.issuer),
-            });
-        }
-        let doc = Arc::new(doc);
+        let doc = Arc::new(check_discovery(doc, &self.issuer, &self.discovery_url)?);
         *self.cached() = Some(Arc::clone(&doc));
         Ok(doc)
     }
@@ -204,21 +196,7 @@ impl IssuerClient {
             // The issuer may have moved its key set: discover again next time.
             self.forget_discovery();
         }
-        let document = result?;
-        if document.keys.len() > MAX_KEYS {
-            return Err(IssuerError::Document {
-                url: uri.to_string(),
-                problem: format!(
-                    "the key set has {} keys, over the limit of {MAX_KEYS}",
-                    document.keys.len()
-                ),
-            });
-        }
-        Ok(document
-            .keys
-            .into_iter()
-            .filter_map(|value| serde_json::from_value(value).ok())
-            .collect())
+        keys_of(result?, &uri)
     }
 
     /// The claims userinfo returns for the holder of `access_token`.
@@ -253,6 +231,42 @@ impl IssuerClient {
         })?;
         read_json(url, response).await
     }
+}
+
+/// OpenID Connect Discovery 1.0 §4.3: the document fetched from `url` must
+/// name the very issuer it was fetched for.
+pub(crate) fn check_discovery(
+    doc: Discovery,
+    issuer: &str,
+    url: &Url,
+) -> Result<Discovery, IssuerError> {
+    if doc.issuer != issuer {
+        return Err(IssuerError::Document {
+            url: url.to_string(),
+            problem: format!("names issuer {:?}, expected {issuer:?}", doc.issuer),
+        });
+    }
+    Ok(doc)
+}
+
+/// The JWKs of a key set fetched from `url`: at most [`MAX_KEYS`] members,
+/// and members that are not JWKs dropped, so that one odd key does not hide
+/// the others.
+pub(crate) fn keys_of(document: KeySetDocument, url: &Url) -> Result<Vec<Jwk>, IssuerError> {
+    if document.keys.len() > MAX_KEYS {
+        return Err(IssuerError::Document {
+            url: url.to_string(),
+            problem: format!(
+                "the key set has {} keys, over the limit of {MAX_KEYS}",
+                document.keys.len()
+            ),
+        });
+    }
+    Ok(document
+        .keys
+        .into_iter()
+        .filter_map(|value| serde_json::from_value(value).ok())
+        .collect())
 }
 
 /// Checks the status and reads a bounded JSON body.

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -193,48 +193,54 @@ where
     B::Error: std::fmt::Display,
 {
     let mut body = std::pin::pin!(body);
+    // A message that arrives in one DATA frame (the usual case) is kept as
+    // that frame's bytes; only a message split over frames is copied.
+    let mut whole: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     let mut declared: Option<usize> = None;
     while let Some(frame) = body.frame().await {
         let frame =
             frame.map_err(|e| Error::MalformedRequest(format!("the request body failed: {e}")))?;
-        let Ok(mut data) = frame.into_data() else {
+        let Ok(data) = frame.into_data() else {
             continue; // trailers from a client: nothing authd reads
         };
-        while data.has_remaining() {
-            let chunk = data.chunk();
-            buf.extend_from_slice(chunk);
-            let n = chunk.len();
-            data.advance(n);
+        if whole.is_none() && buf.is_empty() {
+            whole = Some(data);
+        } else {
+            if let Some(first) = whole.take() {
+                buf.extend_from_slice(&first);
+            }
+            buf.extend_from_slice(&data);
         }
-        if declared.is_none() && buf.len() >= PREFIX {
-            if buf[0] != 0 {
+        let seen: &[u8] = whole.as_deref().unwrap_or(&buf);
+        if declared.is_none() && seen.len() >= PREFIX {
+            if seen[0] != 0 {
                 return Err(Error::MalformedRequest(
                     "the message is compressed; authd accepts no grpc-encoding".to_owned(),
                 ));
             }
-            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            let len = u32::from_be_bytes([seen[1], seen[2], seen[3], seen[4]]) as usize;
             if len > max {
                 return Err(Error::RequestTooLarge { len, max });
             }
-            buf.reserve(len.saturating_sub(buf.len() - PREFIX));
             declared = Some(len);
         }
         if let Some(len) = declared
-            && buf.len() > PREFIX + len
+            && seen.len() > PREFIX + len
         {
             return Err(Error::MalformedRequest(
                 "more than one message on a unary call".to_owned(),
             ));
         }
     }
+    let message = whole.unwrap_or_else(|| buf.freeze());
     match declared {
         None => Err(Error::MalformedRequest("no request message".to_owned())),
-        Some(len) if buf.len() < PREFIX + len => Err(Error::MalformedRequest(format!(
+        Some(len) if message.len() < PREFIX + len => Err(Error::MalformedRequest(format!(
             "the message is truncated: {} of {len} bytes",
-            buf.len() - PREFIX
+            message.len() - PREFIX
         ))),
-        Some(_) => Ok(buf.freeze()),
+        Some(_) => Ok(message),
     }
 }
 
