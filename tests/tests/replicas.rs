@@ -120,6 +120,41 @@ async fn refresh_with(mut client: AuthClient, handle: &str) -> Result<String> {
         .access_token)
 }
 
+/// Revokes the session behind `handle` on `replica`.
+async fn revoke(replica: &Replica, handle: &str) -> Result<()> {
+    let revoked = replica
+        .client()
+        .await
+        .raw()
+        .revoke_session(pb::RevokeSessionRequest {
+            target: Some(pb::revoke_session_request::Target::SessionHandle(
+                handle.to_owned(),
+            )),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(revoked.revoked_sessions, 1);
+    Ok(())
+}
+
+/// Waits until `replica` refuses `token` as revoked; panics naming `what`
+/// when it still accepts it 5 s after `since`.
+async fn refused_within_the_bound(replica: &Replica, token: &str, what: &str, since: Instant) {
+    let mut client = replica.client().await;
+    loop {
+        match client.verify_token(token, &[]).await {
+            Err(err) if err.reason() == Some(ErrorReason::SessionRevoked) => return,
+            Ok(_) if since.elapsed() < Duration::from_secs(5) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            other => panic!(
+                "{what} is still accepted after {:?}: {other:?}",
+                since.elapsed()
+            ),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_refreshes_on_two_replicas_spend_the_refresh_token_once() -> Result<()> {
     let (issuer, moto, dir) = (
@@ -184,35 +219,16 @@ async fn revocation_on_one_replica_is_enforced_by_the_other_within_the_bound() -
     let mut on_b = b.client().await;
     on_b.verify_token(&session.access_token, &[]).await?;
 
-    let mut on_a = a.client().await;
-    let revoked = on_a
-        .raw()
-        .revoke_session(pb::RevokeSessionRequest {
-            target: Some(pb::revoke_session_request::Target::SessionHandle(
-                session.session_handle.clone(),
-            )),
-        })
-        .await?
-        .into_inner();
-    assert_eq!(revoked.revoked_sessions, 1);
+    revoke(&a, &session.session_handle).await?;
     let started = Instant::now();
-    let err = on_a
+    let err = a
+        .client()
+        .await
         .verify_token(&session.access_token, &[])
         .await
         .expect_err("refused at once on A");
     assert_eq!(err.reason(), Some(ErrorReason::SessionRevoked));
-    loop {
-        match on_b.verify_token(&session.access_token, &[]).await {
-            Err(err) if err.reason() == Some(ErrorReason::SessionRevoked) => break,
-            Ok(_) if started.elapsed() < Duration::from_secs(5) => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            other => panic!(
-                "B still accepts the revoked session's token after {:?}: {other:?}",
-                started.elapsed()
-            ),
-        }
-    }
+    refused_within_the_bound(&b, &session.access_token, "B: the revoked token", started).await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
@@ -253,33 +269,12 @@ async fn a_revoked_ecdsa_token_re_encoded_is_refused_on_every_replica() -> Resul
                 assert!(verified.session_id.is_none(), "{alg}: no sid in the token");
             }
         }
-        let revoked = a
-            .client()
-            .await
-            .raw()
-            .revoke_session(pb::RevokeSessionRequest {
-                target: Some(pb::revoke_session_request::Target::SessionHandle(
-                    session.session_handle.clone(),
-                )),
-            })
-            .await?
-            .into_inner();
-        assert_eq!(revoked.revoked_sessions, 1);
+        revoke(&a, &session.session_handle).await?;
         let started = Instant::now();
         for replica in [&a, &b] {
             for (what, t) in [("token", &token), ("twin", &twin)] {
-                loop {
-                    match replica.client().await.verify_token(t, &[]).await {
-                        Err(err) if err.reason() == Some(ErrorReason::SessionRevoked) => break,
-                        Ok(_) if started.elapsed() < Duration::from_secs(5) => {
-                            tokio::time::sleep(Duration::from_millis(50)).await
-                        }
-                        other => panic!(
-                            "{alg}: the revoked {what} is still accepted after {:?}: {other:?}",
-                            started.elapsed()
-                        ),
-                    }
-                }
+                let what = format!("{alg}: the revoked {what}");
+                refused_within_the_bound(replica, t, &what, started).await;
             }
         }
     }

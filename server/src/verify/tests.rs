@@ -44,7 +44,12 @@ fn verifier(algorithms: &[Algorithm]) -> Verifier {
 
 fn verifier_with(algorithms: &[Algorithm], config: &Config) -> Verifier {
     let k = keys();
-    let scripted = Scripted::new(&[&k.rsa, &k.ps, &k.ec, &k.ed]);
+    verifier_over(&[&k.rsa, &k.ps, &k.ec, &k.ed], algorithms, config)
+}
+
+/// A verifier of [`ISS`] whose key set holds `signing`'s public keys.
+fn verifier_over(signing: &[&SigningKey], algorithms: &[Algorithm], config: &Config) -> Verifier {
+    let scripted = Scripted::new(signing);
     let issuer = IssuerConfig {
         algorithms: algorithms.to_vec(),
         ..IssuerConfig::new(
@@ -719,13 +724,23 @@ async fn the_cache_is_bounded_and_can_be_off() {
     assert_eq!(off.cached_entries(), 0);
 }
 
-#[tokio::test]
-async fn a_revoked_ecdsa_token_stays_revoked_when_its_signature_is_re_encoded() {
+/// Revokes `token` by the digest of what its issuer signed.
+fn revoke_signed(v: &Verifier, token: &str) {
     use crate::{
-        dangerous::ecdsa_twin,
         revocation::{revocation, signed_digest},
         store::RevocationKind,
     };
+    v.revocations().apply(&[revocation(
+        RevocationKind::SignedDigest,
+        ISS,
+        &signed_digest(token),
+        NOW + 3600,
+    )]);
+}
+
+#[tokio::test]
+async fn a_revoked_ecdsa_token_stays_revoked_when_its_signature_is_re_encoded() {
+    use crate::dangerous::ecdsa_twin;
     let v = verifier(&[Algorithm::ES256]);
     // No sid: Auth0's access tokens carry none, so only the signed content
     // names the token.
@@ -734,22 +749,12 @@ async fn a_revoked_ecdsa_token_stays_revoked_when_its_signature_is_re_encoded() 
     assert_ne!(twin, token);
     check(&v, &token, &[]).await.expect("the original verifies");
     check(&v, &twin, &[]).await.expect("so does its twin");
-    v.revocations().apply(&[revocation(
-        RevocationKind::SignedDigest,
-        ISS,
-        &signed_digest(&token),
-        NOW + 3600,
-    )]);
+    revoke_signed(&v, &token);
     // Both from the result cache (where each now sits) and verified afresh.
     assert_eq!(reason(&v, &token).await, Reason::SessionRevoked);
     assert_eq!(reason(&v, &twin).await, Reason::SessionRevoked);
     let fresh = verifier(&[Algorithm::ES256]);
-    fresh.revocations().apply(&[revocation(
-        RevocationKind::SignedDigest,
-        ISS,
-        &signed_digest(&token),
-        NOW + 3600,
-    )]);
+    revoke_signed(&fresh, &token);
     assert_eq!(reason(&fresh, &twin).await, Reason::SessionRevoked);
     assert_eq!(
         reason(&fresh, &ecdsa_twin(&twin).expect("twin of twin")).await,
@@ -759,35 +764,13 @@ async fn a_revoked_ecdsa_token_stays_revoked_when_its_signature_is_re_encoded() 
 
 #[tokio::test]
 async fn es384_twins_verify_and_a_digest_revocation_refuses_both() {
-    use crate::{
-        dangerous::ecdsa_twin,
-        revocation::{revocation, signed_digest},
-        store::RevocationKind,
-    };
+    use crate::dangerous::ecdsa_twin;
     let key = SigningKey::generate(Algorithm::ES384, "ec384-1").expect("key");
-    let scripted = Scripted::new(&[&key]);
-    let issuer = IssuerConfig {
-        algorithms: vec![Algorithm::ES384],
-        ..IssuerConfig::new(ISS.to_owned(), vec![AUD.to_owned()])
-    };
-    let keys = IssuerKeys::new(
-        ISS.into(),
-        issuer.algorithms.clone(),
-        Box::new(Shared(scripted)),
-        crate::config::JwksConfig::default(),
-    );
-    let mut issuers = HashMap::new();
-    issuers.insert(ISS.to_owned(), IssuerPolicy::new(&issuer, keys));
-    let v = Verifier::new(issuers, &Config::default());
+    let v = verifier_over(&[&key], &[Algorithm::ES384], &Config::default());
     let token = key.sign(&with(claims(), "sid", Value::Null));
     let twin = ecdsa_twin(&token).expect("an ES384 token");
     check(&v, &twin, &[]).await.expect("the twin verifies");
-    v.revocations().apply(&[revocation(
-        RevocationKind::SignedDigest,
-        ISS,
-        &signed_digest(&token),
-        NOW + 3600,
-    )]);
+    revoke_signed(&v, &token);
     assert_eq!(reason(&v, &token).await, Reason::SessionRevoked);
     assert_eq!(reason(&v, &twin).await, Reason::SessionRevoked);
 }
