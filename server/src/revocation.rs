@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::{
     error::Error,
-    store::{Revocation, RevocationKind, Store},
+    store::{IssuedToken, Revocation, RevocationKind, Store},
 };
 
 /// How far back each poll reads again, so that a revocation written with a
@@ -63,6 +63,16 @@ fn sha256(text: &str) -> Digest {
 /// [`RevocationKind::SignedDigest`] revocation names.
 pub fn signed_digest(token: &str) -> String {
     hex(&sha256(signing_input(token)))
+}
+
+/// The record of `token`, handed out for a session and valid until
+/// `expires_at`: named by what its issuer signed.
+pub fn issued_token(token: &str, expires_at: i64) -> IssuedToken {
+    IssuedToken {
+        signed_digest: Some(signed_digest(token)),
+        hash: None,
+        expires_at,
+    }
 }
 
 fn hex(digest: &Digest) -> String {

@@ -134,7 +134,7 @@ impl Sessions {
             access_token: None,
             access_token_expires_at: access_expires_at,
             id_token: None,
-            issued_tokens: vec![IssuedToken::new(
+            issued_tokens: vec![issued_token(
                 tokens.access_token.expose(),
                 if access_expires_at > 0 {
                     access_expires_at

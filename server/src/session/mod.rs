@@ -38,9 +38,9 @@ use crate::{
     error::Error,
     issuer::{IssuerClient, IssuerError, TokenSet},
     profile::Profiles,
-    revocation::{Revocations, revocation, signed_digest},
+    revocation::{Revocations, issued_token, revocation, signed_digest},
     secrets::{Sealer, Secret, hash_handle, random_handle},
-    store::{IssuedToken, Profile, Revocation, RevocationKind, SessionRecord, Store, StoreError},
+    store::{Profile, Revocation, RevocationKind, SessionRecord, Store, StoreError},
     verify::{Verifier, VerifyRequest},
 };
 

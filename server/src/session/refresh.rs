@@ -239,7 +239,7 @@ impl Sessions {
                 next.id_token = Some(sealer.seal(id_token, &key));
             }
             next.issued_tokens.retain(|t| t.expires_at > now);
-            next.issued_tokens.push(IssuedToken::new(
+            next.issued_tokens.push(issued_token(
                 tokens.access_token.expose(),
                 if expires_at > 0 {
                     expires_at

@@ -267,7 +267,11 @@ pub async fn full_session_round_trip(store: Arc<dyn Store>) {
     s.id_token = Some(sealer.seal(&Secret::new("idt"), &s.item_key()));
     s.issued_tokens = (0..50)
         .map(|i| match i % 2 {
-            0 => super::IssuedToken::new(&format!("h.p{i}.sig"), now() + i),
+            0 => super::IssuedToken {
+                signed_digest: Some(hash_handle(&format!("h.p{i}"))),
+                hash: None,
+                expires_at: now() + i,
+            },
             // As records written before tokens were named by signed content.
             _ => super::IssuedToken {
                 signed_digest: None,
@@ -301,7 +305,7 @@ pub async fn revocations_since_a_cursor(store: Arc<dyn Store>) {
     );
     let c = make(
         RevocationKind::SignedDigest,
-        &crate::revocation::signed_digest("h.p.sig"),
+        &hash_handle("h.p"),
         t * 1000 + 5,
         t + 600,
     );

@@ -94,7 +94,7 @@ pub struct SessionRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuedToken {
     /// SHA-256 of what the issuer signed (the JWS signing input
-    /// `header.payload`), hex: [`crate::revocation::signed_digest`].
+    /// `header.payload`), hex (`revocation::signed_digest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_digest: Option<String>,
     /// SHA-256 of the whole token, hex: only in records written before
@@ -103,17 +103,6 @@ pub struct IssuedToken {
     pub hash: Option<String>,
     /// Its `exp` (unix seconds).
     pub expires_at: i64,
-}
-
-impl IssuedToken {
-    /// `token`, handed out now, valid until `expires_at`.
-    pub fn new(token: &str, expires_at: i64) -> Self {
-        IssuedToken {
-            signed_digest: Some(crate::revocation::signed_digest(token)),
-            hash: None,
-            expires_at,
-        }
-    }
 }
 
 /// What a revocation refuses.

@@ -9,9 +9,12 @@ use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::{Bytes, BytesMut};
@@ -23,10 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Status, body::Body};
 use tower::Service;
 
-use super::{
-    Refusals,
-    connection::{Activity, CallGuard},
-};
+use super::Refusals;
 use crate::{config::LimitsConfig, error::Error};
 
 /// The RPC whose messages get the smaller limit.
@@ -67,7 +67,7 @@ impl CallLimits {
             Error::DeadlineExceeded { .. } => &self.refusals.deadlines,
             _ => &self.refusals.bad_requests,
         };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// An authd error as a trailers-only gRPC answer, counted.
@@ -317,6 +317,54 @@ impl HttpBody for Held {
     }
 }
 
+// === calls open on a connection ===
+
+/// How many calls a connection has open, and since when it has none.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    born: Instant,
+    open: AtomicUsize,
+    /// Milliseconds after `born` when the last call ended.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Self {
+        Activity {
+            born: Instant::now(),
+            open: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a call open until the guard is dropped.
+    pub(crate) fn start(self: &Arc<Self>) -> CallGuard {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        CallGuard(Arc::clone(self))
+    }
+
+    /// How long the connection has had no open call; `None` while one is.
+    pub(crate) fn idle_for(&self) -> Option<Duration> {
+        if self.open.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        Some(self.born.elapsed().saturating_sub(last))
+    }
+}
+
+/// One open call of a connection; dropping it ends the call.
+#[derive(Debug)]
+pub(crate) struct CallGuard(Arc<Activity>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        let now = u64::try_from(self.0.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.last_ms.store(now, Ordering::Relaxed);
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,5 +438,14 @@ mod tests {
         assert_eq!(parse("10x"), None);
         assert_eq!(parse("-1S"), None);
         assert_eq!(grpc_timeout(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn idle_counts_only_without_open_calls() {
+        let activity = Arc::new(Activity::new());
+        let call = activity.start();
+        assert_eq!(activity.idle_for(), None);
+        drop(call);
+        assert!(activity.idle_for().is_some());
     }
 }

@@ -8,12 +8,9 @@
 use std::{
     io,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use hyper::server::conn::http2;
@@ -29,7 +26,7 @@ use tokio::{
 
 use super::{
     Refusals, Routes, Stage,
-    calls::{CallLimits, Calls},
+    calls::{Activity, CallLimits, Calls},
 };
 use crate::config::LimitsConfig;
 
@@ -194,54 +191,6 @@ async fn serve_http2(
     drop(permit);
 }
 
-// === calls open on a connection ===
-
-/// How many calls a connection has open, and since when it has none.
-#[derive(Debug)]
-pub(crate) struct Activity {
-    born: Instant,
-    open: AtomicUsize,
-    /// Milliseconds after `born` when the last call ended.
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            born: Instant::now(),
-            open: AtomicUsize::new(0),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    /// Counts a call open until the guard is dropped.
-    pub(crate) fn start(self: &Arc<Self>) -> CallGuard {
-        self.open.fetch_add(1, Ordering::Relaxed);
-        CallGuard(Arc::clone(self))
-    }
-
-    /// How long the connection has had no open call; `None` while one is.
-    fn idle_for(&self) -> Option<Duration> {
-        if self.open.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        Some(self.born.elapsed().saturating_sub(last))
-    }
-}
-
-/// One open call of a connection; dropping it ends the call.
-#[derive(Debug)]
-pub(crate) struct CallGuard(Arc<Activity>);
-
-impl Drop for CallGuard {
-    fn drop(&mut self) {
-        let now = u64::try_from(self.0.born.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.0.last_ms.store(now, Ordering::Relaxed);
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 // === the handshake ===
 
 /// The client's first bytes: the 24-byte HTTP/2 preface, then a frame
@@ -389,14 +338,5 @@ mod tests {
             .await
             .expect("write");
         assert_eq!(read_handshake(&mut server).await.expect("read"), None);
-    }
-
-    #[test]
-    fn idle_counts_only_without_open_calls() {
-        let activity = Arc::new(Activity::new());
-        let call = activity.start();
-        assert_eq!(activity.idle_for(), None);
-        drop(call);
-        assert!(activity.idle_for().is_some());
     }
 }
