@@ -112,12 +112,37 @@ impl BenchIssuer {
     /// Mints `count` distinct tokens on every available core (an RSA-2048
     /// signature costs about a millisecond), in order.
     pub fn mint_many(&self, count: u64, lifetime_seconds: i64) -> Vec<String> {
+        self.mint_with(count, |n, now| self.claims(n, now, lifetime_seconds))
+    }
+
+    /// Mints `count` distinct tokens, signed with this issuer's key, that a
+    /// verifier configured for it must refuse for the reason `kind` names.
+    pub fn mint_refused(&self, count: u64, kind: Refused) -> Vec<String> {
+        self.mint_with(count, |n, now| {
+            let mut claims = self.claims(n, now, 3600);
+            match kind {
+                Refused::Expired => {
+                    claims["iat"] = json!(now - 7200);
+                    claims["exp"] = json!(now - 3600);
+                }
+                Refused::WrongAudience => {
+                    claims["aud"] = json!([WRONG_AUDIENCE]);
+                }
+            }
+            claims
+        })
+    }
+
+    /// Signs `claims(n, now)` for every `n` below `count` on every core, in
+    /// order.
+    fn mint_with(&self, count: u64, claims: impl Fn(u64, i64) -> Value + Sync) -> Vec<String> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
         let chunk = count.div_ceil(threads.max(1)).max(1);
+        let claims = &claims;
         std::thread::scope(|scope| {
             let parts: Vec<_> = (0..count)
                 .step_by(chunk as usize)
@@ -125,7 +150,7 @@ impl BenchIssuer {
                     let end = (start + chunk).min(count);
                     scope.spawn(move || {
                         (start..end)
-                            .map(|n| self.key.sign(&self.claims(n, now, lifetime_seconds)))
+                            .map(|n| self.key.sign(&claims(n, now)))
                             .collect::<Vec<_>>()
                     })
                 })
@@ -136,6 +161,18 @@ impl BenchIssuer {
                 .collect()
         })
     }
+}
+
+/// The audience of [`Refused::WrongAudience`] tokens: not the benchmark API.
+pub const WRONG_AUDIENCE: &str = "https://other-api.authd.bench";
+
+/// Why a token from [`BenchIssuer::mint_refused`] must be refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `exp` an hour ago (`TOKEN_EXPIRED`).
+    Expired,
+    /// `aud` is [`WRONG_AUDIENCE`] only (`WRONG_AUDIENCE`).
+    WrongAudience,
 }
 
 /// Parses an algorithm name such as `RS256` or `ES256`.

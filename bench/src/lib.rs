@@ -9,11 +9,15 @@
 //!   connections) and [`load::http`] (HTTP/1.1 `GET` with a bearer token).
 //! - [`noop`]: the do-nothing `AuthService` (binary `noop-server`), the
 //!   ceiling of a tonic service on this machine.
+//! - [`soak`]: the soak driver behind binary `soak` — capacity, then a
+//!   long paced run of a mixed workload with every answer checked and the
+//!   server process sampled.
 //! - [`tokens`]: the token file format (one token per line).
 
 pub mod issuer;
 pub mod load;
 pub mod noop;
+pub mod soak;
 pub mod tokens;
 
 use std::net::SocketAddr;

@@ -5,13 +5,14 @@ use std::{io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode, tim
 
 use authd::jwks::Algorithm;
 use authd_bench::{
-    issuer::{BenchIssuer, parse_algorithm},
+    issuer::{BenchIssuer, Refused, parse_algorithm},
     tokens,
 };
 use clap::Parser;
 
 /// Starts an issuer with a fresh key, writes `--count` distinct Auth0-shaped
-/// access tokens to `--tokens-out`, prints `READY <issuer-url>` and serves
+/// access tokens to `--tokens-out` (and, when asked, tokens that must be
+/// refused: expired, for another audience), prints `READY <issuer-url>` and serves
 /// `/.well-known/openid-configuration` and `/.well-known/jwks.json` until
 /// SIGTERM or Ctrl-C.
 #[derive(Debug, Parser)]
@@ -35,6 +36,16 @@ struct Args {
     /// Token lifetime (`exp` = now + this).
     #[arg(long, default_value_t = 3600)]
     lifetime_seconds: i64,
+    /// Also write `--refused-count` expired tokens (same key) to this file.
+    #[arg(long)]
+    expired_out: Option<PathBuf>,
+    /// Also write `--refused-count` tokens for another audience (same key)
+    /// to this file.
+    #[arg(long)]
+    wrong_audience_out: Option<PathBuf>,
+    /// How many tokens `--expired-out` and `--wrong-audience-out` get.
+    #[arg(long, default_value_t = 1000)]
+    refused_count: u64,
 }
 
 #[tokio::main]
@@ -54,6 +65,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let minted =
         tokio::task::block_in_place(|| issuer.mint_many(args.count, args.lifetime_seconds));
     tokens::write(&args.tokens_out, &minted)?;
+    for (path, kind) in [
+        (&args.expired_out, Refused::Expired),
+        (&args.wrong_audience_out, Refused::WrongAudience),
+    ] {
+        if let Some(path) = path {
+            let refused =
+                tokio::task::block_in_place(|| issuer.mint_refused(args.refused_count, kind));
+            tokens::write(path, &refused)?;
+        }
+    }
     eprintln!(
         "bench-issuer: {} {} tokens in {:.1} s -> {} (JWKS {})",
         minted.len(),
