@@ -176,6 +176,10 @@ impl Config {
                 "limits.request_body_timeout_ms",
                 limits.request_body_timeout_ms,
             ),
+            (
+                "store.purge_interval_seconds",
+                self.store.purge_interval_seconds,
+            ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(invalid((*key).to_owned(), "must be positive"));

@@ -367,6 +367,14 @@ pub struct StoreConfig {
     pub operation_timeout_ms: u64,
     /// How often the store is probed for the health status. Defaults to `5`.
     pub health_interval_seconds: u64,
+    /// Embedded: the memory redb may hold as its page cache, in bytes. redb
+    /// would otherwise cache up to 1 GiB, so the process grew with the
+    /// database file. Defaults to `33554432` (32 MiB).
+    pub embedded_cache_bytes: usize,
+    /// Embedded: how often expired sessions, revocations and device-login
+    /// answers are deleted, in seconds (DynamoDB deletes them itself, by
+    /// its TTL). Defaults to `60`.
+    pub purge_interval_seconds: u64,
 }
 
 impl Default for StoreConfig {
@@ -380,6 +388,8 @@ impl Default for StoreConfig {
             max_attempts: 3,
             operation_timeout_ms: 3_000,
             health_interval_seconds: 5,
+            embedded_cache_bytes: 32 << 20,
+            purge_interval_seconds: 60,
         }
     }
 }

@@ -10,7 +10,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use serde_json::{Map, Value};
@@ -20,7 +20,7 @@ use crate::{
     config::ProfilesConfig,
     error::Error,
     issuer::{IssuerClient, IssuerError},
-    store::{Profile, Store},
+    store::{Profile, Store, unix_now},
     verify::{VerifiedToken, Verifier, VerifyRequest},
 };
 
@@ -41,13 +41,6 @@ pub struct Profiles {
     inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Users the issuer rate-limited, until when.
     limited: Mutex<HashMap<String, Instant>>,
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
 }
 
 impl Profiles {

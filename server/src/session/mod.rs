@@ -26,7 +26,7 @@ mod revoke;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
@@ -40,7 +40,7 @@ use crate::{
     profile::Profiles,
     revocation::{Revocations, issued_token, revocation, signed_digest},
     secrets::{Sealer, Secret, hash_handle, random_handle},
-    store::{Profile, Revocation, RevocationKind, SessionRecord, Store, StoreError},
+    store::{Profile, Revocation, RevocationKind, SessionRecord, Store, StoreError, unix_now},
     verify::{Verifier, VerifyRequest},
 };
 
@@ -114,13 +114,6 @@ pub struct Sessions {
     revocations: Arc<Revocations>,
     config: SessionsConfig,
     inflight: Mutex<HashMap<String, Flight>>,
-}
-
-pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
 }
 
 fn scopes_of(scope: Option<&str>) -> Vec<String> {

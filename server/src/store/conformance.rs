@@ -4,10 +4,7 @@
 //! turns the list into `#[tokio::test]`s for one store; the end-to-end tests
 //! run it against the embedded store and against a DynamoDB server.
 
-use std::{
-    sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
@@ -16,10 +13,7 @@ use crate::secrets::{SealedSecret, Sealer, Secret, hash_handle, random_handle};
 
 /// Now, in unix seconds.
 pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
+    super::unix_now()
 }
 
 /// A profile with ordinary values.

@@ -3,8 +3,19 @@
 //! redb is pure Rust, ACID and crash-safe: a commit is durable once it
 //! returns (copy-on-write B-trees, checksummed, fsync on commit), so a killed
 //! process loses no committed write. Calls run on the blocking pool.
+//!
+//! Its memory is bounded: redb's page cache is capped
+//! (`store.embedded_cache_bytes`), and what has expired (sessions,
+//! revocations, device-login answers) is deleted every
+//! `store.purge_interval_seconds`, the work DynamoDB's TTL does for the other
+//! store. Without both, the file and the process grew for as long as authd
+//! ran.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{Arc, Weak},
+    time::Duration,
+};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
@@ -47,20 +58,66 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// The page cache [`EmbeddedStore::open`] gives redb (32 MiB).
+pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
+
+/// At most this many expired records are deleted in one write transaction,
+/// so that a purge never holds the writer for long.
+const PURGE_BATCH: usize = 1_000;
+
 impl EmbeddedStore {
-    /// Opens (or creates) `dir/authd.redb`, creating `dir` when missing.
+    /// Opens (or creates) `dir/authd.redb` with the default page cache,
+    /// creating `dir` when missing.
     pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) `dir/authd.redb`, letting redb cache at most
+    /// `cache_bytes` of its pages.
+    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<EmbeddedStore, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
-        let db = Database::create(dir.join(FILE_NAME)).map_err(internal)?;
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(dir.join(FILE_NAME))
+            .map_err(internal)?;
         // Create the tables up front so that readers never find them missing.
         let txn = db.begin_write().map_err(internal)?;
         txn.open_table(PROFILES).map_err(internal)?;
         txn.open_table(SESSIONS).map_err(internal)?;
         txn.open_table(USER_SESSIONS).map_err(internal)?;
         txn.open_table(REVOCATIONS).map_err(internal)?;
+        txn.open_table(DEVICE_APPROVALS).map_err(internal)?;
         txn.commit().map_err(internal)?;
         Ok(EmbeddedStore { db: Arc::new(db) })
+    }
+
+    /// Deletes every session, revocation and device-login answer that
+    /// expired as of `now` (unix seconds); how many. Live records, and
+    /// profiles, are left alone.
+    pub async fn purge_expired(&self, now: i64) -> Result<usize, StoreError> {
+        self.blocking(move |db| purge(db, now)).await
+    }
+
+    /// Purges expired records every `every`, from a background task that
+    /// ends when the store is dropped.
+    pub fn spawn_purger(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let db: Weak<Database> = Arc::downgrade(&self.db);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(db) = db.upgrade() else { return };
+                let store = EmbeddedStore { db };
+                match store.purge_expired(crate::store::unix_now()).await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::debug!(purged, "expired records deleted"),
+                    Err(error) => tracing::warn!(%error, "cannot delete expired records"),
+                }
+            }
+        })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -321,6 +378,67 @@ impl Store for EmbeddedStore {
     }
 }
 
+/// The keys of up to [`PURGE_BATCH`] records of `table` that expired as of
+/// `now`, with their decoded values.
+fn expired<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    now: i64,
+    expires_at: impl Fn(&T) -> i64,
+) -> Result<Vec<(String, T)>, StoreError> {
+    let mut found = Vec::new();
+    for entry in table.iter().map_err(internal)? {
+        let (key, value) = entry.map_err(internal)?;
+        let record: T = decode(value.value())?;
+        if expires_at(&record) <= now {
+            found.push((key.value().to_owned(), record));
+            if found.len() == PURGE_BATCH {
+                break;
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// One purge: batches of deletions, each its own transaction, until a
+/// batch comes back short.
+fn purge(db: &Database, now: i64) -> Result<usize, StoreError> {
+    let mut purged = 0;
+    loop {
+        let txn = db.begin_write().map_err(internal)?;
+        let batch = {
+            let mut sessions = txn.open_table(SESSIONS).map_err(internal)?;
+            let mut index = txn.open_table(USER_SESSIONS).map_err(internal)?;
+            let mut revocations = txn.open_table(REVOCATIONS).map_err(internal)?;
+            let mut approvals = txn.open_table(DEVICE_APPROVALS).map_err(internal)?;
+            let dead_sessions = expired(&sessions, now, |s: &SessionRecord| s.expires_at)?;
+            for (id, record) in &dead_sessions {
+                sessions.remove(id.as_str()).map_err(internal)?;
+                index
+                    .remove((record.user_id.as_str(), id.as_str()))
+                    .map_err(internal)?;
+            }
+            let dead_revocations = expired(&revocations, now, |r: &Revocation| r.expires_at)?;
+            for (key, _) in &dead_revocations {
+                revocations.remove(key.as_str()).map_err(internal)?;
+            }
+            let dead_approvals = expired(&approvals, now, |a: &DeviceApproval| a.expires_at)?;
+            for (key, _) in &dead_approvals {
+                approvals.remove(key.as_str()).map_err(internal)?;
+            }
+            [
+                dead_sessions.len(),
+                dead_revocations.len(),
+                dead_approvals.len(),
+            ]
+        };
+        txn.commit().map_err(internal)?;
+        purged += batch.iter().sum::<usize>();
+        if batch.iter().all(|&n| n < PURGE_BATCH) {
+            return Ok(purged);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -334,6 +452,154 @@ mod tests {
     }
 
     crate::store_conformance_tests!(fresh);
+
+    /// Writes records straight into the tables, in one transaction.
+    fn insert_raw(
+        store: &EmbeddedStore,
+        sessions: &[SessionRecord],
+        revocations: &[Revocation],
+        approvals: &[DeviceApproval],
+    ) {
+        let txn = store.db.begin_write().expect("write");
+        {
+            let mut table = txn.open_table(SESSIONS).expect("sessions");
+            let mut index = txn.open_table(USER_SESSIONS).expect("index");
+            for s in sessions {
+                let bytes = encode(s).expect("encode");
+                table
+                    .insert(s.id.as_str(), bytes.as_slice())
+                    .expect("insert");
+                index
+                    .insert((s.user_id.as_str(), s.id.as_str()), ())
+                    .expect("index");
+            }
+            let mut table = txn.open_table(REVOCATIONS).expect("revocations");
+            for r in revocations {
+                let bytes = encode(r).expect("encode");
+                table
+                    .insert(r.sort_key().as_str(), bytes.as_slice())
+                    .expect("insert");
+            }
+            let mut table = txn.open_table(DEVICE_APPROVALS).expect("approvals");
+            for a in approvals {
+                let bytes = encode(a).expect("encode");
+                table
+                    .insert(a.id.as_str(), bytes.as_slice())
+                    .expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+
+    fn index_len(store: &EmbeddedStore) -> u64 {
+        use redb::ReadableTableMetadata;
+        let txn = store.db.begin_read().expect("read");
+        txn.open_table(USER_SESSIONS)
+            .expect("index")
+            .len()
+            .expect("len")
+    }
+
+    #[tokio::test]
+    async fn purge_deletes_what_expired_and_keeps_the_rest() {
+        use crate::{
+            secrets::{SealedSecret, hash_handle},
+            store::{RevocationKind, conformance},
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open_with_cache(dir.path(), 1 << 20).expect("open");
+        let now = conformance::now();
+        // More than one batch of expired sessions, so the purge loops.
+        let dead: Vec<SessionRecord> = (0..PURGE_BATCH + 7)
+            .map(|i| SessionRecord {
+                expires_at: now - 1 - (i as i64 % 5),
+                ..conformance::session(&format!("auth0|gone{}", i % 3))
+            })
+            .collect();
+        let live = conformance::session("auth0|gone0");
+        let revocation = |value: &str, expires_at| Revocation {
+            kind: RevocationKind::SessionId,
+            issuer: "https://tenant.example.auth0.com/".to_owned(),
+            value: value.to_owned(),
+            at_ms: (now - 100) * 1000,
+            expires_at,
+        };
+        let approval = |code: &str, expires_at| DeviceApproval {
+            id: hash_handle(code),
+            session_id: live.id.clone(),
+            handle: SealedSecret(String::new()),
+            expires_at,
+        };
+        insert_raw(
+            &store,
+            &[dead.as_slice(), std::slice::from_ref(&live)].concat(),
+            &[revocation("old", now), revocation("kept", now + 600)],
+            &[approval("old", now - 1), approval("kept", now + 600)],
+        );
+        assert_eq!(index_len(&store), dead.len() as u64 + 1);
+
+        let purged = store.purge_expired(now).await.expect("purge");
+
+        assert_eq!(purged, dead.len() + 2);
+        assert_eq!(
+            index_len(&store),
+            1,
+            "the user index keeps only live sessions"
+        );
+        assert_eq!(
+            store.get_session(&live.id, now).await,
+            Ok(Some(live.clone()))
+        );
+        // Read as of long ago, so that nothing is filtered as expired:
+        // only what is still stored comes back.
+        let left: Vec<String> = store
+            .revocations_since(0, 0)
+            .await
+            .expect("revocations")
+            .into_iter()
+            .map(|r| r.value)
+            .collect();
+        assert_eq!(left, ["kept"]);
+        assert_eq!(
+            store.get_device_approval(&hash_handle("old"), 0).await,
+            Ok(None)
+        );
+        assert!(
+            store
+                .get_device_approval(&hash_handle("kept"), 0)
+                .await
+                .expect("approval")
+                .is_some()
+        );
+        assert_eq!(store.list_sessions("auth0|gone0", 0).await, Ok(vec![live]));
+        assert_eq!(
+            store.purge_expired(now).await,
+            Ok(0),
+            "nothing left to purge"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_purger_runs_until_the_store_is_dropped() {
+        use crate::store::conformance;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let expired = SessionRecord {
+            expires_at: conformance::now() - 1,
+            ..conformance::session("auth0|gone")
+        };
+        insert_raw(&store, std::slice::from_ref(&expired), &[], &[]);
+        let purger = store.spawn_purger(Duration::from_millis(20));
+        while index_len(&store) != 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(store);
+        // Its only handle on the database was weak: the task ends.
+        tokio::time::timeout(Duration::from_secs(30), purger)
+            .await
+            .expect("the purger ends once the store is dropped")
+            .expect("no panic");
+    }
 
     #[tokio::test]
     async fn committed_writes_survive_reopening() {

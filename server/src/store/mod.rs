@@ -11,7 +11,11 @@ pub mod conformance;
 pub mod dynamodb;
 pub mod embedded;
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -258,10 +262,26 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
-/// Opens the configured store.
+/// Opens the configured store. The embedded store starts deleting what
+/// expires (every `store.purge_interval_seconds`) until it is dropped.
 pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match config.kind {
-        StoreKind::Embedded => Arc::new(embedded::EmbeddedStore::open(&config.path)?),
+        StoreKind::Embedded => {
+            let store = embedded::EmbeddedStore::open_with_cache(
+                &config.path,
+                config.embedded_cache_bytes,
+            )?;
+            store.spawn_purger(Duration::from_secs(config.purge_interval_seconds.max(1)));
+            Arc::new(store)
+        }
         StoreKind::Dynamodb => Arc::new(dynamodb::DynamoStore::connect(config).await),
     })
+}
+
+/// Now, in the unix seconds records are kept in.
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
