@@ -33,16 +33,16 @@ fn no_header_or_another_scheme_is_no_token() {
 #[test]
 fn two_credentials_are_an_invalid_request() {
     let joined = headers(&[("authorization", "Bearer a.b.c, Bearer d.e.f")]);
-    let error = credential(&joined, "/").unwrap_err();
+    let error = credential(&joined, "/").expect_err("must fail");
     assert_eq!(error.reason(), Reason::InvalidRequest);
 }
 
 #[test]
 fn token_in_header_and_query_is_an_invalid_request() {
     let h = headers(&[("authorization", "Bearer a.b.c")]);
-    let error = credential(&h, "/api?x=1&access_token=a.b.c").unwrap_err();
+    let error = credential(&h, "/api?x=1&access_token=a.b.c").expect_err("must fail");
     assert_eq!(error.reason(), Reason::InvalidRequest);
-    let only_query = credential(&headers(&[]), "/api?access_token=a.b.c").unwrap_err();
+    let only_query = credential(&headers(&[]), "/api?access_token=a.b.c").expect_err("must fail");
     assert_eq!(only_query.reason(), Reason::InvalidRequest);
     // A parameter that merely ends with the name is not a token.
     assert_eq!(
@@ -54,7 +54,7 @@ fn token_in_header_and_query_is_an_invalid_request() {
 #[test]
 fn empty_or_spaced_bearer_is_malformed() {
     for value in ["Bearer", "Bearer   ", "Bearer a b"] {
-        let error = credential(&headers(&[("authorization", value)]), "/").unwrap_err();
+        let error = credential(&headers(&[("authorization", value)]), "/").expect_err("must fail");
         assert_eq!(error.reason(), Reason::InvalidRequest, "{value}");
     }
 }
@@ -66,7 +66,7 @@ fn route_overrides_the_defaults() {
         audience: Some("https://api".to_owned()),
         ..ExtAuthzConfig::default()
     };
-    let defaults = Policy::of_route(&config, &HashMap::new()).unwrap();
+    let defaults = Policy::of_route(&config, &HashMap::new()).expect("test value");
     assert_eq!(defaults.required_scopes, ["read"]);
     assert_eq!(defaults.audience.as_deref(), Some("https://api"));
     assert!(!defaults.allow_anonymous);
@@ -76,7 +76,7 @@ fn route_overrides_the_defaults() {
         ("audience", "https://other"),
         ("allow_anonymous", "TRUE"),
     ]);
-    let policy = Policy::of_route(&config, &route).unwrap();
+    let policy = Policy::of_route(&config, &route).expect("test value");
     assert_eq!(policy.required_scopes, ["write:x", "admin"]);
     assert_eq!(policy.audience.as_deref(), Some("https://other"));
     assert!(policy.allow_anonymous);
@@ -85,7 +85,7 @@ fn route_overrides_the_defaults() {
 #[test]
 fn unclear_allow_anonymous_is_refused_not_guessed() {
     let route = headers(&[("allow_anonymous", "yes")]);
-    let error = Policy::of_route(&ExtAuthzConfig::default(), &route).unwrap_err();
+    let error = Policy::of_route(&ExtAuthzConfig::default(), &route).expect_err("must fail");
     assert_eq!(error.reason(), Reason::Internal);
     let denial = denial("authd", &error, &[]);
     assert_eq!(denial.status, 503);
@@ -97,7 +97,7 @@ fn no_token_is_401_without_error() {
     assert_eq!(d.status, 401);
     assert_eq!(header(&d, "www-authenticate"), Some("Bearer realm=\"api\""));
     assert_eq!(header(&d, "x-authd-reason"), Some("TOKEN_MISSING"));
-    let body: Value = serde_json::from_str(&d.body).unwrap();
+    let body: Value = serde_json::from_str(&d.body).expect("test value");
     assert_eq!(body["reason"], "TOKEN_MISSING");
     assert!(body.get("error").is_none());
 }
@@ -114,7 +114,7 @@ fn bad_token_is_401_invalid_token_with_description() {
              error_description=\"the token expired at 1000 (unix seconds)\""
         )
     );
-    let body: Value = serde_json::from_str(&d.body).unwrap();
+    let body: Value = serde_json::from_str(&d.body).expect("test value");
     assert_eq!(body["error"], "invalid_token");
     assert_eq!(body["reason"], "TOKEN_EXPIRED");
     let revoked = denial("authd", &Error::SessionRevoked, &[]);
@@ -130,7 +130,7 @@ fn missing_scope_is_403_naming_the_scopes() {
     let required = ["read".to_owned(), "admin".to_owned()];
     let d = denial("authd", &error, &required);
     assert_eq!(d.status, 403);
-    let challenge = header(&d, "www-authenticate").unwrap();
+    let challenge = header(&d, "www-authenticate").expect("test value");
     assert!(
         challenge.starts_with("Bearer realm=\"authd\", error=\"insufficient_scope\""),
         "{challenge}"
@@ -153,9 +153,12 @@ fn outage_is_503_without_challenge() {
 fn description_cannot_break_the_header() {
     let error = Error::MalformedToken("a \"quoted\\\" é\r\nx".to_owned());
     let d = denial("authd", &error, &[]);
-    let challenge = header(&d, "www-authenticate").unwrap();
-    let description = challenge.split("error_description=\"").nth(1).unwrap();
-    let description = description.strip_suffix('"').unwrap();
+    let challenge = header(&d, "www-authenticate").expect("test value");
+    let description = challenge
+        .split("error_description=\"")
+        .nth(1)
+        .expect("test value");
+    let description = description.strip_suffix('"').expect("test value");
     assert!(
         description
             .chars()
@@ -181,7 +184,9 @@ fn claims_travel_as_base64url_json() {
     };
     let encoded = base64url_json(&claims_json(&token));
     assert!(!encoded.contains(['+', '/', '=']));
-    let decoded: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(encoded).unwrap()).unwrap();
+    let decoded: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(encoded).expect("test value"))
+            .expect("test value");
     assert_eq!(decoded["sub"], "auth0|alice");
     assert_eq!(decoded["scope"], "read write");
     assert_eq!(decoded["sid"], "s1");
