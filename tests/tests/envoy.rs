@@ -460,3 +460,33 @@ async fn grpcurl_lists_and_calls_check() -> Result<()> {
     assert_eq!(denied["deniedResponse"]["status"]["code"], "Unauthorized");
     Ok(())
 }
+
+#[test]
+fn the_readme_snippet_is_the_tested_config() -> Result<()> {
+    let readme = std::fs::read_to_string(authd_tests::workspace().join("README.md"))?;
+    let section = readme
+        .split("## Envoy and meshes")
+        .nth(1)
+        .context("README has an Envoy section")?;
+    let snippet = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .context("a yaml block")?;
+    let trimmed = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect()
+    };
+    let snippet = trimmed(snippet);
+    let config = trimmed(&authd_tests::envoy::envoy_config_template()?);
+    assert!(snippet.len() >= 5, "{snippet:?}");
+    assert!(
+        config
+            .windows(snippet.len())
+            .any(|w| w == snippet.as_slice()),
+        "deploy/envoy/envoy.yaml must contain the README's snippet line for line: {snippet:#?}"
+    );
+    Ok(())
+}
