@@ -81,10 +81,10 @@ fn check_response(decision: Decision) -> CheckResponse {
             dynamic_metadata: (!metadata.is_empty()).then(|| to_struct(metadata)),
         },
         Decision::Deny(denial) => CheckResponse {
-            status: Some(status(if denial.status == 403 {
-                Code::PermissionDenied
-            } else {
-                Code::Unauthenticated
+            status: Some(status(match denial.status {
+                400 => Code::InvalidArgument,
+                403 => Code::PermissionDenied,
+                _ => Code::Unauthenticated,
             })),
             http_response: Some(HttpResponse::DeniedResponse(denied(denial))),
             dynamic_metadata: None,
