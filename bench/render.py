@@ -113,6 +113,10 @@ def main():
     ratio("authd new RS256 / grpc-js + jose RS256", rps.get("authd-new-rs256"), rps.get("grpc-jose-rs256"), "≥ 3")
     ratio("authd new ES256 / grpc-js + jose ES256", rps.get("authd-new-es256"), rps.get("grpc-jose-es256"), "—")
     ratio("authd repeated RS256 / do-nothing tonic", rps.get("authd-repeat-rs256"), rps.get("noop"), "≥ 0.80")
+    ratio("Check new RS256 / VerifyToken new RS256", rps.get("authd-check-new-rs256"),
+          rps.get("authd-new-rs256"), "—")
+    ratio("Check repeated RS256 / VerifyToken repeated RS256", rps.get("authd-check-repeat-rs256"),
+          rps.get("authd-repeat-rs256"), "—")
     if ratios:
         w("Ratios (same run; runs with errors left out):")
         w("")

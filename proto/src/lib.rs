@@ -14,6 +14,12 @@ pub mod pb {
 /// for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("auth_v1_descriptor");
 
+/// The encoded `FileDescriptorSet` of Envoy's
+/// `envoy.service.auth.v3.Authorization` and its imports (the subset in
+/// `proto/envoy_api/`), for server reflection.
+pub const ENVOY_EXT_AUTHZ_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("envoy_ext_authz_descriptor");
+
 /// The `google.rpc.ErrorInfo` domain of every authd error.
 pub const ERROR_DOMAIN: &str = "authd";
 
@@ -39,6 +45,28 @@ mod tests {
                 .any(|f| f.name() == "google/protobuf/struct.proto"),
             "imports are included for reflection"
         );
+    }
+
+    #[test]
+    fn envoy_descriptor_set_names_the_check_service() {
+        let set = prost_types::FileDescriptorSet::decode(ENVOY_EXT_AUTHZ_DESCRIPTOR_SET)
+            .expect("descriptor set decodes");
+        let file = set
+            .file
+            .iter()
+            .find(|f| f.name() == "envoy/service/auth/v3/external_auth.proto")
+            .expect("external_auth.proto present");
+        assert_eq!(file.package(), "envoy.service.auth.v3");
+        assert_eq!(file.service[0].name(), "Authorization");
+        assert_eq!(file.service[0].method[0].name(), "Check");
+        for import in [
+            "envoy/service/auth/v3/attribute_context.proto",
+            "envoy/config/core/v3/base.proto",
+            "google/rpc/status.proto",
+            "google/protobuf/struct.proto",
+        ] {
+            assert!(set.file.iter().any(|f| f.name() == import), "{import}");
+        }
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - [`session`]: sessions — create, refresh (single-flight, leases), revoke.
 //! - [`revocation`]: the revocation set VerifyToken checks, fed by every replica.
 //! - [`secrets`]: secrets that never print, sealed at rest (AES-256-GCM).
+//! - [`ext_authz`]: Envoy's external authorization as HTTP decisions
+//!   (RFC 6750 answers), free of protobuf types.
 //! - [`grpc`]: thin tonic handlers and the one error → status mapping.
 //! - [`server`]: wiring, health, reflection, graceful shutdown.
 //! - `transport`: the listener under `[limits]` — connections, handshake,
@@ -19,6 +21,7 @@
 pub mod config;
 pub mod dangerous;
 pub mod error;
+pub mod ext_authz;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

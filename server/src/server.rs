@@ -3,15 +3,19 @@
 
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
-use authd_proto::{FILE_DESCRIPTOR_SET, pb::auth_service_server::AuthServiceServer};
+use authd_proto::{
+    ENVOY_EXT_AUTHZ_DESCRIPTOR_SET, FILE_DESCRIPTOR_SET, pb::auth_service_server::AuthServiceServer,
+};
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tonic::service::Routes;
 
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    config::{Config, LimitsConfig},
-    grpc::AuthServiceImpl,
+    config::{Config, ExtAuthzConfig, LimitsConfig},
+    ext_authz::ExtAuthz,
+    grpc::{AuthServiceImpl, ExtAuthzImpl},
     issuer::IssuerClient,
     jwks::{BoxFuture, FetchError, FetchKeys, IssuerKeys, Jwk},
     profile::Profiles,
@@ -60,6 +64,7 @@ pub struct App {
     store_probe: Duration,
     workers: usize,
     limits: LimitsConfig,
+    ext_authz: ExtAuthzConfig,
     refreshers: Vec<JoinHandle<()>>,
 }
 
@@ -132,6 +137,7 @@ impl App {
             store_probe: Duration::from_secs(config.store.health_interval_seconds.max(1)),
             workers: transport::count(config.server.threads),
             limits: config.limits.clone(),
+            ext_authz: config.ext_authz.clone(),
             refreshers,
         })
     }
@@ -299,6 +305,8 @@ pub async fn run(
         builder
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // envoy.service.auth.v3.Authorization, for `grpcurl ... Check`.
+            .register_encoded_file_descriptor_set(ENVOY_EXT_AUTHZ_DESCRIPTOR_SET)
             // google.rpc.ErrorInfo, so that grpcurl can decode error details.
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             // Each reflection version lists both, whichever a client speaks.
@@ -325,6 +333,10 @@ pub async fn run(
         Arc::clone(&app.profiles),
         Arc::clone(&app.sessions),
     );
+    let ext_authz = ExtAuthzImpl::new(Arc::new(ExtAuthz::new(
+        Arc::clone(&app.verifier),
+        app.ext_authz.clone(),
+    )));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let health_on_stop = health.clone();
     tokio::spawn(async move {
@@ -347,6 +359,7 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(AuthServiceServer::new(service).max_decoding_message_size(max_message))
+        .add_service(AuthorizationServer::new(ext_authz).max_decoding_message_size(max_message))
         .prepare();
     tracing::info!(%addr, workers = app.workers, "authd serving gRPC");
     let stop = async {

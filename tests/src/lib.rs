@@ -22,6 +22,7 @@ use tokio::{
     sync::oneshot,
 };
 
+pub mod envoy;
 pub mod h2raw;
 mod process;
 

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Du
 
 use anyhow::Context as _;
 use authd_bench::{
-    load::{self, MAX_DURATION, Plan, Summary, grpc, http},
+    load::{self, MAX_DURATION, Plan, Summary, ext_authz, grpc, http},
     tokens,
 };
 use clap::{Parser, ValueEnum};
@@ -27,7 +27,9 @@ struct Args {
     #[arg(long)]
     http: Option<::http::Uri>,
     /// `verify` needs `--tokens`; `noop` (the do-nothing service) sends the
-    /// same message, with a placeholder token unless `--tokens` is given.
+    /// same message, with a placeholder token unless `--tokens` is given;
+    /// `check` sends Envoy's `Authorization/Check` with the token in the
+    /// `authorization` header and the scopes as `context_extensions`.
     #[arg(long, value_enum, default_value_t = Method::Verify)]
     method: Method,
     /// A file of tokens, one per line, sent in order and cycled.
@@ -73,6 +75,7 @@ struct Args {
 enum Method {
     Verify,
     Noop,
+    Check,
 }
 
 /// Same length as a typical RS256 access token, so the do-nothing service
@@ -133,7 +136,9 @@ async fn run(args: &Args) -> anyhow::Result<(serde_json::Value, u64)> {
     let tokens = match (&args.tokens, args.method) {
         (Some(path), _) => tokens::read(path, args.distinct)?,
         (None, Method::Noop) => vec!["x".repeat(PLACEHOLDER_TOKEN_BYTES)],
-        (None, Method::Verify) => anyhow::bail!("--tokens FILE is needed to verify tokens"),
+        (None, Method::Verify | Method::Check) => {
+            anyhow::bail!("--tokens FILE is needed to verify tokens")
+        }
     };
     let plan = plan(args, tokens.len())?;
     let (protocol, target, connections, summary) = if let Some(url) = &args.http {
@@ -155,17 +160,31 @@ async fn run(args: &Args) -> anyhow::Result<(serde_json::Value, u64)> {
         for _ in 0..connections {
             channels.push(grpc::H2Connection::connect(addr).await?);
         }
-        let requests = grpc::requests(&tokens, &args.required_scopes);
-        let callers = (0..plan.concurrency)
-            .map(|i| {
-                grpc::VerifyCaller::new(
-                    channels[i % connections].clone(),
-                    target.clone(),
-                    Arc::clone(&requests),
-                )
-            })
-            .collect();
-        let summary: Summary = load::run(callers, &plan).await?;
+        let summary: Summary = if args.method == Method::Check {
+            let requests = ext_authz::requests(&tokens, &args.required_scopes);
+            let callers = (0..plan.concurrency)
+                .map(|i| {
+                    ext_authz::CheckCaller::new(
+                        channels[i % connections].clone(),
+                        target.clone(),
+                        Arc::clone(&requests),
+                    )
+                })
+                .collect();
+            load::run(callers, &plan).await?
+        } else {
+            let requests = grpc::requests(&tokens, &args.required_scopes);
+            let callers = (0..plan.concurrency)
+                .map(|i| {
+                    grpc::VerifyCaller::new(
+                        channels[i % connections].clone(),
+                        target.clone(),
+                        Arc::clone(&requests),
+                    )
+                })
+                .collect();
+            load::run(callers, &plan).await?
+        };
         ("grpc", target.to_string(), connections, summary)
     };
     let errors = summary.error_count();

@@ -46,6 +46,9 @@ pub struct Config {
     /// message sizes, timeouts.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Envoy's external authorization: header names and default policy.
+    #[serde(default)]
+    pub ext_authz: ExtAuthzConfig,
 }
 
 mod sections;
@@ -53,9 +56,18 @@ mod sections;
 pub use sections::*;
 
 /// The sections of [`Config`], which `AUTHD_*` variables may override.
-const SECTIONS: [&str; 10] = [
-    "server", "issuers", "verify", "jwks", "log", "store", "secrets", "profiles", "sessions",
+const SECTIONS: [&str; 11] = [
+    "server",
+    "issuers",
+    "verify",
+    "jwks",
+    "log",
+    "store",
+    "secrets",
+    "profiles",
+    "sessions",
     "limits",
+    "ext_authz",
 ];
 
 /// The most `[server] threads` accepted: a typo must not start a million
@@ -239,6 +251,9 @@ impl Config {
                 "jwks.refresh_interval_seconds".to_owned(),
                 "must be positive",
             ));
+        }
+        if let Some((key, problem)) = self.ext_authz.problem() {
+            return Err(invalid(format!("ext_authz.{key}"), problem));
         }
         Ok(())
     }

@@ -524,3 +524,113 @@ impl IssuerConfig {
         Url::parse(&format!("{base}/.well-known/openid-configuration"))
     }
 }
+
+/// `[ext_authz]`: Envoy's external authorization (`envoy.service.auth.v3`).
+/// Global defaults; a route overrides the policy with `context_extensions`
+/// (`required_scopes`, `audience`, `allow_anonymous`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExtAuthzConfig {
+    /// The `realm` of every `WWW-Authenticate` challenge. Defaults to
+    /// `"authd"`.
+    pub realm: String,
+    /// The header that carries the verified `sub` upstream. Defaults to
+    /// `"x-authd-subject"`.
+    pub subject_header: String,
+    /// The header that carries the verified `iss` upstream. Defaults to
+    /// `"x-authd-issuer"`.
+    pub issuer_header: String,
+    /// The header that carries the token's scopes, space-separated. Defaults
+    /// to `"x-authd-scopes"`.
+    pub scopes_header: String,
+    /// The header that carries the token's `permissions`, space-separated.
+    /// Defaults to `"x-authd-permissions"`.
+    pub permissions_header: String,
+    /// The header that carries the token's session id (`sid`), when it has
+    /// one. Defaults to `"x-authd-session-id"`.
+    pub session_header: String,
+    /// The header that carries every verified claim as one base64url
+    /// (unpadded) JSON object, when `forward_claims` is on. Defaults to
+    /// `"x-authd-claims"`.
+    pub claims_header: String,
+    /// Whether to send the verified claims upstream in `claims_header`.
+    /// Defaults to `false`.
+    pub forward_claims: bool,
+    /// Whether to remove the `authorization` header before the request goes
+    /// upstream. Defaults to `false`.
+    pub strip_authorization: bool,
+    /// Scopes (or permissions) every request's token must hold unless the
+    /// route sets `required_scopes`. Defaults to none.
+    pub required_scopes: Vec<String>,
+    /// The audience tokens must carry unless the route sets `audience`; one
+    /// of the issuer's configured audiences. Defaults to none (any of the
+    /// issuer's audiences).
+    pub audience: Option<String>,
+    /// Whether a request without a token is let through (without identity
+    /// headers) unless the route sets `allow_anonymous`. A token that is
+    /// present must still verify. Defaults to `false`.
+    pub allow_anonymous: bool,
+}
+
+impl Default for ExtAuthzConfig {
+    fn default() -> Self {
+        ExtAuthzConfig {
+            realm: "authd".to_owned(),
+            subject_header: "x-authd-subject".to_owned(),
+            issuer_header: "x-authd-issuer".to_owned(),
+            scopes_header: "x-authd-scopes".to_owned(),
+            permissions_header: "x-authd-permissions".to_owned(),
+            session_header: "x-authd-session-id".to_owned(),
+            claims_header: "x-authd-claims".to_owned(),
+            forward_claims: false,
+            strip_authorization: false,
+            required_scopes: Vec::new(),
+            audience: None,
+            allow_anonymous: false,
+        }
+    }
+}
+
+impl ExtAuthzConfig {
+    /// The first key whose value cannot be used, and why: header names must
+    /// be lower-case HTTP tokens (Envoy's keys arrive lower-cased), distinct,
+    /// and the realm printable without quotes.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        let headers = [
+            ("subject_header", &self.subject_header),
+            ("issuer_header", &self.issuer_header),
+            ("scopes_header", &self.scopes_header),
+            ("permissions_header", &self.permissions_header),
+            ("session_header", &self.session_header),
+            ("claims_header", &self.claims_header),
+        ];
+        let token = |name: &str| {
+            !name.is_empty()
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.!#$%&'*+^`|~".contains(&b)
+                })
+        };
+        for (i, (key, name)) in headers.iter().enumerate() {
+            if !token(name) {
+                return Some((key, "must be a lower-case HTTP header name"));
+            }
+            if matches!(name.as_str(), "authorization" | "host" | "x-authd-reason")
+                || headers[..i].iter().any(|(_, other)| other == name)
+            {
+                return Some((key, "must differ from the other headers and authorization"));
+            }
+        }
+        if self.realm.is_empty()
+            || !self
+                .realm
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            return Some((
+                "realm",
+                "must be printable ASCII without quotes or backslashes",
+            ));
+        }
+        None
+    }
+}

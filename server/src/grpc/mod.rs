@@ -2,7 +2,10 @@
 //! domain types, calls the domain, and converts the answer back. Nothing else.
 
 mod convert;
+mod ext_authz;
 pub mod status;
+
+pub use ext_authz::ExtAuthzImpl;
 
 use std::sync::Arc;
 
