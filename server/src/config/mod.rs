@@ -46,6 +46,12 @@ pub struct Config {
     /// message sizes, timeouts.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The Prometheus and health listener (`[metrics]`); off by default.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// OpenTelemetry traces exported over OTLP (`[tracing]`); off by default.
+    #[serde(default)]
+    pub tracing: TracingConfig,
 }
 
 mod sections;
@@ -53,9 +59,9 @@ mod sections;
 pub use sections::*;
 
 /// The sections of [`Config`], which `AUTHD_*` variables may override.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 12] = [
     "server", "issuers", "verify", "jwks", "log", "store", "secrets", "profiles", "sessions",
-    "limits",
+    "limits", "metrics", "tracing",
 ];
 
 /// The most `[server] threads` accepted: a typo must not start a million

@@ -10,6 +10,7 @@
 pub mod conformance;
 pub mod dynamodb;
 pub mod embedded;
+pub mod metered;
 
 use std::{fmt, sync::Arc};
 
@@ -261,7 +262,13 @@ pub trait Store: Send + Sync + fmt::Debug {
 /// Opens the configured store.
 pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match config.kind {
-        StoreKind::Embedded => Arc::new(embedded::EmbeddedStore::open(&config.path)?),
-        StoreKind::Dynamodb => Arc::new(dynamodb::DynamoStore::connect(config).await),
+        StoreKind::Embedded => Arc::new(metered::Metered::new(
+            embedded::EmbeddedStore::open(&config.path)?,
+            "embedded",
+        )),
+        StoreKind::Dynamodb => Arc::new(metered::Metered::new(
+            dynamodb::DynamoStore::connect(config).await,
+            "dynamodb",
+        )),
     })
 }
