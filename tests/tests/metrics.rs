@@ -606,3 +606,47 @@ fn rand_bytes() -> [u8; 16] {
     bytes[0] |= 1;
     bytes
 }
+
+#[tokio::test]
+async fn authd_dev_serves_metrics_on_loopback_and_says_where() -> Result<()> {
+    let port = free_port()?;
+    let data = tempfile::tempdir()?;
+    let mut child = Command::new(authd_tests::authd_binary()?)
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let url = loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .context("authd dev printed nothing for 60 s")??
+            .context("authd dev printed no metrics line")?;
+        if let Some(rest) = line.strip_prefix("authd dev: metrics at ") {
+            break rest
+                .split_whitespace()
+                .next()
+                .context("url")?
+                .trim_end_matches(',')
+                .to_owned();
+        }
+    };
+    let metrics: SocketAddr = url
+        .strip_prefix("http://")
+        .and_then(|u| u.strip_suffix("/metrics"))
+        .context("metrics url")?
+        .parse()?;
+    assert!(metrics.ip().is_loopback());
+    let families = scrape(metrics).await?;
+    assert!(
+        families.names().contains("authd_verify"),
+        "{:?}",
+        families.names()
+    );
+    let ready = reqwest::get(format!("http://{metrics}/readyz")).await?;
+    assert_eq!(ready.status().as_u16(), 200);
+    Ok(())
+}
