@@ -13,6 +13,8 @@
 //!   (RFC 6750 answers), free of protobuf types.
 //! - [`grpc`]: thin tonic handlers and the one error → status mapping.
 //! - [`server`]: wiring, health, reflection, graceful shutdown.
+//! - [`observe`]: the `[metrics]` listener — Prometheus `/metrics`,
+//!   `/healthz`, `/readyz` — and the layer measuring every gRPC call.
 //! - `transport`: the listener under `[limits]` — connections, handshake,
 //!   streams, idle and keep-alive, calls in flight, message sizes, deadlines.
 //! - [`dangerous`]: the loopback development issuer behind `authd dev`.
@@ -28,6 +30,7 @@ pub mod fuzzing;
 pub mod grpc;
 pub mod issuer;
 pub mod jwks;
+pub mod observe;
 pub mod profile;
 pub mod revocation;
 pub mod secrets;

@@ -65,6 +65,10 @@ enum Command {
         /// The embedded store's data directory.
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        /// Where /metrics, /healthz and /readyz are served; loopback only
+        /// (port 0 picks one).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        metrics_listen: SocketAddr,
     },
 }
 
@@ -104,8 +108,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { config } => {
             let config = Config::load(config.as_deref())?;
-            authd::telemetry::init(&config.log);
-            serve(&config, App::build(&config).await?).await?;
+            let _tracing = authd::telemetry::init_with_tracing(&config.log, &config.tracing)
+                .map_err(anyhow::Error::msg)?;
+            let metrics = config
+                .metrics
+                .listen
+                .map(|_| authd::observe::install())
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let app = App::build(&config).await?;
+            if let (Some(handle), Some(listen)) = (metrics, config.metrics.listen) {
+                start_metrics(listen, handle, &app).await?;
+            }
+            serve(&config, app).await?;
         }
         Command::Verify {
             token,
@@ -156,7 +171,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             issuer_listen,
             data_dir,
-        } => dev(listen, issuer_listen, data_dir).await?,
+            metrics_listen,
+        } => dev(listen, issuer_listen, data_dir, metrics_listen).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -168,6 +184,33 @@ async fn serve(config: &Config, app: App) -> Result<(), StartError> {
     })?;
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     authd::run(listener, app, grace, stop).await
+}
+
+/// Binds the `[metrics]` listener and serves it in the background; returns
+/// the address it bound.
+async fn start_metrics(
+    listen: SocketAddr,
+    handle: authd::observe::PrometheusHandle,
+    app: &App,
+) -> Result<SocketAddr, StartError> {
+    let listener = TcpListener::bind(listen).await.map_err(|e| {
+        StartError::Setup(format!("cannot listen on {listen} (metrics.listen): {e}"))
+    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| StartError::Setup(e.to_string()))?;
+    let observed = authd::observe::Observed::new(
+        handle,
+        std::sync::Arc::clone(app.verifier()),
+        std::sync::Arc::clone(app.store()),
+    );
+    tokio::spawn(async move {
+        if let Err(error) = authd::observe::serve(listener, observed).await {
+            tracing::error!(%error, "the metrics listener stopped");
+        }
+    });
+    tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+    Ok(bound)
 }
 
 async fn store_init(config: &StoreConfig) -> anyhow::Result<Vec<String>> {
@@ -204,9 +247,13 @@ async fn dev(
     listen: SocketAddr,
     issuer_listen: SocketAddr,
     data_dir: PathBuf,
+    metrics_listen: SocketAddr,
 ) -> anyhow::Result<()> {
     if !listen.ip().is_loopback() {
         anyhow::bail!("authd dev listens on loopback addresses only, not {listen}");
+    }
+    if !metrics_listen.ip().is_loopback() {
+        anyhow::bail!("authd dev serves metrics on loopback addresses only, not {metrics_listen}");
     }
     let audience = "https://api.authd.dev";
     let issuer = DevIssuer::start(issuer_listen, audience).await?;
@@ -222,9 +269,12 @@ async fn dev(
         client_secret: Some(KeySource::Value(issuer.client_secret().to_owned())),
         ..IssuerConfig::new(issuer.issuer().to_owned(), vec![audience.to_owned()])
     });
+    config.metrics.listen = Some(metrics_listen);
     config.validate()?;
     authd::telemetry::init(&config.log);
+    let metrics = authd::observe::install().map_err(anyhow::Error::msg)?;
     let app = App::build(&config).await?;
+    let metrics_at = start_metrics(metrics_listen, metrics, &app).await?;
 
     let token = issuer.mint(
         DEMO_USER,
@@ -239,7 +289,10 @@ async fn dev(
         "authd dev: development issuer at {} (loopback only; its tokens are for development)",
         issuer.issuer()
     );
-    println!("authd dev: serving gRPC on {listen}; Ctrl-C stops it.\n");
+    println!("authd dev: serving gRPC on {listen}; Ctrl-C stops it.");
+    println!(
+        "authd dev: metrics at http://{metrics_at}/metrics, health at http://{metrics_at}/readyz\n"
+    );
     println!("Verify the demo user's token (valid for an hour):\n");
     println!(
         "{}\n",

@@ -160,6 +160,8 @@ pub struct Revocations {
     current: ArcSwap<RevocationSet>,
     /// Serialises writers (poller and local revocations); readers never wait.
     write: Mutex<()>,
+    /// Unix milliseconds of the last poll that read the store; 0: none yet.
+    last_poll_ms: std::sync::atomic::AtomicI64,
 }
 
 fn now_ms() -> i64 {
@@ -225,10 +227,33 @@ impl Revocations {
     pub async fn poll(&self, store: &dyn Store) -> Result<usize, crate::store::StoreError> {
         let since = self.current.load().newest_ms.saturating_sub(CLOCK_SKEW_MS);
         let now = now_ms().div_euclid(1000);
-        let found = store.revocations_since(since, now).await?;
+        let polled_at = now_ms();
+        let found = match store.revocations_since(since, now).await {
+            Ok(found) => found,
+            Err(error) => {
+                metrics::counter!("authd_revocation_polls_total", "outcome" => "error")
+                    .increment(1);
+                return Err(error);
+            }
+        };
+        metrics::counter!("authd_revocation_polls_total", "outcome" => "ok").increment(1);
         self.apply(&found);
         self.prune(now);
+        self.last_poll_ms
+            .store(polled_at, std::sync::atomic::Ordering::Relaxed);
         Ok(found.len())
+    }
+
+    /// How many revocations are held, and when (unix milliseconds) the last
+    /// successful poll started (`None`: none yet).
+    pub fn status(&self) -> (usize, Option<i64>) {
+        let set = self.current.load();
+        let held = set.sessions.values().map(HashMap::len).sum::<usize>()
+            + set.subjects.values().map(HashMap::len).sum::<usize>()
+            + set.digests.len()
+            + set.legacy_tokens.len();
+        let last = self.last_poll_ms.load(std::sync::atomic::Ordering::Relaxed);
+        (held, (last > 0).then_some(last))
     }
 
     fn prune(&self, now: i64) {

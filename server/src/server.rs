@@ -263,6 +263,7 @@ async fn probe_store(store: &dyn Store, health: &HealthReporter, was: Option<boo
             false
         }
     };
+    metrics::gauge!("authd_store_up").set(f64::from(u8::from(serving)));
     if was != Some(serving) {
         let status = if serving {
             ServingStatus::Serving

@@ -49,6 +49,12 @@ pub struct Config {
     /// Envoy's external authorization: header names and default policy.
     #[serde(default)]
     pub ext_authz: ExtAuthzConfig,
+    /// The Prometheus and health listener (`[metrics]`); off by default.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// OpenTelemetry traces exported over OTLP (`[tracing]`); off by default.
+    #[serde(default)]
+    pub tracing: TracingConfig,
 }
 
 mod sections;
@@ -56,7 +62,7 @@ mod sections;
 pub use sections::*;
 
 /// The sections of [`Config`], which `AUTHD_*` variables may override.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 13] = [
     "server",
     "issuers",
     "verify",
@@ -68,6 +74,8 @@ const SECTIONS: [&str; 11] = [
     "sessions",
     "limits",
     "ext_authz",
+    "metrics",
+    "tracing",
 ];
 
 /// The most `[server] threads` accepted: a typo must not start a million

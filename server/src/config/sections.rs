@@ -634,3 +634,40 @@ impl ExtAuthzConfig {
         None
     }
 }
+/// `[metrics]`: an HTTP listener apart from gRPC serving `GET /metrics`
+/// (Prometheus text format), `GET /healthz` and `GET /readyz`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where the listener binds, e.g. `127.0.0.1:9464`. Defaults to none:
+    /// no listener, and nothing is recorded.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[tracing]`: OpenTelemetry spans exported over OTLP/gRPC. A caller's
+/// W3C `traceparent` metadata makes authd's span part of its trace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// Whether spans are exported. Defaults to `false`.
+    pub enabled: bool,
+    /// The OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`. Defaults to
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` when set, else `http://localhost:4317`.
+    pub endpoint: Option<String>,
+    /// The `service.name` resource attribute. Defaults to `authd`.
+    pub service_name: String,
+    /// The share of root traces sampled, 0 to 1; a caller's sampled flag in
+    /// `traceparent` is followed. Defaults to `1.0`.
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            enabled: false,
+            endpoint: None,
+            service_name: "authd".to_owned(),
+            sample_ratio: 1.0,
+        }
+    }
+}

@@ -20,6 +20,7 @@ use crate::{
     secrets::Secret,
 };
 
+mod observed;
 mod token;
 
 pub use token::{DeviceAuthorization, TokenSet};
@@ -174,7 +175,9 @@ impl IssuerClient {
         if let Some(doc) = self.cached().clone() {
             return Ok(doc);
         }
-        let doc: Discovery = self.get_json(&self.discovery_url, None).await?;
+        let doc: Discovery = self
+            .observed("discovery", self.get_json(&self.discovery_url, None))
+            .await?;
         let doc = Arc::new(check_discovery(doc, &self.issuer, &self.discovery_url)?);
         *self.cached() = Some(Arc::clone(&doc));
         Ok(doc)
@@ -191,7 +194,9 @@ impl IssuerClient {
             Some(uri) => uri.clone(),
             None => self.discovery().await?.jwks_uri.clone(),
         };
-        let result = self.get_json::<KeySetDocument>(&uri, None).await;
+        let result = self
+            .observed("jwks", self.get_json::<KeySetDocument>(&uri, None))
+            .await;
         if result.is_err() {
             // The issuer may have moved its key set: discover again next time.
             self.forget_discovery();
@@ -210,7 +215,8 @@ impl IssuerClient {
                 .clone()
                 .ok_or(IssuerError::NoEndpoint("userinfo"))?,
         };
-        self.get_json(&uri, Some(access_token)).await
+        self.observed("userinfo", self.get_json(&uri, Some(access_token)))
+            .await
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(

@@ -127,7 +127,7 @@ impl IssuerClient {
 
     async fn token(&self, form: &[(&str, &str)]) -> Result<TokenSet, IssuerError> {
         let url = self.token_endpoint().await?;
-        let answer: TokenResponse = self.post_form(&url, form).await?;
+        let answer: TokenResponse = self.observed("token", self.post_form(&url, form)).await?;
         Ok(TokenSet {
             access_token: Secret::new(answer.access_token),
             expires_in: answer.expires_in,
@@ -192,7 +192,8 @@ impl IssuerClient {
         if !audience.is_empty() {
             form.push(("audience", audience));
         }
-        self.post_form(&url, &form).await
+        self.observed("device_authorization", self.post_form(&url, &form))
+            .await
     }
 
     /// Revokes a refresh token (and, at Auth0, its whole family).
@@ -219,23 +220,26 @@ impl IssuerClient {
             ("token", refresh_token.expose()),
             ("token_type_hint", "refresh_token"),
         ];
-        let response = self
-            .http
-            .post(url.clone())
-            .timeout(self.request_timeout)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|source| IssuerError::Http {
-                url: url.to_string(),
-                source,
-            })?;
-        match response.status().as_u16() {
-            200..=299 => Ok(()),
-            status => Err(IssuerError::Status {
-                url: url.to_string(),
-                status,
-            }),
-        }
+        let call = async {
+            let response = self
+                .http
+                .post(url.clone())
+                .timeout(self.request_timeout)
+                .form(&form)
+                .send()
+                .await
+                .map_err(|source| IssuerError::Http {
+                    url: url.to_string(),
+                    source,
+                })?;
+            match response.status().as_u16() {
+                200..=299 => Ok(()),
+                status => Err(IssuerError::Status {
+                    url: url.to_string(),
+                    status,
+                }),
+            }
+        };
+        self.observed("revoke", call).await
     }
 }

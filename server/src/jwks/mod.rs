@@ -39,6 +39,25 @@ struct FetchState {
     /// The fetch under way, if any: every caller waits on the same one.
     inflight: Option<watch::Receiver<Option<bool>>>,
     unknown_kids: HashMap<String, Instant>,
+    /// Why the last fetch failed, for health and logs.
+    last_error: Option<String>,
+}
+
+/// What an issuer's key set looks like now, for metrics and readiness.
+#[derive(Debug, Clone)]
+pub struct KeySetStatus {
+    /// Keys held (0 when no set was ever fetched).
+    pub keys: usize,
+    /// How old the held set is; `None`: no set fetched yet.
+    pub age: Option<Duration>,
+    /// Whether a fetch has completed (successfully or not).
+    pub attempted: bool,
+    /// Whether the last fetch failed while an older set is still used.
+    pub serving_stale: bool,
+    /// Whether the held set is past `max_stale_seconds`, so unused.
+    pub expired: bool,
+    /// Why the last fetch failed, if it did.
+    pub last_error: Option<String>,
 }
 
 /// What waiting on a fetch gave.
@@ -63,6 +82,36 @@ pub struct IssuerKeys {
     config: JwksConfig,
     current: ArcSwapOption<KeySet>,
     state: Mutex<FetchState>,
+    counters: Counters,
+}
+
+/// The issuer's key set counters, registered (at 0) when it is made.
+#[derive(Debug)]
+struct Counters {
+    fetch_ok: metrics::Counter,
+    fetch_error: metrics::Counter,
+    fetch_timeout: metrics::Counter,
+    unknown_kid_refetches: metrics::Counter,
+    unknown_kid_refused: metrics::Counter,
+}
+
+impl Counters {
+    fn new(issuer: &Arc<str>) -> Self {
+        let fetches = |outcome: &'static str| metrics::counter!("authd_jwks_fetches_total", "issuer" => issuer.clone(), "outcome" => outcome);
+        Counters {
+            fetch_ok: fetches("ok"),
+            fetch_error: fetches("error"),
+            fetch_timeout: fetches("timeout"),
+            unknown_kid_refetches: metrics::counter!(
+                "authd_jwks_unknown_kid_refetches_total",
+                "issuer" => issuer.clone()
+            ),
+            unknown_kid_refused: metrics::counter!(
+                "authd_jwks_unknown_kid_refused_total",
+                "issuer" => issuer.clone()
+            ),
+        }
+    }
 }
 
 impl std::fmt::Debug for IssuerKeys {
@@ -84,6 +133,7 @@ impl IssuerKeys {
         config: JwksConfig,
     ) -> Arc<Self> {
         Arc::new(IssuerKeys {
+            counters: Counters::new(&issuer),
             issuer,
             algorithms,
             fetcher,
@@ -104,8 +154,10 @@ impl IssuerKeys {
             return Ok(key);
         }
         if self.recently_unknown(kid) {
+            self.counters.unknown_kid_refused.increment(1);
             return Err(self.unknown(kid));
         }
+        self.counters.unknown_kid_refetches.increment(1);
         let outcome = self.refresh(self.config.request_wait()).await;
         if let Some(key) = self.lookup(kid) {
             return Ok(key);
@@ -131,6 +183,27 @@ impl IssuerKeys {
             .load()
             .as_ref()
             .is_some_and(|set| set.fetched_at.elapsed() <= self.config.max_stale())
+    }
+
+    /// The key set's state now.
+    pub fn status(&self) -> KeySetStatus {
+        let current = self.current.load();
+        let (last_ok, last_error) = {
+            let state = self.lock();
+            (state.last_ok, state.last_error.clone())
+        };
+        // A finished fetch either installed a set or left its error.
+        let attempted = current.is_some() || last_error.is_some();
+        let age = current.as_ref().map(|set| set.fetched_at.elapsed());
+        let expired = age.is_some_and(|age| age > self.config.max_stale());
+        KeySetStatus {
+            keys: current.as_ref().map_or(0, |set| set.keys.len()),
+            age,
+            attempted,
+            serving_stale: current.is_some() && !last_ok && last_error.is_some() && !expired,
+            expired,
+            last_error,
+        }
     }
 
     /// Fetches now unless a fetch is under way (then joins it) or one was
@@ -235,8 +308,10 @@ impl IssuerKeys {
                         {
                             let mut state = this.lock();
                             state.inflight = None;
-                            state.last_ok = ok;
+                            state.last_ok = ok.is_ok();
+                            state.last_error = ok.as_ref().err().cloned();
                         }
+                        let ok = ok.is_ok();
                         let _ = sender.send(Some(ok));
                     });
                     receiver
@@ -250,19 +325,22 @@ impl IssuerKeys {
         }
     }
 
-    async fn fetch_and_install(&self) -> bool {
+    /// Fetches and installs the key set; why not, when it fails.
+    async fn fetch_and_install(&self) -> Result<(), String> {
         let fetched = tokio::time::timeout(self.config.fetch_timeout(), self.fetcher.fetch()).await;
-        let jwks = match fetched {
-            Ok(Ok(jwks)) => jwks,
-            Ok(Err(error)) => {
+        let jwks = match fetched_result(fetched) {
+            Ok(jwks) => jwks,
+            Err((timed_out, error)) => {
+                if timed_out {
+                    self.counters.fetch_timeout.increment(1);
+                } else {
+                    self.counters.fetch_error.increment(1);
+                }
                 tracing::warn!(issuer = %self.issuer, %error, "key set fetch failed; keeping the last good keys");
-                return false;
-            }
-            Err(_) => {
-                tracing::warn!(issuer = %self.issuer, "key set fetch timed out; keeping the last good keys");
-                return false;
+                return Err(error);
             }
         };
+        self.counters.fetch_ok.increment(1);
         let mut keys = HashMap::with_capacity(jwks.len());
         for jwk in &jwks {
             match VerifyingKey::from_jwk(jwk, &self.algorithms) {
@@ -283,7 +361,18 @@ impl IssuerKeys {
             keys,
             fetched_at: Instant::now(),
         })));
-        true
+        Ok(())
+    }
+}
+
+/// A fetch's key set, or whether it timed out and why it failed.
+fn fetched_result(
+    fetched: Result<Result<Vec<Jwk>, FetchError>, tokio::time::error::Elapsed>,
+) -> Result<Vec<Jwk>, (bool, String)> {
+    match fetched {
+        Ok(Ok(jwks)) => Ok(jwks),
+        Ok(Err(error)) => Err((false, error.to_string())),
+        Err(_) => Err((true, "no answer within jwks.fetch_timeout_ms".to_owned())),
     }
 }
 

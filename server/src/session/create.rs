@@ -89,6 +89,17 @@ impl Sessions {
         tokens: TokenSet,
         nonce: &str,
     ) -> Result<NewSession, Error> {
+        let session = self.establish_uncounted(client, tokens, nonce).await?;
+        metrics::counter!("authd_sessions_created_total").increment(1);
+        Ok(session)
+    }
+
+    async fn establish_uncounted(
+        &self,
+        client: &IssuerClient,
+        tokens: TokenSet,
+        nonce: &str,
+    ) -> Result<NewSession, Error> {
         let sealer = self.sealer()?;
         let client_id = client.client_id().unwrap_or_default();
         let refresh_token = tokens

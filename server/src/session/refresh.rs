@@ -14,6 +14,7 @@ impl Sessions {
     ) -> Flight {
         let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(flight) = inflight.get(&key) {
+            refreshed("shared");
             return flight.clone();
         }
         let this = Arc::clone(self);
@@ -60,6 +61,7 @@ impl Sessions {
         let client = Arc::clone(self.issuer(issuer)?);
         let key = format!("token:{}", hash_handle(refresh_token.expose()));
         self.single_flight(key, async move {
+            refreshed("upstream");
             let tokens = client
                 .refresh(&refresh_token)
                 .await
@@ -139,6 +141,7 @@ impl Sessions {
             let now = unix_now();
             let record = self.live_record(id, now).await?;
             if let Some(recent) = self.recent_token(&record, now, waited.then_some(arrived))? {
+                refreshed(if waited { "lease_wait" } else { "reused" });
                 return Ok(recent);
             }
             if record.lease_until > now {
@@ -180,6 +183,7 @@ impl Sessions {
                     .open(s, &key)
                     .map_err(|e| Error::Internal(e.to_string()))
             })?;
+        refreshed("upstream");
         match client.refresh(&refresh_token).await {
             Ok(tokens) => self.store_rotation(leased, tokens).await,
             Err(IssuerError::Grant { error, .. }) if error == "invalid_grant" => {
@@ -282,4 +286,12 @@ impl Sessions {
         }
         Err(Error::StoreUnavailable)
     }
+}
+
+/// Counts a refresh by how it was answered: `upstream` (a call to the
+/// issuer), `shared` (joined this replica's call under way), `reused` (the
+/// token stored within the reuse window), `lease_wait` (the token another
+/// replica stored while this caller waited for its lease).
+fn refreshed(path: &'static str) {
+    metrics::counter!("authd_sessions_refreshed_total", "path" => path).increment(1);
 }

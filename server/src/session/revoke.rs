@@ -72,6 +72,9 @@ impl Sessions {
     async fn revoke_record(&self, mut record: SessionRecord) -> Result<u32, Error> {
         let newly = !record.revoked;
         let revoked = self.mark_revoked(record.clone()).await?;
+        if newly {
+            metrics::counter!("authd_sessions_revoked_total").increment(1);
+        }
         record = revoked;
         let Some(sealed) = record.refresh_token.clone() else {
             return Ok(u32::from(newly));

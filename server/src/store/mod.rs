@@ -10,6 +10,7 @@
 pub mod conformance;
 pub mod dynamodb;
 pub mod embedded;
+pub mod metered;
 
 use std::{
     fmt,
@@ -272,9 +273,12 @@ pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
                 config.embedded_cache_bytes,
             )?;
             store.spawn_purger(Duration::from_secs(config.purge_interval_seconds.max(1)));
-            Arc::new(store)
+            Arc::new(metered::Metered::new(store, "embedded"))
         }
-        StoreKind::Dynamodb => Arc::new(dynamodb::DynamoStore::connect(config).await),
+        StoreKind::Dynamodb => Arc::new(metered::Metered::new(
+            dynamodb::DynamoStore::connect(config).await,
+            "dynamodb",
+        )),
     })
 }
 

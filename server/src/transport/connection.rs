@@ -135,7 +135,11 @@ async fn serve_http2(
     permit: OwnedSemaphorePermit,
 ) {
     let activity = Arc::new(Activity::new());
-    let calls = Calls::new(routes, Arc::clone(&shared.calls), Arc::clone(&activity));
+    let calls = crate::observe::GrpcMetrics::new(Calls::new(
+        routes,
+        Arc::clone(&shared.calls),
+        Arc::clone(&activity),
+    ));
     let connection = shared
         .http2
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(calls));

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use aws_lc_rs::digest;
-use quick_cache::{Weighter, sync::Cache};
+use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter, sync::Cache};
 
 use super::VerifiedToken;
 
@@ -38,12 +38,24 @@ impl Weighter<Key, Arc<Entry>> for ByBytes {
     }
 }
 
+/// Counts entries pushed out by the bounds (`authd_verify_cache_evictions_total`).
+#[derive(Debug, Clone)]
+struct Evictions(metrics::Counter);
+
+impl Lifecycle<Key, Arc<Entry>> for Evictions {
+    type RequestState = ();
+
+    fn on_evict(&self, _: &mut (), _: Key, _: Arc<Entry>) {
+        self.0.increment(1);
+    }
+}
+
 /// The most entries reserved when the cache is made.
 const RESERVE_AT_MOST: usize = 1 << 20;
 
 /// Bounded cache of verified tokens.
 pub(crate) struct VerifiedCache {
-    cache: Cache<Key, Arc<Entry>, ByBytes>,
+    cache: Cache<Key, Arc<Entry>, ByBytes, DefaultHashBuilder, Evictions>,
     max_ttl: i64,
 }
 
@@ -85,12 +97,14 @@ impl VerifiedCache {
     /// A cache of at most `max_entries` entries and about `max_bytes` bytes,
     /// keeping entries at most `max_ttl` seconds.
     pub(crate) fn new(max_entries: usize, max_bytes: u64, max_ttl: i64) -> Self {
-        let cache = Cache::with_weighter(
+        let cache = Cache::with(
             max_entries,
             max_bytes,
             ByBytes {
                 floor: max_bytes / max_entries.max(1) as u64,
             },
+            DefaultHashBuilder::default(),
+            Evictions(metrics::counter!("authd_verify_cache_evictions_total")),
         );
         // Room for the whole cache up front: a table that grows while it
         // fills rehashes a shard in one go, stalling every call queued on

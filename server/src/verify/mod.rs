@@ -83,6 +83,8 @@ pub struct IssuerPolicy {
     audiences: Vec<String>,
     leeway: i64,
     keys: Arc<IssuerKeys>,
+    /// `authd_verify_total` of this issuer's valid tokens, registered once.
+    valid: metrics::Counter,
 }
 
 impl IssuerPolicy {
@@ -92,6 +94,12 @@ impl IssuerPolicy {
             algorithms: config.algorithms.clone(),
             audiences: config.audiences.clone(),
             leeway: i64::try_from(config.leeway_seconds).unwrap_or(i64::MAX),
+            valid: metrics::counter!(
+                "authd_verify_total",
+                "issuer" => keys.issuer().clone(),
+                "outcome" => "valid",
+                "reason" => "OK",
+            ),
             keys,
         }
     }
@@ -114,6 +122,8 @@ pub struct Verifier {
     max_token_bytes: usize,
     revocations: Arc<Revocations>,
     cache: Option<cache::VerifiedCache>,
+    cache_hits: metrics::Counter,
+    cache_misses: metrics::Counter,
 }
 
 impl Verifier {
@@ -140,6 +150,8 @@ impl Verifier {
                     i64::try_from(v.cache_max_ttl_seconds).unwrap_or(i64::MAX),
                 )
             }),
+            cache_hits: metrics::counter!("authd_verify_cache_hits_total"),
+            cache_misses: metrics::counter!("authd_verify_cache_misses_total"),
         }
     }
 
@@ -163,11 +175,52 @@ impl Verifier {
         self.verify_at(request, unix_now()).await
     }
 
-    /// Verifies `request` as of `now` (unix seconds).
+    /// Verifies `request` as of `now` (unix seconds), counted in
+    /// `authd_verify_total` by issuer (a configured one, else `unknown`),
+    /// outcome and reason.
     pub async fn verify_at(
         &self,
         request: &VerifyRequest,
         now: i64,
+    ) -> Result<Arc<VerifiedToken>, Error> {
+        let mut issuer = None;
+        let result = self.verify_counted(request, now, &mut issuer).await;
+        match (&result, issuer) {
+            (Ok(_), Some(policy)) => policy.valid.increment(1),
+            (result, issuer) => {
+                let reason = result
+                    .as_ref()
+                    .err()
+                    .map_or(crate::Reason::Internal, Error::reason);
+                let outcome = match reason {
+                    crate::Reason::KeysUnavailable
+                    | crate::Reason::StoreUnavailable
+                    | crate::Reason::IssuerUnavailable
+                    | crate::Reason::Internal => "unavailable",
+                    _ => "refused",
+                };
+                let issuer: metrics::SharedString = match issuer {
+                    Some(policy) => policy.keys.issuer().clone().into(),
+                    None => "unknown".into(),
+                };
+                metrics::counter!(
+                    "authd_verify_total",
+                    "issuer" => issuer,
+                    "outcome" => outcome,
+                    "reason" => reason.as_str(),
+                )
+                .increment(1);
+            }
+        }
+        result
+    }
+
+    /// [`Self::verify_at`], naming the configured issuer once it is known.
+    async fn verify_counted<'a>(
+        &'a self,
+        request: &VerifyRequest,
+        now: i64,
+        issuer: &mut Option<&'a IssuerPolicy>,
     ) -> Result<Arc<VerifiedToken>, Error> {
         let token = strip_bearer(&request.token);
         self.check_size(token)?;
@@ -175,17 +228,22 @@ impl Verifier {
         if let (Some(cache), Some(key)) = (&self.cache, &key)
             && let Some(entry) = cache.get(key, now)
         {
+            self.cache_hits.increment(1);
             let hit = &entry.token;
             let policy = self
                 .issuers
                 .get(&hit.issuer)
                 .ok_or_else(|| Error::WrongIssuer(truncate(&hit.issuer, 256)))?;
+            *issuer = Some(policy);
             let expected = expected_audiences(policy, request)?;
             recheck(hit, policy.leeway, expected, &request.required_scopes, now)?;
             self.revocations.check(&hit.signed_identity(token))?;
             return Ok(Arc::clone(hit));
         }
-        let (claims, policy) = self.authenticate(token).await?;
+        if self.cache.is_some() {
+            self.cache_misses.increment(1);
+        }
+        let (claims, policy) = self.authenticate(token, issuer).await?;
         // The cached entry is checked against the issuer's audiences; a
         // request's own audience and scopes are checked on every hit.
         let verified = Arc::new(check_claims(claims, policy.leeway, &policy.audiences, now)?);
@@ -242,7 +300,7 @@ impl Verifier {
         nonce: Option<&str>,
     ) -> Result<VerifiedToken, Error> {
         self.check_size(id_token)?;
-        let (claims, policy) = self.authenticate(id_token).await?;
+        let (claims, policy) = self.authenticate(id_token, &mut None).await?;
         if claims.iss != issuer {
             return Err(Error::WrongIssuer(truncate(&claims.iss, 256)));
         }
@@ -274,12 +332,17 @@ impl Verifier {
     /// Steps 2–3 on a token [`Self::check_size`] passed: shape, issuer,
     /// algorithm, key and signature. The claims returned are authentic but
     /// not yet checked.
-    async fn authenticate(&self, token: &str) -> Result<(token::Claims, &IssuerPolicy), Error> {
+    async fn authenticate<'a>(
+        &'a self,
+        token: &str,
+        issuer: &mut Option<&'a IssuerPolicy>,
+    ) -> Result<(token::Claims, &'a IssuerPolicy), Error> {
         let parsed = token::parse(token)?;
         let policy = self
             .issuers
             .get(&parsed.claims.iss)
             .ok_or_else(|| Error::WrongIssuer(truncate(&parsed.claims.iss, 256)))?;
+        *issuer = Some(policy);
         let alg = Algorithm::from_name(&parsed.header.alg)
             .filter(|alg| policy.algorithms.contains(alg))
             .ok_or_else(|| Error::AlgorithmNotAllowed {

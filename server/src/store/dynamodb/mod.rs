@@ -76,6 +76,7 @@ fn is_condition_failure<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> b
     matches!(error, SdkError::ServiceError(s) if s.err().code() == Some("ConditionalCheckFailedException"))
 }
 
+mod attempts;
 mod items;
 mod table;
 
@@ -113,8 +114,11 @@ impl DynamoStore {
     /// A store over an SDK configuration (credentials, region, endpoint,
     /// retries), for callers that build their own.
     pub fn from_sdk_config(sdk: &aws_config::SdkConfig, table: &str) -> DynamoStore {
+        let config = aws_sdk_dynamodb::config::Builder::from(sdk)
+            .interceptor(attempts::Attempts)
+            .build();
         DynamoStore {
-            client: Client::new(sdk),
+            client: Client::from_conf(config),
             table: table.to_owned(),
         }
     }
