@@ -9,13 +9,17 @@
 //! - [`session`]: sessions — create, refresh (single-flight, leases), revoke.
 //! - [`revocation`]: the revocation set VerifyToken checks, fed by every replica.
 //! - [`secrets`]: secrets that never print, sealed at rest (AES-256-GCM).
+//! - [`callers`]: caller identities (client certificates, service tokens)
+//!   and the `[[callers]]` policy per RPC, one tower layer.
 //! - [`grpc`]: thin tonic handlers and the one error → status mapping.
 //! - [`server`]: wiring, health, reflection, graceful shutdown.
 //! - `transport`: the listener under `[limits]` — connections, handshake,
-//!   streams, idle and keep-alive, calls in flight, message sizes, deadlines.
+//!   streams, idle and keep-alive, calls in flight, message sizes, deadlines;
+//!   TLS and mutual TLS with certificates reloaded from disk (`transport/tls.rs`).
 //! - [`dangerous`]: the loopback development issuer behind `authd dev`.
 //! - [`error`]: the domain error and its stable reasons.
 
+pub mod callers;
 pub mod config;
 pub mod dangerous;
 pub mod error;
