@@ -23,6 +23,7 @@ use tokio::{
 };
 
 pub mod h2raw;
+pub mod pki;
 mod process;
 
 pub use process::AuthdProcess;
