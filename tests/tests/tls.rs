@@ -436,7 +436,11 @@ async fn a_certificate_rotated_on_disk_is_served_to_new_handshakes_without_a_fai
                     )
                     .expect("tls")
                     .connect_lazy();
-                let on = if n.is_multiple_of(2) { &established } else { &fresh };
+                let on = if n.is_multiple_of(2) {
+                    &established
+                } else {
+                    &fresh
+                };
                 if let Err(status) = verify(on, &token, None).await {
                     eprintln!("call failed during rotation: {status:?}");
                     failures.fetch_add(1, Ordering::Relaxed);
@@ -573,5 +577,70 @@ async fn plaintext_on_a_non_loopback_address_stops_start_up() -> Result<()> {
     assert_eq!(health.into_inner().status, 1);
     let _ = stop.send(());
     served.await??;
+    Ok(())
+}
+
+/// The TOML block of the README's production section.
+fn readme_production_toml() -> Result<String> {
+    let readme = std::fs::read_to_string(authd_tests::workspace().join("README.md"))?;
+    let section = readme
+        .split("## Production: TLS, mTLS and callers")
+        .nth(1)
+        .context("no production section in README.md")?;
+    let block = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .context("no TOML block in the production section")?;
+    Ok(block.to_owned())
+}
+
+#[tokio::test]
+async fn the_readme_production_configuration_runs_as_written() -> Result<()> {
+    let setup = Setup::new()?;
+    // The README's files, where the test put them.
+    let block = readme_production_toml()?
+        .replace("/etc/authd/tls/", &format!("{}/", setup.path().display()));
+    assert!(block.contains("client_auth = \"require\""), "{block}");
+    let issuer = Issuer::start().await?;
+    let authd = Authd::start(&format!("{}{block}", issuer.config_entry(&["RS256"]))).await?;
+    let token = issuer.token(&[]).await?;
+    let bff = setup.client("bff", Names::spiffe("spiffe://prod.example/ns/web/sa/bff"))?;
+    let desk = setup.client(
+        "desk",
+        Names::spiffe("spiffe://prod.example/ns/support/sa/desk"),
+    )?;
+    let admin = setup.client("admin", Names::dns(&["admin.internal"]))?;
+    let (bff, desk, admin) = (
+        channel(&authd, &setup.ca, Some(&bff))?,
+        channel(&authd, &setup.ca, Some(&desk))?,
+        channel(&authd, &setup.ca, Some(&admin))?,
+    );
+    for caller in [&bff, &desk, &admin] {
+        verify(caller, &token, None).await?;
+    }
+    // The bff creates sessions (an empty request gets past the policy to
+    // the handler, which wants a grant).
+    let create = AuthServiceClient::new(bff.clone())
+        .create_session(pb::CreateSessionRequest::default())
+        .await
+        .expect_err("no grant");
+    assert_eq!(create.code(), Code::InvalidArgument, "{create:?}");
+    assert_refused(
+        profile_by_id(&bff, None).await,
+        "/auth.v1.AuthService/GetProfile:user_id",
+        "spiffe://prod.example/ns/web/sa/bff",
+    );
+    let status = profile_by_id(&desk, None).await.expect_err("no such user");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert_refused(
+        AuthServiceClient::new(desk.clone())
+            .create_session(pb::CreateSessionRequest::default())
+            .await
+            .map(drop),
+        "/auth.v1.AuthService/CreateSession",
+        "spiffe://prod.example/ns/support/sa/desk",
+    );
+    revoke_user(&admin).await?;
     Ok(())
 }
