@@ -644,3 +644,71 @@ async fn the_readme_production_configuration_runs_as_written() -> Result<()> {
     revoke_user(&admin).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_rust_client_reloads_its_certificate_when_the_files_change() -> Result<()> {
+    let setup = Setup::new()?;
+    let issuer = Issuer::start().await?;
+    // Nobody is listed: a refusal names the caller, which shows which
+    // certificate the client presented.
+    let authd = Authd::start(&format!(
+        "{}{}\n[[callers]]\nidentities = [\"dns:nobody.internal\"]\nrpcs = [\"*\"]\n",
+        issuer.config_entry(&["RS256"]),
+        setup.tls_section("")
+    ))
+    .await?;
+    let token = issuer.token(&[]).await?;
+    let old = setup.client("svid", Names::spiffe("spiffe://prod.test/ns/web/sa/old"))?;
+    let files = authd_client::tls::TlsFiles::new(&setup.ca_file, "localhost")
+        .identity(&old.cert_file, &old.key_file)
+        .poll_every(Duration::from_millis(200));
+    let mut client = authd_client::AuthClient::builder()
+        .endpoint(format!("https://{}", authd.addr))
+        .tls_files(files)
+        .build()?;
+    let caller = |error: authd_client::AuthError| {
+        assert_eq!(
+            error.reason(),
+            Some(authd_client::ErrorReason::CallerNotTrusted),
+            "{error:?}"
+        );
+        error.metadata().get("caller").cloned().unwrap_or_default()
+    };
+    client.verify_token(&token, &[]).await?;
+    let service = authd_client::Secret::new(token.clone());
+    let refused = client
+        .get_profile_by_id("auth0|nobody", &service)
+        .await
+        .expect_err("not listed");
+    assert_eq!(caller(refused), "spiffe://prod.test/ns/web/sa/old");
+
+    // The SVID rotates: same files, a new certificate and key.
+    let new = setup.client(
+        "svid-next",
+        Names::spiffe("spiffe://prod.test/ns/web/sa/new"),
+    )?;
+    Leaf {
+        cert_file: old.cert_file.clone(),
+        key_file: old.key_file.clone(),
+        ..new
+    }
+    .write()?;
+    let mut waited = 0;
+    loop {
+        // Every call succeeds or is refused by the policy: none fails.
+        client.verify_token(&token, &[]).await?;
+        let refused = client
+            .get_profile_by_id("auth0|nobody", &service)
+            .await
+            .expect_err("not listed");
+        if caller(refused) == "spiffe://prod.test/ns/web/sa/new" {
+            break;
+        }
+        waited += 1;
+        if waited > 600 {
+            bail!("the client did not present its new certificate within a minute");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
