@@ -104,6 +104,8 @@ pub struct AuthClientBuilder {
     endpoints: Vec<String>,
     #[cfg(feature = "tls")]
     tls: Option<tonic::transport::ClientTlsConfig>,
+    #[cfg(feature = "tls")]
+    tls_files: Option<crate::tls::TlsFiles>,
     connect_timeout: Duration,
     timeout: Option<Duration>,
     retry: RetryPolicy,
@@ -116,6 +118,8 @@ impl Default for AuthClientBuilder {
             endpoints: Vec::new(),
             #[cfg(feature = "tls")]
             tls: None,
+            #[cfg(feature = "tls")]
+            tls_files: None,
             connect_timeout: Duration::from_secs(5),
             timeout: Some(Duration::from_secs(2)),
             retry: RetryPolicy::default(),
@@ -156,6 +160,31 @@ impl AuthClientBuilder {
     #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: tonic::transport::ClientTlsConfig) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// TLS to authd from files: the CA, and for mutual TLS the client
+    /// certificate and key, read again when they change (checked every few
+    /// seconds), so that a rotated workload certificate is used by the next
+    /// connection without rebuilding the client. Replaces [`Self::tls`].
+    /// The server half is in the README ("Production: TLS, mTLS and
+    /// callers").
+    ///
+    /// ```no_run
+    /// # fn example() -> Result<(), authd_client::AuthError> {
+    /// use authd_client::{AuthClient, tls::TlsFiles};
+    ///
+    /// let tls = TlsFiles::new("/etc/authd/tls/ca.pem", "authd.internal")
+    ///     .identity("/run/spiffe/svid.pem", "/run/spiffe/svid.key");
+    /// let client = AuthClient::builder()
+    ///     .endpoint("https://authd.internal:50051")
+    ///     .tls_files(tls)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls_files(mut self, files: crate::tls::TlsFiles) -> Self {
+        self.tls_files = Some(files);
         self
     }
 
@@ -208,6 +237,13 @@ impl AuthClientBuilder {
     /// A client that connects on first use (and reconnects as needed): it
     /// builds even while authd is down. Must be called inside a Tokio runtime.
     pub fn build(self) -> Result<AuthClient, AuthError> {
+        #[cfg(feature = "tls")]
+        if let Some(files) = self.tls_files.clone() {
+            let mut without = self.clone();
+            without.tls = None;
+            let channel = crate::tls_files::channel(without.endpoints()?, files)?;
+            return Ok(self.with_channel(channel));
+        }
         let mut endpoints = self.endpoints()?;
         let channel = if endpoints.len() == 1 {
             endpoints.remove(0).connect_lazy()
@@ -220,7 +256,11 @@ impl AuthClientBuilder {
     /// A client connected now: fails when the (single) endpoint cannot be
     /// reached. Several endpoints are always connected lazily.
     pub async fn connect(self) -> Result<AuthClient, AuthError> {
-        if self.endpoints.len() != 1 {
+        #[cfg(feature = "tls")]
+        let from_files = self.tls_files.is_some();
+        #[cfg(not(feature = "tls"))]
+        let from_files = false;
+        if self.endpoints.len() != 1 || from_files {
             return self.build();
         }
         let channel = self.endpoints()?.remove(0).connect().await?;

@@ -4,6 +4,8 @@
 //! - [`AuthClient`] (`client.rs`): every `auth.v1` method with domain types,
 //!   built by [`AuthClientBuilder`] — several endpoints balanced, TLS and
 //!   client certificates, per-call deadlines, retries on `UNAVAILABLE`.
+//! - `tls_files.rs`: [`tls::TlsFiles`], TLS and mutual TLS from files that
+//!   are read again when they change (rotating workload certificates).
 //! - [`AuthError`] and [`ErrorReason`] (`error.rs`): the gRPC code and
 //!   authd's reason, decoded from `google.rpc.ErrorInfo`.
 //! - [`CacheConfig`] (`cache.rs`): the optional cache of positive
@@ -31,6 +33,8 @@ mod client;
 mod error;
 #[cfg(any(feature = "tonic-middleware", feature = "http-middleware"))]
 pub mod middleware;
+#[cfg(feature = "tls")]
+mod tls_files;
 mod types;
 
 pub use cache::CacheConfig;
@@ -44,5 +48,6 @@ pub use types::{
 /// TLS settings for [`AuthClientBuilder::tls`] (tonic's, re-exported).
 #[cfg(feature = "tls")]
 pub mod tls {
+    pub use crate::tls_files::TlsFiles;
     pub use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 }

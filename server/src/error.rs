@@ -102,6 +102,14 @@ pub enum Error {
     /// The caller is not a trusted service for this request.
     #[error("the caller is not trusted for this request: {0}")]
     CallerNotTrusted(String),
+    /// The `[[callers]]` policy does not grant this RPC to this caller.
+    #[error("{caller} may not call {rpc}")]
+    CallerNotAllowed {
+        /// The RPC, by gRPC path (`:user_id` for the by-user-id variants).
+        rpc: String,
+        /// The caller's identity (never a credential).
+        caller: String,
+    },
     /// The issuer (or authd) limits the rate of this request.
     #[error("rate limited; retry in {retry_after_seconds} s")]
     RateLimited {
@@ -266,7 +274,7 @@ impl Error {
             Error::SessionExpired => Reason::SessionExpired,
             Error::GrantRejected(_) => Reason::GrantRejected,
             Error::UserNotFound(_) => Reason::UserNotFound,
-            Error::CallerNotTrusted(_) => Reason::CallerNotTrusted,
+            Error::CallerNotTrusted(_) | Error::CallerNotAllowed { .. } => Reason::CallerNotTrusted,
             Error::RateLimited { .. } => Reason::RateLimited,
             Error::IssuerUnavailable { .. } => Reason::IssuerUnavailable,
             Error::StoreUnavailable => Reason::StoreUnavailable,
@@ -307,6 +315,9 @@ impl Error {
             Error::UserNotFound(user) => vec![("user_id", user.clone())],
             Error::GrantRejected(error) => vec![("error", error.clone())],
             Error::CallerNotTrusted(detail) => vec![("detail", detail.clone())],
+            Error::CallerNotAllowed { rpc, caller } => {
+                vec![("rpc", rpc.clone()), ("caller", caller.clone())]
+            }
             Error::RateLimited {
                 retry_after_seconds,
             } => {

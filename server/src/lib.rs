@@ -11,15 +11,19 @@
 //! - [`secrets`]: secrets that never print, sealed at rest (AES-256-GCM).
 //! - [`ext_authz`]: Envoy's external authorization as HTTP decisions
 //!   (RFC 6750 answers), free of protobuf types.
+//! - [`callers`]: caller identities (client certificates, service tokens)
+//!   and the `[[callers]]` policy per RPC, one tower layer.
 //! - [`grpc`]: thin tonic handlers and the one error → status mapping.
 //! - [`server`]: wiring, health, reflection, graceful shutdown.
 //! - [`observe`]: the `[metrics]` listener — Prometheus `/metrics`,
 //!   `/healthz`, `/readyz` — and the layer measuring every gRPC call.
 //! - `transport`: the listener under `[limits]` — connections, handshake,
-//!   streams, idle and keep-alive, calls in flight, message sizes, deadlines.
+//!   streams, idle and keep-alive, calls in flight, message sizes, deadlines;
+//!   TLS and mutual TLS with certificates reloaded from disk (`transport/tls.rs`).
 //! - [`dangerous`]: the loopback development issuer behind `authd dev`.
 //! - [`error`]: the domain error and its stable reasons.
 
+pub mod callers;
 pub mod config;
 pub mod dangerous;
 pub mod error;

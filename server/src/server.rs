@@ -13,7 +13,8 @@ use tonic::service::Routes;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    config::{Config, ExtAuthzConfig, LimitsConfig},
+    callers::{Policy, PolicyLayer},
+    config::{Config, ExtAuthzConfig, LimitsConfig, ServerConfig},
     ext_authz::ExtAuthz,
     grpc::{AuthServiceImpl, ExtAuthzImpl},
     issuer::IssuerClient,
@@ -65,6 +66,9 @@ pub struct App {
     workers: usize,
     limits: LimitsConfig,
     ext_authz: ExtAuthzConfig,
+    listener: ServerConfig,
+    tls: Option<Arc<transport::Tls>>,
+    policy: Policy,
     refreshers: Vec<JoinHandle<()>>,
 }
 
@@ -98,6 +102,11 @@ impl App {
         let sealer = Sealer::from_config(&config.secrets)
             .map_err(|e| StartError::Setup(format!("configuration: {e}")))?
             .map(Arc::new);
+        let tls = match &config.server.tls {
+            Some(files) => Some(transport::Tls::new(files).map_err(StartError::Setup)?),
+            None => None,
+        };
+        let policy = Policy::from_config(config).map_err(|e| StartError::Setup(e.to_string()))?;
         let (verifier, revocations, clients) = verifier(config).await?;
         if let Err(error) = store.ping().await {
             tracing::warn!(%error, "the store does not answer at start-up; health is NOT_SERVING until it does");
@@ -138,6 +147,9 @@ impl App {
             workers: transport::count(config.server.threads),
             limits: config.limits.clone(),
             ext_authz: config.ext_authz.clone(),
+            listener: config.server.clone(),
+            tls,
+            policy,
             refreshers,
         })
     }
@@ -356,18 +368,38 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .map_err(|e| StartError::Setup(e.to_string()))?;
+    transport::check_plaintext(&app.listener, addr).map_err(StartError::Setup)?;
+    if !app.policy.is_on() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "no [[callers]] configured: every RPC is open to whoever can connect (see the README: Production)");
+    }
     let routes = Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(AuthServiceServer::new(service).max_decoding_message_size(max_message))
-        .add_service(AuthorizationServer::new(ext_authz).max_decoding_message_size(max_message))
-        .prepare();
-    tracing::info!(%addr, workers = app.workers, "authd serving gRPC");
+        .add_service(AuthorizationServer::new(ext_authz).max_decoding_message_size(max_message));
+    // One layer around every service of the port decides who may call what.
+    let policy = PolicyLayer::new(app.policy.clone(), Arc::clone(&app.verifier));
+    let routes = Routes::from(routes.into_axum_router().layer(policy)).prepare();
+    let reloader = app.tls.as_ref().map(transport::Tls::spawn_reloader);
+    tracing::info!(%addr, workers = app.workers, tls = app.tls.is_some(), callers_policy = app.policy.is_on(), "authd serving gRPC");
     let stop = async {
         let _ = stop_rx.await;
         tracing::info!("shutting down: finishing in-flight calls");
     };
-    transport::serve(listener, routes, &app.limits, app.workers, stop, grace).await?;
+    let served = transport::serve(
+        listener,
+        routes,
+        &app.limits,
+        app.tls.clone(),
+        app.workers,
+        stop,
+        grace,
+    )
+    .await;
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
+    served?;
     tracing::info!("authd stopped");
     Ok(())
 }

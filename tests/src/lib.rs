@@ -24,6 +24,7 @@ use tokio::{
 
 pub mod envoy;
 pub mod h2raw;
+pub mod pki;
 mod process;
 
 pub use process::AuthdProcess;

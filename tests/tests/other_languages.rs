@@ -7,13 +7,57 @@
 use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
-use authd_tests::{AUDIENCE, Authd, Issuer, workspace};
+use authd_tests::{
+    AUDIENCE, Authd, Issuer,
+    pki::{Ca, Names},
+    workspace,
+};
 use tokio::process::Command;
 
 async fn setup() -> Result<(Issuer, Authd)> {
     let issuer = Issuer::start().await?;
     let authd = Authd::start(&issuer.config_entry(&["RS256"])).await?;
     Ok((issuer, authd))
+}
+
+/// authd with mutual TLS, and the client's files as the suites read them
+/// (`AUTHD_TLS_CA`, `AUTHD_TLS_CERT`, `AUTHD_TLS_KEY`).
+async fn setup_mtls() -> Result<(
+    Issuer,
+    Authd,
+    tempfile::TempDir,
+    Vec<(&'static str, String)>,
+)> {
+    let dir = tempfile::tempdir()?;
+    let ca = Ca::new("authd test CA")?;
+    let ca_file = ca.write(dir.path(), "ca")?;
+    // The suites connect to 127.0.0.1.
+    let server = ca.leaf(
+        dir.path(),
+        "server",
+        Names::dns(&["localhost", "127.0.0.1"]),
+    )?;
+    let client = ca.leaf(
+        dir.path(),
+        "client",
+        Names::spiffe("spiffe://prod.test/ns/clients/sa/suite"),
+    )?;
+    let issuer = Issuer::start().await?;
+    let authd = Authd::start(&format!(
+        "{}[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\n",
+        issuer.config_entry(&["RS256"]),
+        server.cert_file,
+        server.key_file,
+        ca_file
+    ))
+    .await?;
+    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let env = vec![
+        ("AUTHD_TLS_CA", path(&ca_file)),
+        ("AUTHD_TLS_CERT", path(&client.cert_file)),
+        ("AUTHD_TLS_KEY", path(&client.key_file)),
+    ];
+    Ok((issuer, authd, dir, env))
 }
 
 /// Runs `command` with the addresses in its environment; returns its output
@@ -76,6 +120,50 @@ async fn node_client_suite_passes() -> Result<()> {
     let (issuer, authd) = setup().await?;
     let mut node = Command::new("node");
     node.args(["--test", "tests/clients/node/test/"]);
+    let output = run_suite(node, &issuer, &authd).await?;
+    assert!(
+        output.contains("# pass 6") && output.contains("# fail 0"),
+        "{output}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn python_client_suite_passes_over_mutual_tls() -> Result<()> {
+    let python = workspace().join(".venv/bin/python");
+    if !python.exists() {
+        bail!("{} is missing: tests/run creates .venv", python.display());
+    }
+    let (issuer, authd, _dir, env) = setup_mtls().await?;
+    let mut pytest = Command::new(python);
+    pytest
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/clients/python",
+        ])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .envs(env);
+    let output = run_suite(pytest, &issuer, &authd).await?;
+    assert!(output.contains("6 passed"), "{output}");
+    assert!(!output.contains("skipped"), "{output}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn node_client_suite_passes_over_mutual_tls() -> Result<()> {
+    let dir = workspace().join("tests/clients/node");
+    if !dir.join("node_modules/@grpc/grpc-js").exists() {
+        bail!(
+            "tests/clients/node has no node_modules: run `npm ci --prefix tests/clients/node` (tests/run does)"
+        );
+    }
+    let (issuer, authd, _dir, env) = setup_mtls().await?;
+    let mut node = Command::new("node");
+    node.args(["--test", "tests/clients/node/test/"]).envs(env);
     let output = run_suite(node, &issuer, &authd).await?;
     assert!(
         output.contains("# pass 6") && output.contains("# fail 0"),

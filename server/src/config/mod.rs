@@ -55,6 +55,9 @@ pub struct Config {
     /// OpenTelemetry traces exported over OTLP (`[tracing]`); off by default.
     #[serde(default)]
     pub tracing: TracingConfig,
+    /// Who may call which RPCs; none: every RPC open, as before.
+    #[serde(default)]
+    pub callers: Vec<CallerConfig>,
 }
 
 mod sections;
@@ -62,7 +65,7 @@ mod sections;
 pub use sections::*;
 
 /// The sections of [`Config`], which `AUTHD_*` variables may override.
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "server",
     "issuers",
     "verify",
@@ -76,6 +79,7 @@ const SECTIONS: [&str; 13] = [
     "ext_authz",
     "metrics",
     "tracing",
+    "callers",
 ];
 
 /// The most `[server] threads` accepted: a typo must not start a million
@@ -252,6 +256,26 @@ impl Config {
                     format!("secrets.keys[{i}].id"),
                     "must be non-empty without '.'",
                 ));
+            }
+        }
+        if let Some(tls) = &self.server.tls
+            && tls.client_auth.is_some()
+            && tls.client_ca_file.is_none()
+        {
+            return Err(invalid(
+                "server.tls.client_auth".to_owned(),
+                "needs server.tls.client_ca_file",
+            ));
+        }
+        for (i, caller) in self.callers.iter().enumerate() {
+            if caller.identities.is_empty() && caller.permission.is_none() {
+                return Err(invalid(
+                    format!("callers[{i}]"),
+                    "needs identities or a permission",
+                ));
+            }
+            if caller.rpcs.is_empty() {
+                return Err(invalid(format!("callers[{i}].rpcs"), "must not be empty"));
             }
         }
         if self.jwks.refresh_interval_seconds == 0 {

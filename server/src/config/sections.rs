@@ -64,6 +64,69 @@ pub struct ServerConfig {
     /// Threads serving calls, each with its own connections (thread per
     /// core). Defaults to `0`: one per core authd may run on.
     pub threads: usize,
+    /// `[server.tls]`: TLS, and mutual TLS with `client_ca_file`. Defaults
+    /// to none: plaintext, which only a loopback `listen` allows unless
+    /// `insecure_plaintext` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// Serve plaintext on a non-loopback address, for a mesh or proxy that
+    /// terminates TLS in front of authd. Logged loudly. Defaults to `false`.
+    pub insecure_plaintext: bool,
+}
+
+/// `[server.tls]`: the listener's certificate and, for mutual TLS, the CA
+/// its clients' certificates chain to. The files are read again when they
+/// change (checked every few seconds) and on SIGHUP; a file that does not
+/// load is logged and the previous configuration kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM, leaf first.
+    pub cert_file: std::path::PathBuf,
+    /// The private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: std::path::PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to; set:
+    /// mutual TLS. Defaults to none: no client certificates asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<std::path::PathBuf>,
+    /// `require` (a handshake without a client certificate fails) or
+    /// `optional` (callers without one identify with a service token).
+    /// Defaults to `require` when `client_ca_file` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// Whether mutual TLS requires a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// A handshake without a valid client certificate fails.
+    Require,
+    /// A client may connect without a certificate; one it presents must be
+    /// valid.
+    Optional,
+}
+
+/// `[[callers]]`: who may call which RPCs. With no entry at all every RPC
+/// is open to whoever can connect (as before callers existed); the first
+/// entry turns the policy on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallerConfig {
+    /// Caller identities: a SPIFFE ID (`spiffe://td/ns/x/sa/y`), or a
+    /// SPIFFE prefix ending in `/` (`spiffe://td/` for a whole trust
+    /// domain, `spiffe://td/ns/x/` for a path), `dns:<name>` and `cn:<name>`
+    /// for other certificates, `token:<sub>` for a service token's subject.
+    /// Defaults to none.
+    pub identities: Vec<String>,
+    /// A permission (or scope): a service token carrying it matches this
+    /// entry whatever its subject. Defaults to none.
+    pub permission: Option<String>,
+    /// The RPCs granted, by full gRPC path (`/auth.v1.AuthService/CreateSession`);
+    /// `/auth.v1.AuthService/GetProfile:user_id` and
+    /// `/auth.v1.AuthService/RevokeSession:user_id` are the by-user-id
+    /// variants; `*` is every RPC.
+    pub rpcs: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +135,8 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             shutdown_grace_seconds: 10,
             threads: 0,
+            tls: None,
+            insecure_plaintext: false,
         }
     }
 }

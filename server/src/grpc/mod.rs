@@ -33,14 +33,6 @@ impl AuthServiceImpl {
     }
 }
 
-/// The caller's own credential, from the `authorization` metadata.
-fn authorization<T>(request: &Request<T>) -> Option<&str> {
-    request
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-}
-
 #[tonic::async_trait]
 impl AuthService for AuthServiceImpl {
     async fn verify_token(
@@ -91,11 +83,7 @@ impl AuthService for AuthServiceImpl {
         use pb::revoke_session_request::Target;
         let revoked_sessions = match &request.get_ref().target {
             Some(Target::SessionHandle(handle)) => self.sessions.revoke_handle(handle).await?,
-            Some(Target::UserId(user_id)) => {
-                self.sessions
-                    .revoke_user(authorization(&request), user_id)
-                    .await?
-            }
+            Some(Target::UserId(user_id)) => self.sessions.revoke_user(user_id).await?,
             None => return Err(convert::missing("target").into()),
         };
         Ok(Response::new(pb::RevokeSessionResponse {
@@ -110,11 +98,7 @@ impl AuthService for AuthServiceImpl {
         use pb::get_profile_request::Subject;
         let profile = match &request.get_ref().subject {
             Some(Subject::AccessToken(token)) => self.profiles.own(token).await?,
-            Some(Subject::UserId(user_id)) => {
-                self.profiles
-                    .by_id(authorization(&request), user_id)
-                    .await?
-            }
+            Some(Subject::UserId(user_id)) => self.profiles.by_id(user_id).await?,
             None => return Err(convert::missing("subject").into()),
         };
         Ok(Response::new(pb::GetProfileResponse {

@@ -90,18 +90,17 @@ impl Profiles {
         }
     }
 
-    /// Any user's profile, for a caller proving with `caller_token` (from the
-    /// `authorization` metadata) that it holds the trusted permission.
-    pub async fn by_id(&self, caller_token: Option<&str>, user_id: &str) -> Result<Profile, Error> {
+    /// Any user's profile by id. Only trusted callers may ask: the
+    /// `[[callers]]` policy (`callers::PolicyLayer`) decides that before the
+    /// call reaches here (`profiles.trusted_permission` is one of its
+    /// entries).
+    pub async fn by_id(&self, user_id: &str) -> Result<Profile, Error> {
         if user_id.is_empty() || user_id.len() > MAX_USER_ID_BYTES {
             return Err(Error::InvalidRequest {
                 field: "user_id",
                 problem: format!("must be 1 to {MAX_USER_ID_BYTES} bytes"),
             });
         }
-        self.verifier
-            .verify_service(caller_token, &self.config.trusted_permission)
-            .await?;
         self.store
             .get_profile(user_id)
             .await?

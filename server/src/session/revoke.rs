@@ -17,21 +17,16 @@ impl Sessions {
     }
 
     /// Revokes every session of `user_id`, and every token of that user
-    /// issued until now; for callers holding the trusted permission.
-    pub async fn revoke_user(
-        &self,
-        caller_token: Option<&str>,
-        user_id: &str,
-    ) -> Result<u32, Error> {
+    /// issued until now. Only trusted callers may ask: the `[[callers]]`
+    /// policy (`callers::PolicyLayer`) decides that before the call reaches
+    /// here (`sessions.trusted_permission` is one of its entries).
+    pub async fn revoke_user(&self, user_id: &str) -> Result<u32, Error> {
         if user_id.is_empty() || user_id.len() > 512 {
             return Err(Error::InvalidRequest {
                 field: "user_id",
                 problem: "must be 1 to 512 bytes".to_owned(),
             });
         }
-        self.verifier
-            .verify_service(caller_token, &self.config.trusted_permission)
-            .await?;
         let expires_at = unix_now() + self.config.revocation_ttl_seconds as i64;
         let subject: Vec<_> = self
             .verifier

@@ -27,7 +27,7 @@ use tonic::{Status, body::Body};
 use tower::Service;
 
 use super::Refusals;
-use crate::{config::LimitsConfig, error::Error};
+use crate::{callers::Peer, config::LimitsConfig, error::Error};
 
 /// The RPC whose messages get the smaller limit.
 const VERIFY_PATH: &str = "/auth.v1.AuthService/VerifyToken";
@@ -84,14 +84,22 @@ pub(crate) struct Calls<S> {
     inner: S,
     limits: Arc<CallLimits>,
     activity: Arc<Activity>,
+    /// The connection's client certificate identity, given to every call.
+    peer: Option<Peer>,
 }
 
 impl<S> Calls<S> {
-    pub(crate) fn new(inner: S, limits: Arc<CallLimits>, activity: Arc<Activity>) -> Self {
+    pub(crate) fn new(
+        inner: S,
+        limits: Arc<CallLimits>,
+        activity: Arc<Activity>,
+        peer: Option<Peer>,
+    ) -> Self {
         Calls {
             inner,
             limits,
             activity,
+            peer,
         }
     }
 }
@@ -115,8 +123,11 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let call = self.activity.start();
+        if let Some(peer) = &self.peer {
+            request.extensions_mut().insert(peer.clone());
+        }
         let Ok(permit) = Arc::clone(&self.limits.in_flight).try_acquire_owned() else {
             tracing::debug!(rpc = %rpc(&request), "shedding a call: limits.max_calls_in_flight reached");
             let answer = self.limits.answer(Error::Overloaded);

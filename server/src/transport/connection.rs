@@ -24,11 +24,14 @@ use tokio::{
     sync::{OwnedSemaphorePermit, watch},
 };
 
+use tokio_rustls::server::TlsStream;
+
 use super::{
     Refusals, Routes, Stage,
     calls::{Activity, CallLimits, Calls},
+    tls::Tls,
 };
-use crate::config::LimitsConfig;
+use crate::{callers::Peer, config::LimitsConfig};
 
 /// What every connection of the process shares.
 #[derive(Debug)]
@@ -39,10 +42,15 @@ pub(crate) struct Shared {
     keepalive_timeout: Duration,
     pub(crate) calls: Arc<CallLimits>,
     pub(crate) refusals: Arc<Refusals>,
+    tls: Option<Arc<Tls>>,
 }
 
 impl Shared {
-    pub(crate) fn new(limits: &LimitsConfig, refusals: Arc<Refusals>) -> Arc<Self> {
+    pub(crate) fn new(
+        limits: &LimitsConfig,
+        refusals: Arc<Refusals>,
+        tls: Option<Arc<Tls>>,
+    ) -> Arc<Self> {
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
@@ -65,6 +73,7 @@ impl Shared {
             keepalive_timeout: Duration::from_secs(limits.keepalive_timeout_seconds),
             calls: CallLimits::new(limits, Arc::clone(&refusals)),
             refusals,
+            tls,
         })
     }
 }
@@ -80,31 +89,39 @@ fn window(bytes: usize) -> u32 {
 /// Serves `tcp` until the peer leaves, the connection idles out, or the
 /// stage moves on; `permit` is its place under `limits.max_connections`.
 ///
-/// Until the client has sent the HTTP/2 preface and its first frame, the
-/// connection costs a socket and this small task: HTTP/2's buffers and
-/// tables are allocated only for a client that completed its handshake in
-/// time, so idle and slow-loris connections cannot grow authd's memory.
+/// Until the client has completed the TLS handshake (when `[server.tls]` is
+/// set) and sent the HTTP/2 preface and its first frame, all within the
+/// handshake timeout, the connection costs a socket and this small task:
+/// HTTP/2's buffers and tables are allocated only for a client that
+/// completed its handshake in time, so idle and slow-loris connections
+/// cannot grow authd's memory.
 pub(crate) async fn serve(
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     routes: Routes,
     shared: Arc<Shared>,
     stage: watch::Receiver<Stage>,
     permit: OwnedSemaphorePermit,
 ) {
-    let handshake = tokio::time::timeout(shared.handshake_timeout, read_handshake(&mut tcp));
+    let handshake =
+        tokio::time::timeout(shared.handshake_timeout, open(tcp, shared.tls.as_deref()));
     let mut stopping = stage.clone();
-    let first = tokio::select! {
-        first = handshake => first,
+    let opened = tokio::select! {
+        opened = handshake => opened,
         // Shutting down: a connection that has not spoken yet just closes.
         _ = stopping.wait_for(|s| *s != Stage::Serving) => return,
     };
-    let first = match first {
-        Ok(Ok(Some(first))) => first,
+    let opened = match opened {
+        Ok(Ok(Some(opened))) => opened,
         Ok(Ok(None)) => {
             shared.refusals.not_http2.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        Ok(Err(error)) => {
+        Ok(Err(Failed::Tls(error))) => {
+            tracing::debug!(%error, "TLS handshake failed");
+            shared.refusals.tls_failures.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Ok(Err(Failed::Io(error))) => {
             tracing::debug!(%error, "connection ended during its handshake");
             return;
         }
@@ -116,29 +133,81 @@ pub(crate) async fn serve(
             return;
         }
     };
-    Box::pin(serve_http2(
-        Rewind::new(first, tcp),
-        routes,
-        shared,
-        stage,
-        permit,
-    ))
-    .await;
+    match opened {
+        Opened::Plain(first, tcp) => {
+            Box::pin(serve_http2(
+                Rewind::new(first, tcp),
+                None,
+                routes,
+                shared,
+                stage,
+                permit,
+            ))
+            .await;
+        }
+        Opened::Tls(first, tls, peer) => {
+            Box::pin(serve_http2(
+                Rewind::new(first, *tls),
+                peer,
+                routes,
+                shared,
+                stage,
+                permit,
+            ))
+            .await;
+        }
+    }
+}
+
+/// A connection whose handshake arrived: its first bytes, its stream, and
+/// the identity of its client certificate.
+enum Opened {
+    Plain(Vec<u8>, TcpStream),
+    Tls(Vec<u8>, Box<TlsStream<TcpStream>>, Option<Peer>),
+}
+
+/// Why a handshake did not complete.
+enum Failed {
+    /// The TLS handshake failed: no or a refused client certificate, no
+    /// common protocol, not TLS at all.
+    Tls(io::Error),
+    /// The peer left.
+    Io(io::Error),
+}
+
+/// The TLS handshake when configured, then the HTTP/2 one; `None` when the
+/// client does not speak HTTP/2.
+async fn open(mut tcp: TcpStream, tls: Option<&Tls>) -> Result<Option<Opened>, Failed> {
+    let Some(tls) = tls else {
+        return Ok(read_handshake(&mut tcp)
+            .await
+            .map_err(Failed::Io)?
+            .map(|first| Opened::Plain(first, tcp)));
+    };
+    let (mut stream, peer) = tls.accept(tcp).await.map_err(Failed::Tls)?;
+    Ok(read_handshake(&mut stream)
+        .await
+        .map_err(Failed::Io)?
+        .map(|first| Opened::Tls(first, Box::new(stream), peer)))
 }
 
 /// Serves a connection whose handshake arrived.
-async fn serve_http2(
-    io: Rewind<TcpStream>,
+async fn serve_http2<T>(
+    io: Rewind<T>,
+    peer: Option<Peer>,
     routes: Routes,
     shared: Arc<Shared>,
     mut stage: watch::Receiver<Stage>,
     permit: OwnedSemaphorePermit,
-) {
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let calls = crate::observe::GrpcMetrics::new(Calls::new(
         routes,
         Arc::clone(&shared.calls),
         Arc::clone(&activity),
+        peer,
     ));
     let connection = shared
         .http2
@@ -206,7 +275,7 @@ const MAX_FIRST_FRAME: usize = 16_384;
 
 /// Reads the preface and the first frame; `None` when the client does not
 /// speak HTTP/2 (prior knowledge, as gRPC clients do).
-async fn read_handshake(tcp: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
+async fn read_handshake<T: AsyncRead + Unpin>(tcp: &mut T) -> io::Result<Option<Vec<u8>>> {
     let mut head = [0u8; PREFACE.len() + FRAME_HEADER];
     // The preface alone first: a client speaking anything else is told
     // apart without waiting for more bytes than it may send.

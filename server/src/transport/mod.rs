@@ -7,9 +7,11 @@
 //! - `workers`: the acceptor and one current-thread runtime per core.
 //! - `connection`: one HTTP/2 connection under its limits.
 //! - `calls`: one call: shed, deadline, the request message read whole.
+//! - `tls`: TLS and mutual TLS, the files reloaded when they change.
 
 mod calls;
 mod connection;
+mod tls;
 mod workers;
 
 use std::{
@@ -17,6 +19,7 @@ use std::{
     time::Duration,
 };
 
+pub(crate) use tls::{Tls, check_plaintext};
 pub(crate) use workers::{count, serve};
 
 /// The gRPC services of the port, as tonic routes them.
@@ -42,6 +45,9 @@ pub(crate) struct Refusals {
     /// Connections closed because they did not start with the HTTP/2
     /// preface (authd speaks gRPC, HTTP/2 only).
     pub(crate) not_http2: AtomicU64,
+    /// TLS handshakes that failed (no or a refused client certificate,
+    /// no common protocol, not TLS).
+    pub(crate) tls_failures: AtomicU64,
     /// Calls shed: `limits.max_calls_in_flight` reached.
     pub(crate) calls_shed: AtomicU64,
     /// Calls refused for an oversized or malformed request message.
@@ -54,19 +60,21 @@ impl Refusals {
     /// Logs what was refused since the last call, if anything.
     fn log_summary(&self) {
         let take = |c: &AtomicU64| c.swap(0, Ordering::Relaxed);
-        let (over, handshake, other, shed, bad, late) = (
+        let (over, handshake, other, tls, shed, bad, late) = (
             take(&self.connections_over_limit),
             take(&self.handshake_timeouts),
             take(&self.not_http2),
+            take(&self.tls_failures),
             take(&self.calls_shed),
             take(&self.bad_requests),
             take(&self.deadlines),
         );
-        if over + handshake + other > 0 {
+        if over + handshake + other + tls > 0 {
             tracing::warn!(
                 over_max_connections = over,
                 no_handshake_in_time = handshake,
                 not_http2 = other,
+                tls_handshake_failed = tls,
                 "connections refused in the last {} s",
                 SUMMARY_EVERY.as_secs()
             );

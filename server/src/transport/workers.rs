@@ -28,7 +28,7 @@ use tokio::{
 };
 
 use super::{
-    Refusals, Routes, SUMMARY_EVERY, Stage,
+    Refusals, Routes, SUMMARY_EVERY, Stage, Tls,
     connection::{self, Shared},
 };
 use crate::config::LimitsConfig;
@@ -48,19 +48,21 @@ pub(crate) fn count(configured: usize) -> usize {
     }
 }
 
-/// Serves `routes` on `listener` with `threads` workers under `limits` until
+/// Serves `routes` on `listener` (with TLS when `tls` is given) with
+/// `threads` workers under `limits` until
 /// `stop` completes; then closes the listener and lets the calls in flight
 /// finish, for at most `grace`.
 pub(crate) async fn serve(
     listener: TcpListener,
     routes: Routes,
     limits: &LimitsConfig,
+    tls: Option<Arc<Tls>>,
     threads: usize,
     stop: impl Future<Output = ()>,
     grace: Duration,
 ) -> io::Result<()> {
     let refusals = Arc::new(Refusals::default());
-    let shared = Shared::new(limits, Arc::clone(&refusals));
+    let shared = Shared::new(limits, Arc::clone(&refusals), tls);
     let connections = Arc::new(Semaphore::new(super::connection_limit(
         limits.max_connections,
     )));

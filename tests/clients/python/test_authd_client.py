@@ -42,9 +42,24 @@ def pb(tmp_path_factory):
             importlib.import_module("auth.v1.auth_pb2_grpc"))
 
 
+def open_channel():
+    """Plaintext, or mutual TLS when AUTHD_TLS_CA (and AUTHD_TLS_CERT,
+    AUTHD_TLS_KEY: the client certificate) name PEM files."""
+    ca = os.environ.get("AUTHD_TLS_CA")
+    if not ca:
+        return grpc.insecure_channel(AUTHD_ADDR)
+    read = lambda name: Path(os.environ[name]).read_bytes()
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=Path(ca).read_bytes(),
+        private_key=read("AUTHD_TLS_KEY"),
+        certificate_chain=read("AUTHD_TLS_CERT"),
+    )
+    return grpc.secure_channel(AUTHD_ADDR, credentials)
+
+
 @pytest.fixture(scope="session")
 def channel():
-    with grpc.insecure_channel(AUTHD_ADDR) as channel:
+    with open_channel() as channel:
         yield channel
 
 

@@ -7,6 +7,7 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
 const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
@@ -61,6 +62,16 @@ const call = (client, method, request) => new Promise((resolve, reject) => {
   client[method](request, (err, answer) => (err ? reject(err) : resolve(answer)));
 });
 
+// Plaintext, or mutual TLS when AUTHD_TLS_CA (and AUTHD_TLS_CERT,
+// AUTHD_TLS_KEY: the client certificate) name PEM files.
+const credentials = () => {
+  const { AUTHD_TLS_CA, AUTHD_TLS_CERT, AUTHD_TLS_KEY } = process.env;
+  if (!AUTHD_TLS_CA) return grpc.credentials.createInsecure();
+  return grpc.credentials.createSsl(
+    fs.readFileSync(AUTHD_TLS_CA), fs.readFileSync(AUTHD_TLS_KEY), fs.readFileSync(AUTHD_TLS_CERT),
+  );
+};
+
 let auth;
 let health;
 before(() => {
@@ -68,7 +79,7 @@ before(() => {
     includeDirs: [PROTO], keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true,
   });
   const { auth: { v1 } } = grpc.loadPackageDefinition(definition);
-  auth = new v1.AuthService(AUTHD_ADDR, grpc.credentials.createInsecure());
+  auth = new v1.AuthService(AUTHD_ADDR, credentials());
   // grpc.health.v1 is small enough to define here; proto-loader takes it as
   // protobufjs JSON.
   const healthRoot = protobuf.parse(`
@@ -83,7 +94,7 @@ before(() => {
   `).root;
   const healthDefinition = protoLoader.fromJSON(healthRoot.toJSON(), { enums: String, defaults: true });
   const { Health } = grpc.loadPackageDefinition(healthDefinition).grpc.health.v1;
-  health = new Health(AUTHD_ADDR, grpc.credentials.createInsecure());
+  health = new Health(AUTHD_ADDR, credentials());
 });
 after(() => { auth.close(); health.close(); });
 
