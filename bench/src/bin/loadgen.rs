@@ -51,6 +51,15 @@ struct Args {
     /// HTTP/2 connections the gRPC requests are spread over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// gRPC over TLS: the PEM file of the CA that signed the server's
+    /// certificate (which must name `localhost`).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// A new connection for every call (TCP, TLS when `--tls-ca`, HTTP/2),
+    /// closed after it: measures connections per second, not calls on
+    /// established connections. `verify` only.
+    #[arg(long)]
+    connection_per_call: bool,
     /// Stop after this many measured requests.
     #[arg(long)]
     requests: Option<u64>,
@@ -155,10 +164,48 @@ async fn run(args: &Args) -> anyhow::Result<(serde_json::Value, u64)> {
             .clone()
             .context("--target or --http is needed")?;
         let addr: SocketAddr = load::resolve(&target).await?;
+        let tls = args
+            .tls_ca
+            .as_deref()
+            .map(grpc::Tls::from_ca_file)
+            .transpose()?;
+        if args.connection_per_call {
+            anyhow::ensure!(
+                args.method == Method::Verify,
+                "--connection-per-call sends VerifyToken only"
+            );
+            let requests = grpc::requests(&tokens, &args.required_scopes);
+            let callers = (0..plan.concurrency)
+                .map(|_| {
+                    grpc::ConnectCaller::new(
+                        addr,
+                        tls.clone(),
+                        target.clone(),
+                        Arc::clone(&requests),
+                    )
+                })
+                .collect();
+            let summary = load::run(callers, &plan).await?;
+            let errors = summary.error_count();
+            let line = summary.to_json(json!({
+                "label": args.label,
+                "protocol": if tls.is_some() { "grpc+tls" } else { "grpc" },
+                "target": target.to_string(),
+                "method": "verify",
+                "concurrency": plan.concurrency,
+                // 0: a new connection for every call.
+                "connections": 0,
+                "threads": args.threads.max(1),
+                "distinct_tokens": tokens.len(),
+                "unique": plan.unique,
+                "warmup_s": plan.warmup.as_secs_f64(),
+            }));
+            return Ok((line, errors));
+        }
         let connections = args.connections.clamp(1, plan.concurrency);
         let mut channels = Vec::with_capacity(connections);
         for _ in 0..connections {
-            channels.push(grpc::H2Connection::connect(addr).await?);
+            channels.push(grpc::H2Connection::connect_with(addr, tls.as_ref()).await?);
         }
         let summary: Summary = if args.method == Method::Check {
             let requests = ext_authz::requests(&tokens, &args.required_scopes);
@@ -185,7 +232,8 @@ async fn run(args: &Args) -> anyhow::Result<(serde_json::Value, u64)> {
                 .collect();
             load::run(callers, &plan).await?
         };
-        ("grpc", target.to_string(), connections, summary)
+        let protocol = if tls.is_some() { "grpc+tls" } else { "grpc" };
+        (protocol, target.to_string(), connections, summary)
     };
     let errors = summary.error_count();
     let line = summary.to_json(json!({
