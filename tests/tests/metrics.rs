@@ -311,7 +311,41 @@ async fn verify_outcomes_move_by_exactly_one_and_labels_stay_bounded() -> Result
         ),
         20.0
     );
-    assert!(flooded.value("authd_jwks_unknown_kid_refused_total", &[("issuer", iss)]) >= 1.0);
+    // A kid proven unknown by a fresh key set fetch is refused from the
+    // unknown-kid memory, with no fetch. Fetches are rate-limited
+    // (`min_refetch_interval_seconds`), and the flood may end before one
+    // is due: ask again until one was fresh and the kid is remembered.
+    let refused = ("authd_jwks_unknown_kid_refused_total", [("issuer", iss)]);
+    let refetches = ("authd_jwks_unknown_kid_refetches_total", [("issuer", iss)]);
+    let remembered = junk_token(iss, "kid-remembered");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        assert_ne!(
+            verify(&mut client, &remembered, None).await,
+            tonic::Code::Ok
+        );
+        let now = authd.scrape().await?;
+        if now.value(refused.0, &refused.1) > flooded.value(refused.0, &refused.1) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a kid refused after a fresh fetch was never refused from memory"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let before = authd.scrape().await?;
+    verify(&mut client, &remembered, None).await;
+    let after = authd.scrape().await?;
+    assert_eq!(
+        after.value(refused.0, &refused.1) - before.value(refused.0, &refused.1),
+        1.0
+    );
+    assert_eq!(
+        after.value(refetches.0, &refetches.1) - before.value(refetches.0, &refetches.1),
+        0.0,
+        "a remembered kid costs no fetch"
+    );
 
     let (status, body) = authd.get("/healthz").await?;
     assert_eq!(status, 200, "{body}");
