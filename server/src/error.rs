@@ -217,6 +217,23 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Whether the reason says authd could not decide (a dependency was
+    /// unavailable, the server was overloaded or failed) rather than that
+    /// the request was refused on its merits.
+    pub const fn is_undecided(self) -> bool {
+        matches!(
+            self,
+            Reason::KeysUnavailable
+                | Reason::IssuerUnavailable
+                | Reason::StoreUnavailable
+                | Reason::Overloaded
+                | Reason::RateLimited
+                | Reason::DeadlineExceeded
+                | Reason::Conflict
+                | Reason::Internal
+        )
+    }
+
     /// The `ErrorInfo.reason` string, e.g. `TOKEN_EXPIRED`.
     pub const fn as_str(self) -> &'static str {
         match self {

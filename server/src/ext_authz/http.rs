@@ -139,14 +139,7 @@ pub fn denial(realm: &str, error: &Error, required: &[String]) -> Denial {
             (400, Some("invalid_request"))
         }
         Reason::InsufficientScope => (403, Some("insufficient_scope")),
-        Reason::KeysUnavailable
-        | Reason::IssuerUnavailable
-        | Reason::StoreUnavailable
-        | Reason::Overloaded
-        | Reason::RateLimited
-        | Reason::DeadlineExceeded
-        | Reason::Conflict
-        | Reason::Internal => (503, None),
+        reason if reason.is_undecided() => (503, None),
         _ => (401, Some("invalid_token")),
     };
     let description = error_description(&error.to_string());

@@ -192,12 +192,10 @@ impl Verifier {
                     .as_ref()
                     .err()
                     .map_or(crate::Reason::Internal, Error::reason);
-                let outcome = match reason {
-                    crate::Reason::KeysUnavailable
-                    | crate::Reason::StoreUnavailable
-                    | crate::Reason::IssuerUnavailable
-                    | crate::Reason::Internal => "unavailable",
-                    _ => "refused",
+                let outcome = if reason.is_undecided() {
+                    "unavailable"
+                } else {
+                    "refused"
                 };
                 let issuer: metrics::SharedString = match issuer {
                     Some(policy) => policy.keys.issuer().clone().into(),
