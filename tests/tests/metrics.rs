@@ -571,6 +571,29 @@ async fn store_throttling_is_counted_and_every_alert_rule_metric_exists() -> Res
     Ok(())
 }
 
+/// Verifies `token` as part of the caller's trace `trace_id` (sampled or
+/// not), from span `parent`.
+async fn verify_in_trace(
+    authd: &Served,
+    token: &str,
+    trace_id: &str,
+    parent: &str,
+    sampled: bool,
+) -> Result<()> {
+    let mut request = tonic::Request::new(VerifyTokenRequest {
+        token: token.to_owned(),
+        required_scopes: vec![],
+        audience: None,
+    });
+    let flags = if sampled { "01" } else { "00" };
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{parent}-{flags}").parse()?,
+    );
+    authd.client().await?.verify_token(request).await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn spans_reach_an_otlp_receiver_in_the_callers_trace() -> Result<()> {
     let receiver_script = workspace().join("tests/otlp_receiver.py");
@@ -589,8 +612,13 @@ async fn spans_reach_an_otlp_receiver_in_the_callers_trace() -> Result<()> {
         }
     };
     let issuer = Issuer::start().await?;
+    // The default sample ratio (1 %): the callers' flags decide below. No
+    // pause between key refetches, so a new kid is fetched at once.
     let authd = Served::start(
-        &issuer_toml(&issuer, "[tracing]\nenabled = true\n"),
+        &issuer_toml(
+            &issuer,
+            "[jwks]\nmin_refetch_interval_seconds = 0\n[tracing]\nenabled = true\n",
+        ),
         &[
             (
                 "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -601,35 +629,68 @@ async fn spans_reach_an_otlp_receiver_in_the_callers_trace() -> Result<()> {
     )
     .await?;
     let token = issuer.token(&[]).await?;
-    let trace_id = format!("{:032x}", u128::from_le_bytes(rand_bytes()));
+    let trace = |_: ()| format!("{:032x}", u128::from_le_bytes(rand_bytes()));
+    let (unsampled, sampled, refetch) = (trace(()), trace(()), trace(()));
     let parent = "00f067aa0ba902b7";
-    let mut request = tonic::Request::new(VerifyTokenRequest {
-        token: token.clone(),
-        required_scopes: vec![],
-        audience: None,
-    });
-    request
-        .metadata_mut()
-        .insert("traceparent", format!("00-{trace_id}-{parent}-01").parse()?);
-    authd.client().await?.verify_token(request).await?;
+    // A caller that did not sample its trace gets no span from authd.
+    verify_in_trace(&authd, &token, &unsampled, parent, false).await?;
+    verify_in_trace(&authd, &token, &sampled, parent, true).await?;
+    // A token under a new key: the call fetches the key set again, an
+    // issuer request in the call's trace.
+    issuer.rotate("RS256").await?;
+    let rotated = issuer.token(&[]).await?;
+    verify_in_trace(&authd, &rotated, &refetch, parent, true).await?;
 
-    let mut call = None;
-    while call.is_none() {
+    // The server span of a call is named after its method; the callers
+    // policy's span (naming the caller) is its child, and what the call does
+    // is below that.
+    const SERVER_SPAN: &str = "auth.v1.AuthService/VerifyToken";
+    let mut spans: Vec<Value> = Vec::new();
+    let found = |spans: &[Value], trace: &str, name: &str| {
+        spans
+            .iter()
+            .find(|s| s["trace_id"] == trace && s["name"] == name)
+            .cloned()
+    };
+    while found(&spans, &refetch, "issuer request").is_none()
+        || found(&spans, &refetch, SERVER_SPAN).is_none()
+        || found(&spans, &refetch, "call").is_none()
+        || found(&spans, &sampled, SERVER_SPAN).is_none()
+    {
         let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
             .await
-            .context("no span within 60 s")??
+            .with_context(|| format!("not every span within 60 s: {spans:#?}"))??
             .context("receiver exited")?;
-        let span: Value = serde_json::from_str(&line)?;
-        assert!(!line.contains(&token), "a span holds the token");
-        if span["attributes"]["rpc.method"] == "VerifyToken" {
-            call = Some(span);
-        }
+        assert!(
+            !line.contains(&token) && !line.contains(&rotated),
+            "a span holds a token: {line}"
+        );
+        spans.push(serde_json::from_str(&line)?);
     }
-    let call = call.context("span")?;
-    assert_eq!(call["trace_id"], trace_id.as_str(), "{call}");
+    let call = found(&spans, &sampled, SERVER_SPAN).context("server span")?;
     assert_eq!(call["parent_span_id"], parent, "{call}");
+    assert_eq!(call["kind"], 2, "a server span: {call}");
     assert_eq!(call["service"], "authd");
     assert_eq!(call["attributes"]["rpc.service"], "auth.v1.AuthService");
+    assert_eq!(call["attributes"]["rpc.method"], "VerifyToken");
+    let server = found(&spans, &refetch, SERVER_SPAN).context("server span")?;
+    let policy = found(&spans, &refetch, "call").context("policy span")?;
+    let request = found(&spans, &refetch, "issuer request").context("issuer span")?;
+    assert_eq!(policy["parent_span_id"], server["span_id"], "{spans:#?}");
+    assert_eq!(policy["attributes"]["caller"], "anonymous", "{policy}");
+    assert_eq!(
+        request["parent_span_id"], policy["span_id"],
+        "the key fetch is in the call that asked for it: {spans:#?}"
+    );
+    assert_eq!(request["kind"], 3, "a client span: {request}");
+    assert_eq!(request["attributes"]["endpoint"], "jwks", "{request}");
+    assert_eq!(request["attributes"]["outcome"], "ok", "{request}");
+    // The unsampled call ended before the others began; the exporter sends
+    // spans in the order they end, so its span would be here by now.
+    assert!(
+        spans.iter().all(|s| s["trace_id"] != unsampled.as_str()),
+        "an unsampled call was exported: {spans:#?}"
+    );
     Ok(())
 }
 

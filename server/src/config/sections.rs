@@ -721,8 +721,11 @@ pub struct TracingConfig {
     pub endpoint: Option<String>,
     /// The `service.name` resource attribute. Defaults to `authd`.
     pub service_name: String,
-    /// The share of root traces sampled, 0 to 1; a caller's sampled flag in
-    /// `traceparent` is followed. Defaults to `1.0`.
+    /// The share of calls sampled when the caller sent no `traceparent`, 0
+    /// to 1; a caller's sampled flag is always followed. Defaults to `0.01`:
+    /// at tens of thousands of calls a second per core that is still
+    /// hundreds of traces a second, and the unsampled calls cost nothing
+    /// (BENCHMARKS.md has the cost of each).
     pub sample_ratio: f64,
 }
 
@@ -732,7 +735,7 @@ impl Default for TracingConfig {
             enabled: false,
             endpoint: None,
             service_name: "authd".to_owned(),
-            sample_ratio: 1.0,
+            sample_ratio: 0.01,
         }
     }
 }

@@ -12,6 +12,7 @@ use std::{
     sync::{Arc, Mutex, Weak},
     time::Duration,
 };
+use tracing::Instrument as _;
 
 use arc_swap::ArcSwapOption;
 use tokio::{sync::watch, time::Instant};
@@ -301,19 +302,23 @@ impl IssuerKeys {
                     state.inflight = Some(receiver.clone());
                     state.last_attempt = Some(Instant::now());
                     // The fetch runs on its own task so that a caller giving up
-                    // (timeout, cancelled request) does not abandon it.
+                    // (timeout, cancelled request) does not abandon it; it stays
+                    // in that caller's span, so its trace shows the fetch.
                     let this = Arc::clone(self);
-                    tokio::spawn(async move {
-                        let ok = this.fetch_and_install().await;
-                        {
-                            let mut state = this.lock();
-                            state.inflight = None;
-                            state.last_ok = ok.is_ok();
-                            state.last_error = ok.as_ref().err().cloned();
+                    tokio::spawn(
+                        async move {
+                            let ok = this.fetch_and_install().await;
+                            {
+                                let mut state = this.lock();
+                                state.inflight = None;
+                                state.last_ok = ok.is_ok();
+                                state.last_error = ok.as_ref().err().cloned();
+                            }
+                            let ok = ok.is_ok();
+                            let _ = sender.send(Some(ok));
                         }
-                        let ok = ok.is_ok();
-                        let _ = sender.send(Some(ok));
-                    });
+                        .in_current_span(),
+                    );
                     receiver
                 }
             }

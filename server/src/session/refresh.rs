@@ -2,6 +2,7 @@
 //! replicas, and the rotated refresh token stored with a conditional write.
 
 use super::*;
+use tracing::Instrument as _;
 
 impl Sessions {
     /// Runs `work` once per `key` at a time in this replica; every caller
@@ -19,14 +20,19 @@ impl Sessions {
         }
         let this = Arc::clone(self);
         let owned_key = key.clone();
-        let task = tokio::spawn(async move {
-            let result = work.await;
-            this.inflight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&owned_key);
-            result
-        });
+        // In the span of the call that started it: its issuer and store
+        // operations belong to that call's trace.
+        let task = tokio::spawn(
+            async move {
+                let result = work.await;
+                this.inflight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&owned_key);
+                result
+            }
+            .in_current_span(),
+        );
         let flight = async move {
             task.await
                 .unwrap_or_else(|e| Err(Error::Internal(format!("refresh task: {e}"))))
