@@ -48,6 +48,10 @@ static SAMPLE_BELOW: AtomicU64 = AtomicU64::new(0);
 /// exported calls, so the log output leaves it out.
 const CALL_SPAN: &str = "grpc call";
 
+/// The target of the spans exported below a call's span (issuer requests,
+/// store operations): `info_span!(target: "authd::trace", ...)`.
+pub(crate) const CHILD_TARGET: &str = "authd::trace";
+
 /// Installs the global subscriber; a second call is a no-op (tests).
 pub fn init(config: &LogConfig) {
     let filter =
@@ -124,6 +128,11 @@ pub fn init_with_tracing(
     // traces. Attributes are the span's own fields: no code location,
     // thread or busy/idle times, which would cost every span for nothing a
     // dashboard reads.
+    // Which spans can be exported is static (decided once per call site, so
+    // every other span, such as the callers policy's log span on every call,
+    // costs the exporter nothing); whether one is inside a sampled call is
+    // asked of those few only.
+    let exported = filter_fn(|meta| meta.name() == CALL_SPAN || meta.target() == CHILD_TARGET);
     let in_sampled_call =
         dynamic_filter_fn(|meta, cx| meta.name() == CALL_SPAN || cx.lookup_current().is_some());
     let spans = tracing_opentelemetry::layer()
@@ -136,6 +145,7 @@ pub fn init_with_tracing(
         .with_filter(
             Targets::new()
                 .with_target("authd", tracing::Level::INFO)
+                .and(exported)
                 .and(in_sampled_call),
         );
     tracing_subscriber::registry()
@@ -205,7 +215,8 @@ fn sampled(parent: &opentelemetry::Context) -> bool {
 
 /// The span of one gRPC call, child of the caller's `traceparent` when it
 /// sends one; `None` while spans are not exported, and for a call that is
-/// not sampled.
+/// not sampled. The callers policy records `authd.caller` on it
+/// ([`record_caller`]).
 pub(crate) fn call_span(
     headers: &http::HeaderMap,
     service: &'static str,
@@ -229,7 +240,16 @@ pub(crate) fn call_span(
         rpc.system = "grpc",
         rpc.service = service,
         rpc.method = method,
+        authd.caller = tracing::field::Empty,
     );
     let _ = span.set_parent(parent);
     Some(span)
+}
+
+/// Names the caller (an identity, never a credential) on the span of the
+/// call being served, when that call is traced.
+pub(crate) fn record_caller(caller: &str) {
+    if EXPORTING.load(Ordering::Relaxed) {
+        tracing::Span::current().record("authd.caller", caller);
+    }
 }

@@ -641,9 +641,8 @@ async fn spans_reach_an_otlp_receiver_in_the_callers_trace() -> Result<()> {
     let rotated = issuer.token(&[]).await?;
     verify_in_trace(&authd, &rotated, &refetch, parent, true).await?;
 
-    // The server span of a call is named after its method; the callers
-    // policy's span (naming the caller) is its child, and what the call does
-    // is below that.
+    // The server span of a call is named after its method and names the
+    // caller; what the call does is below it.
     const SERVER_SPAN: &str = "auth.v1.AuthService/VerifyToken";
     let mut spans: Vec<Value> = Vec::new();
     let found = |spans: &[Value], trace: &str, name: &str| {
@@ -654,7 +653,6 @@ async fn spans_reach_an_otlp_receiver_in_the_callers_trace() -> Result<()> {
     };
     while found(&spans, &refetch, "issuer request").is_none()
         || found(&spans, &refetch, SERVER_SPAN).is_none()
-        || found(&spans, &refetch, "call").is_none()
         || found(&spans, &sampled, SERVER_SPAN).is_none()
     {
         let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
@@ -674,12 +672,13 @@ async fn spans_reach_an_otlp_receiver_in_the_callers_trace() -> Result<()> {
     assert_eq!(call["attributes"]["rpc.service"], "auth.v1.AuthService");
     assert_eq!(call["attributes"]["rpc.method"], "VerifyToken");
     let server = found(&spans, &refetch, SERVER_SPAN).context("server span")?;
-    let policy = found(&spans, &refetch, "call").context("policy span")?;
     let request = found(&spans, &refetch, "issuer request").context("issuer span")?;
-    assert_eq!(policy["parent_span_id"], server["span_id"], "{spans:#?}");
-    assert_eq!(policy["attributes"]["caller"], "anonymous", "{policy}");
     assert_eq!(
-        request["parent_span_id"], policy["span_id"],
+        server["attributes"]["authd.caller"], "anonymous",
+        "{server}"
+    );
+    assert_eq!(
+        request["parent_span_id"], server["span_id"],
         "the key fetch is in the call that asked for it: {spans:#?}"
     );
     assert_eq!(request["kind"], 3, "a client span: {request}");

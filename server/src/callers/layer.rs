@@ -128,6 +128,7 @@ where
                 };
                 return Ok(tonic::Status::from(error).into_http::<Body>());
             }
+            crate::telemetry::record_caller(&shown);
             let span = tracing::info_span!("call", %rpc, caller = %shown);
             let mut request = request;
             if let Some(identity) = caller {
