@@ -204,6 +204,10 @@ impl Config {
                 "store.purge_interval_seconds",
                 self.store.purge_interval_seconds,
             ),
+            (
+                "store.revocation_read_concurrency",
+                self.store.revocation_read_concurrency as u64,
+            ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(invalid((*key).to_owned(), "must be positive"));
@@ -235,6 +239,24 @@ impl Config {
         }
         if self.store.kind == StoreKind::Dynamodb && self.store.table.is_empty() {
             return Err(invalid("store.table".to_owned(), "must not be empty"));
+        }
+        if !(1..=crate::store::dynamodb::MAX_REVOCATION_SHARDS)
+            .contains(&self.store.revocation_shards)
+        {
+            return Err(invalid(
+                "store.revocation_shards".to_owned(),
+                &format!(
+                    "must be 1 to {}",
+                    crate::store::dynamodb::MAX_REVOCATION_SHARDS
+                ),
+            ));
+        }
+        let bucket = self.store.revocation_bucket_seconds;
+        if bucket == 0 || 86_400 % bucket != 0 {
+            return Err(invalid(
+                "store.revocation_bucket_seconds".to_owned(),
+                "must divide a day (86400)",
+            ));
         }
         if self.store.max_attempts == 0 {
             return Err(invalid(
