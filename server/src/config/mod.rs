@@ -405,6 +405,39 @@ mod tests {
     }
 
     #[test]
+    fn revocation_layout_takes_documented_defaults_and_refuses_bad_values() {
+        let store = Config::from_toml(MINIMAL).expect("valid").store;
+        assert_eq!(store.revocation_shards, 16);
+        assert_eq!(store.revocation_bucket_seconds, 3_600);
+        assert_eq!(store.revocation_read_concurrency, 16);
+        assert!(store.legacy_revocations);
+        for (line, key) in [
+            ("revocation_shards = 0", "store.revocation_shards"),
+            ("revocation_shards = 1001", "store.revocation_shards"),
+            (
+                "revocation_bucket_seconds = 0",
+                "store.revocation_bucket_seconds",
+            ),
+            (
+                "revocation_bucket_seconds = 7",
+                "store.revocation_bucket_seconds",
+            ),
+            (
+                "revocation_read_concurrency = 0",
+                "store.revocation_read_concurrency",
+            ),
+        ] {
+            let text = format!("{MINIMAL}[store]\n{line}\n");
+            let err = Config::from_toml(&text).expect_err(line);
+            assert!(err.to_string().contains(key), "{line}: {err}");
+        }
+        let text = format!(
+            "{MINIMAL}[store]\nrevocation_shards = 1000\nrevocation_bucket_seconds = 86400\n"
+        );
+        assert!(Config::from_toml(&text).is_ok());
+    }
+
+    #[test]
     fn too_many_threads_are_refused() {
         let text = format!("{MINIMAL}[server]\nthreads = 100000\n");
         let err = Config::from_toml(&text).expect_err("too many");
