@@ -12,6 +12,7 @@ use std::{
 
 use anyhow::Result;
 use authd::{
+    config::LegacyRevocations,
     secrets::{Sealer, Secret, hash_handle, random_handle},
     store::{
         Revocation, RevocationKind, Store, StoreError, conformance,
@@ -455,7 +456,7 @@ async fn laid_out(moto: &Moto, table: &str, shards: u32, bucket_seconds: i64) ->
         shards,
         bucket_ms: bucket_seconds * 1000,
         read_concurrency: 8,
-        legacy: true,
+        legacy: LegacyRevocations::Read,
     }))
 }
 
@@ -611,10 +612,52 @@ async fn revocations_stored_before_the_sharded_log_are_still_honoured() -> Resul
     // Once no replica writes them any more and they have expired, the
     // old partition need not be read.
     let without = store.clone().with_revocation_layout(RevocationLayout {
-        legacy: false,
+        legacy: LegacyRevocations::Off,
         ..RevocationLayout::default()
     });
-    assert_eq!(without.revocations_since(0, now).await?, vec![new]);
+    assert_eq!(without.revocations_since(0, now).await?, vec![new.clone()]);
+
+    // During a rolling upgrade, new revocations also go where replicas not
+    // yet upgraded read them; upgraded ones see each once.
+    let upgrading = store.clone().with_revocation_layout(RevocationLayout {
+        legacy: LegacyRevocations::ReadWrite,
+        ..RevocationLayout::default()
+    });
+    let during = old(
+        RevocationKind::SessionId,
+        "sid-during",
+        now * 1000 - 3,
+        now + 600,
+    );
+    upgrading.put_revocation(&during).await?;
+    let old_reader = store
+        .client()
+        .query()
+        .table_name(store.table())
+        .key_condition_expression("pk = :pk AND sk > :after")
+        .expression_attribute_values(":pk", AttributeValue::S("REVOCATIONS".to_owned()))
+        .expression_attribute_values(
+            ":after",
+            AttributeValue::S(format!("{:016}$", now * 1000 - 4)),
+        )
+        .consistent_read(true)
+        .send()
+        .await?;
+    let old_sees: Vec<_> = old_reader
+        .items()
+        .iter()
+        .map(|i| i["sk"].as_s().expect("sk").clone())
+        .collect();
+    assert_eq!(old_sees, vec![during.sort_key(), subject.sort_key()]);
+    assert_eq!(
+        upgrading.revocations_since(now * 1000 - 6, now).await?,
+        vec![new.clone(), during.clone(), subject.clone()]
+    );
+    assert_eq!(
+        without.revocations_since(now * 1000 - 6, now).await?,
+        vec![new, during],
+        "and the sharded log has it too"
+    );
 
     // authd on this table refuses the tokens the old items name.
     let authd = Authd::start_with_store(&issuer.config_entry(&["RS256"]), Arc::new(store)).await?;

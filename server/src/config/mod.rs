@@ -410,7 +410,7 @@ mod tests {
         assert_eq!(store.revocation_shards, 16);
         assert_eq!(store.revocation_bucket_seconds, 3_600);
         assert_eq!(store.revocation_read_concurrency, 16);
-        assert!(store.legacy_revocations);
+        assert_eq!(store.legacy_revocations, LegacyRevocations::Read);
         for (line, key) in [
             ("revocation_shards = 0", "store.revocation_shards"),
             ("revocation_shards = 1001", "store.revocation_shards"),
@@ -432,9 +432,12 @@ mod tests {
             assert!(err.to_string().contains(key), "{line}: {err}");
         }
         let text = format!(
-            "{MINIMAL}[store]\nrevocation_shards = 1000\nrevocation_bucket_seconds = 86400\n"
+            "{MINIMAL}[store]\nrevocation_shards = 1000\nrevocation_bucket_seconds = 86400\nlegacy_revocations = \"read-write\"\n"
         );
-        assert!(Config::from_toml(&text).is_ok());
+        let store = Config::from_toml(&text).expect("valid").store;
+        assert_eq!(store.legacy_revocations, LegacyRevocations::ReadWrite);
+        let text = format!("{MINIMAL}[store]\nlegacy_revocations = true\n");
+        assert!(Config::from_toml(&text).is_err(), "read, read-write or off");
     }
 
     #[test]

@@ -457,12 +457,27 @@ pub struct StoreConfig {
     /// DynamoDB: at most this many revocation partitions are read at once.
     /// Defaults to `16`.
     pub revocation_read_concurrency: usize,
-    /// DynamoDB: also read revocations stored by authd versions before the
-    /// sharded log, under the single partition `REVOCATIONS`. Turn it off
-    /// once no replica runs such a version and their revocations have
-    /// expired (`sessions.revocation_ttl_seconds` after the upgrade): it
-    /// saves every replica one read per poll. Defaults to `true`.
-    pub legacy_revocations: bool,
+    /// DynamoDB: the single partition `REVOCATIONS` of authd versions
+    /// before the sharded log. `read`: also read it, so their revocations
+    /// keep counting until they expire. `read-write`: also write every new
+    /// revocation there, so that replicas not yet upgraded see it — for the
+    /// time of a rolling upgrade. `off`: neither, once no replica runs such
+    /// a version and `sessions.revocation_ttl_seconds` has passed since; it
+    /// saves every replica one read per poll. Defaults to `read`.
+    pub legacy_revocations: LegacyRevocations,
+}
+
+/// What authd does with the revocation partition of its earlier versions
+/// (`store.legacy_revocations`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LegacyRevocations {
+    /// Neither read nor written.
+    Off,
+    /// Read with the sharded log.
+    Read,
+    /// Read, and every new revocation written there too.
+    ReadWrite,
 }
 
 impl Default for StoreConfig {
@@ -481,7 +496,7 @@ impl Default for StoreConfig {
             revocation_shards: 16,
             revocation_bucket_seconds: 3_600,
             revocation_read_concurrency: 16,
-            legacy_revocations: true,
+            legacy_revocations: LegacyRevocations::Read,
         }
     }
 }

@@ -168,7 +168,8 @@ fn session_from(item: &Item) -> Result<SessionRecord, StoreError> {
 }
 
 /// The one partition every revocation was written to before the sharded
-/// log ([`super::revocations`]); still read while `store.legacy_revocations`.
+/// log ([`super::revocations`]); read (and written) as
+/// `store.legacy_revocations` says.
 pub(super) const LEGACY_REVOCATIONS_PK: &str = "REVOCATIONS";
 
 /// `r` as an item of partition `pk`.

@@ -43,7 +43,7 @@ use super::{
     items::{LEGACY_REVOCATIONS_PK, get_n, get_s, n, revocation_from, revocation_item, s},
 };
 use crate::{
-    config::StoreConfig,
+    config::{LegacyRevocations, StoreConfig},
     store::{Revocation, StoreError},
 };
 
@@ -68,9 +68,9 @@ pub struct RevocationLayout {
     pub bucket_ms: i64,
     /// Partitions read at once (`store.revocation_read_concurrency`).
     pub read_concurrency: usize,
-    /// Whether the partition of authd before this layout is read too
+    /// What is done with the partition of authd before this layout
     /// (`store.legacy_revocations`).
-    pub legacy: bool,
+    pub legacy: LegacyRevocations,
 }
 
 impl RevocationLayout {
@@ -198,7 +198,8 @@ fn after_key(after_ms: i64) -> String {
 
 impl DynamoStore {
     /// Records `revocation`: its partition in the index first (unless this
-    /// process knows it is there), then the revocation.
+    /// process knows it is there), then the revocation; in the partition of
+    /// earlier versions too while `store.legacy_revocations = "read-write"`.
     pub(super) async fn put_revocation_sharded(
         &self,
         revocation: &Revocation,
@@ -217,6 +218,18 @@ impl DynamoStore {
             .send()
             .await
             .map_err(classify)?;
+        if self.layout.legacy == LegacyRevocations::ReadWrite {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(revocation_item(
+                    revocation,
+                    LEGACY_REVOCATIONS_PK.to_owned(),
+                )))
+                .send()
+                .await
+                .map_err(classify)?;
+        }
         Ok(())
     }
 
@@ -269,7 +282,7 @@ impl DynamoStore {
                 partitions.insert(Partition::from_index_sk(&get_s(&entry, "sk")?)?.pk());
             }
         }
-        if self.layout.legacy {
+        if self.layout.legacy != LegacyRevocations::Off {
             partitions.insert(LEGACY_REVOCATIONS_PK.to_owned());
         }
         Ok(partitions)
