@@ -1,24 +1,53 @@
 //! The DynamoDB store against a real DynamoDB-compatible server (moto) on
 //! loopback: the shared conformance suite, secrets at rest in the raw table,
-//! `authd store init`, and the server pausing in the middle of a run.
+//! `authd store init`, the server pausing in the middle of a run, and the
+//! revocation log's layout (time buckets, shards, the index, and the items
+//! of authd before it).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Result;
 use authd::{
+    config::LegacyRevocations,
     secrets::{Sealer, Secret, hash_handle, random_handle},
-    store::{Store, StoreError, conformance, dynamodb::DynamoStore},
+    store::{
+        Revocation, RevocationKind, Store, StoreError, conformance,
+        dynamodb::{DynamoStore, RevocationLayout, revocations::INDEX_PK},
+    },
 };
+use authd_client::ErrorReason;
 use authd_tests::{Authd, Issuer, Moto, authd_binary};
+use aws_sdk_dynamodb::types::AttributeValue;
 use tokio::process::Command;
+
+/// A store on `table`, created if missing. moto answers one request at a
+/// time, so the parallel reads of the revocation log wait in its queue
+/// (a query of 600 revocations takes it ~0.5 s): the operation timeout
+/// covers that wait, which DynamoDB, answering in parallel, does not have.
+async fn patient_store(moto: &Moto, table: &str) -> DynamoStore {
+    let store =
+        DynamoStore::from_sdk_config(&moto.sdk_config(3, Duration::from_secs(60)).await, table);
+    store.init_table().await.expect("table");
+    store
+}
 
 async fn fresh() -> (Moto, Arc<dyn Store>) {
     let moto = Moto::start().await.expect("moto");
-    let store = moto.store("authd").await.expect("table");
+    let store = patient_store(&moto, "authd").await;
     (moto, Arc::new(store))
 }
 
-authd::store_conformance_tests!(fresh);
+/// Another replica: its own client and its own memory of the revocation
+/// index, on the same table.
+async fn replica(moto: &Moto, _: &Arc<dyn Store>) -> Arc<dyn Store> {
+    Arc::new(patient_store(moto, "authd").await)
+}
+
+authd::store_conformance_tests!(fresh, replica);
 
 #[tokio::test]
 async fn raw_items_hold_no_secret_or_handle_in_clear() -> Result<()> {
@@ -414,5 +443,245 @@ async fn store_init_with_dynamodb_down_says_what_to_check() -> Result<()> {
     );
     assert!(stderr.contains("check [store] endpoint_url"), "{stderr}");
     assert!(!stderr.contains("MaybeTimeoutError"), "{stderr}");
+    Ok(())
+}
+
+// === the revocation log ===
+
+/// A store on `table` of `moto` laying revocations out in `bucket_seconds`
+/// buckets over `shards` shards.
+async fn laid_out(moto: &Moto, table: &str, shards: u32, bucket_seconds: i64) -> Arc<dyn Store> {
+    let store = patient_store(moto, table).await;
+    Arc::new(store.with_revocation_layout(RevocationLayout {
+        shards,
+        bucket_ms: bucket_seconds * 1000,
+        read_concurrency: 8,
+        legacy: LegacyRevocations::Read,
+    }))
+}
+
+/// Every item of `table` whose partition key starts with `prefix`.
+async fn raw_items(
+    store: &DynamoStore,
+    prefix: &str,
+) -> Result<Vec<HashMap<String, AttributeValue>>> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = store
+            .client()
+            .scan()
+            .table_name(store.table())
+            .filter_expression("begins_with(pk, :prefix)")
+            .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned()))
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await?;
+        items.extend_from_slice(page.items());
+        match page.last_evaluated_key() {
+            Some(key) if !key.is_empty() => start = Some(key.clone()),
+            _ => return Ok(items),
+        }
+    }
+}
+
+fn pk(item: &HashMap<String, AttributeValue>) -> String {
+    item["pk"].as_s().expect("pk").clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_over_narrow_buckets_and_shards_is_read_whole_by_any_layout() -> Result<()> {
+    let moto = Moto::start().await?;
+    // Written in 1 s buckets over 4 shards, read by a replica configured
+    // otherwise: readers follow the index, so the layout may change at
+    // any time.
+    let writer = laid_out(&moto, "narrow", 4, 1).await;
+    let reader = laid_out(&moto, "narrow", 16, 3_600).await;
+    conformance::revocation_burst(writer, reader, 3_000).await;
+
+    let raw = patient_store(&moto, "narrow").await;
+    let revocations: Vec<_> = raw_items(&raw, "REVOCATIONS#")
+        .await?
+        .into_iter()
+        .filter(|item| pk(item) != INDEX_PK)
+        .collect();
+    assert_eq!(revocations.len(), 3_000, "each written once");
+    let partitions: HashSet<String> = revocations.iter().map(pk).collect();
+    // 3 s of revocations: 3 or 4 one-second buckets, 4 shards each.
+    assert!((12..=16).contains(&partitions.len()), "{partitions:?}");
+    for partition in &partitions {
+        let shard: u32 = partition.rsplit('#').next().expect("shard").parse()?;
+        assert!(shard < 4, "{partition}");
+    }
+    let index = raw_items(&raw, INDEX_PK).await?;
+    assert_eq!(index.len(), partitions.len(), "one index entry a partition");
+    assert!(
+        raw_items(&raw, "REVOCATIONS")
+            .await?
+            .iter()
+            .all(|i| pk(i) != "REVOCATIONS")
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_boundaries_hold_for_narrow_and_wide_buckets() -> Result<()> {
+    let moto = Moto::start().await?;
+    for (table, shards, bucket_seconds) in [("minute", 3, 60), ("day", 2, 86_400)] {
+        let writer = laid_out(&moto, table, shards, bucket_seconds).await;
+        let reader = laid_out(&moto, table, 1, 1).await;
+        conformance::revocations_across_a_bucket_boundary(writer, reader).await;
+    }
+    Ok(())
+}
+
+/// An item as authd wrote revocations before the sharded log, put with
+/// the SDK: every one under the single partition `REVOCATIONS`.
+async fn put_old_style(store: &DynamoStore, r: &Revocation) -> Result<()> {
+    let kind = serde_json::to_value(r.kind)?;
+    store
+        .client()
+        .put_item()
+        .table_name(store.table())
+        .item("pk", AttributeValue::S("REVOCATIONS".to_owned()))
+        .item("sk", AttributeValue::S(r.sort_key()))
+        .item(
+            "kind",
+            AttributeValue::S(kind.as_str().expect("kind").to_owned()),
+        )
+        .item("issuer", AttributeValue::S(r.issuer.clone()))
+        .item("value", AttributeValue::S(r.value.clone()))
+        .item("at_ms", AttributeValue::N(r.at_ms.to_string()))
+        .item("expires_at", AttributeValue::N(r.expires_at.to_string()))
+        .item("ttl", AttributeValue::N(r.expires_at.to_string()))
+        .send()
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_stored_before_the_sharded_log_are_still_honoured() -> Result<()> {
+    let (moto, issuer) = (Moto::start().await?, Issuer::start().await?);
+    let store = moto.store("authd").await?;
+    let now = conformance::now();
+    let old = |kind, value: &str, at_ms: i64, expires_at: i64| Revocation {
+        kind,
+        issuer: issuer.url.clone(),
+        value: value.to_owned(),
+        at_ms,
+        expires_at,
+    };
+    // Tokens of this subject issued up to 5 s from now are refused.
+    let subject = old(
+        RevocationKind::Subject,
+        "auth0|legacy",
+        (now + 5) * 1000,
+        now + 600,
+    );
+    let sid = old(
+        RevocationKind::SessionId,
+        "sid-legacy",
+        now * 1000 - 10,
+        now + 600,
+    );
+    let expired = old(
+        RevocationKind::SessionId,
+        "sid-gone",
+        now * 1000 - 20,
+        now - 1,
+    );
+    for r in [&subject, &sid, &expired] {
+        put_old_style(&store, r).await?;
+    }
+    // A revocation of the new layout is merged with them, in order.
+    let new = old(
+        RevocationKind::SessionId,
+        "sid-new",
+        now * 1000 - 5,
+        now + 600,
+    );
+    store.put_revocation(&new).await?;
+    assert_eq!(
+        store.revocations_since(0, now).await?,
+        vec![sid.clone(), new.clone(), subject.clone()]
+    );
+    assert_eq!(
+        store.revocations_since(now * 1000 - 6, now).await?,
+        vec![new.clone(), subject.clone()]
+    );
+    // Once no replica writes them any more and they have expired, the
+    // old partition need not be read.
+    let without = store.clone().with_revocation_layout(RevocationLayout {
+        legacy: LegacyRevocations::Off,
+        ..RevocationLayout::default()
+    });
+    assert_eq!(without.revocations_since(0, now).await?, vec![new.clone()]);
+
+    // During a rolling upgrade, new revocations also go where replicas not
+    // yet upgraded read them; upgraded ones see each once.
+    let upgrading = store.clone().with_revocation_layout(RevocationLayout {
+        legacy: LegacyRevocations::ReadWrite,
+        ..RevocationLayout::default()
+    });
+    let during = old(
+        RevocationKind::SessionId,
+        "sid-during",
+        now * 1000 - 3,
+        now + 600,
+    );
+    upgrading.put_revocation(&during).await?;
+    let old_reader = store
+        .client()
+        .query()
+        .table_name(store.table())
+        .key_condition_expression("pk = :pk AND sk > :after")
+        .expression_attribute_values(":pk", AttributeValue::S("REVOCATIONS".to_owned()))
+        .expression_attribute_values(
+            ":after",
+            AttributeValue::S(format!("{:016}$", now * 1000 - 4)),
+        )
+        .consistent_read(true)
+        .send()
+        .await?;
+    let old_sees: Vec<_> = old_reader
+        .items()
+        .iter()
+        .map(|i| i["sk"].as_s().expect("sk").clone())
+        .collect();
+    assert_eq!(old_sees, vec![during.sort_key(), subject.sort_key()]);
+    assert_eq!(
+        upgrading.revocations_since(now * 1000 - 6, now).await?,
+        vec![new.clone(), during.clone(), subject.clone()]
+    );
+    assert_eq!(
+        without.revocations_since(now * 1000 - 6, now).await?,
+        vec![new, during],
+        "and the sharded log has it too"
+    );
+
+    // authd on this table refuses the tokens the old items name.
+    let authd = Authd::start_with_store(&issuer.config_entry(&["RS256"]), Arc::new(store)).await?;
+    let mut client = authd.client().await?;
+    let other = issuer.token(&[("sub", "auth0|someone-else")]).await?;
+    client.verify_token(&other, &[]).await?;
+    for (token, what) in [
+        (
+            issuer.token(&[("sub", "auth0|legacy")]).await?,
+            "the revoked subject",
+        ),
+        (
+            issuer
+                .token(&[("sub", "auth0|other"), ("sid", "sid-legacy")])
+                .await?,
+            "the revoked session",
+        ),
+    ] {
+        let refused = client.verify_token(&token, &[]).await.expect_err(what);
+        assert_eq!(
+            refused.reason(),
+            Some(ErrorReason::SessionRevoked),
+            "{what}"
+        );
+    }
     Ok(())
 }

@@ -204,6 +204,10 @@ impl Config {
                 "store.purge_interval_seconds",
                 self.store.purge_interval_seconds,
             ),
+            (
+                "store.revocation_read_concurrency",
+                self.store.revocation_read_concurrency as u64,
+            ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(invalid((*key).to_owned(), "must be positive"));
@@ -235,6 +239,24 @@ impl Config {
         }
         if self.store.kind == StoreKind::Dynamodb && self.store.table.is_empty() {
             return Err(invalid("store.table".to_owned(), "must not be empty"));
+        }
+        if !(1..=crate::store::dynamodb::MAX_REVOCATION_SHARDS)
+            .contains(&self.store.revocation_shards)
+        {
+            return Err(invalid(
+                "store.revocation_shards".to_owned(),
+                &format!(
+                    "must be 1 to {}",
+                    crate::store::dynamodb::MAX_REVOCATION_SHARDS
+                ),
+            ));
+        }
+        let bucket = self.store.revocation_bucket_seconds;
+        if bucket == 0 || 86_400 % bucket != 0 {
+            return Err(invalid(
+                "store.revocation_bucket_seconds".to_owned(),
+                "must divide a day (86400)",
+            ));
         }
         if self.store.max_attempts == 0 {
             return Err(invalid(
@@ -380,6 +402,42 @@ mod tests {
         assert!(matches!(config.secrets.keys[0].source, KeySource::Env(ref v) if v == "MY_KEY"));
         assert!(matches!(config.secrets.keys[1].source, KeySource::File(_)));
         assert!(!format!("{:?}", KeySource::Value("c2VjcmV0".to_owned())).contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn revocation_layout_takes_documented_defaults_and_refuses_bad_values() {
+        let store = Config::from_toml(MINIMAL).expect("valid").store;
+        assert_eq!(store.revocation_shards, 16);
+        assert_eq!(store.revocation_bucket_seconds, 3_600);
+        assert_eq!(store.revocation_read_concurrency, 16);
+        assert_eq!(store.legacy_revocations, LegacyRevocations::Read);
+        for (line, key) in [
+            ("revocation_shards = 0", "store.revocation_shards"),
+            ("revocation_shards = 1001", "store.revocation_shards"),
+            (
+                "revocation_bucket_seconds = 0",
+                "store.revocation_bucket_seconds",
+            ),
+            (
+                "revocation_bucket_seconds = 7",
+                "store.revocation_bucket_seconds",
+            ),
+            (
+                "revocation_read_concurrency = 0",
+                "store.revocation_read_concurrency",
+            ),
+        ] {
+            let text = format!("{MINIMAL}[store]\n{line}\n");
+            let err = Config::from_toml(&text).expect_err(line);
+            assert!(err.to_string().contains(key), "{line}: {err}");
+        }
+        let text = format!(
+            "{MINIMAL}[store]\nrevocation_shards = 1000\nrevocation_bucket_seconds = 86400\nlegacy_revocations = \"read-write\"\n"
+        );
+        let store = Config::from_toml(&text).expect("valid").store;
+        assert_eq!(store.legacy_revocations, LegacyRevocations::ReadWrite);
+        let text = format!("{MINIMAL}[store]\nlegacy_revocations = true\n");
+        assert!(Config::from_toml(&text).is_err(), "read, read-write or off");
     }
 
     #[test]

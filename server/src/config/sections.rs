@@ -440,6 +440,44 @@ pub struct StoreConfig {
     /// answers are deleted, in seconds (DynamoDB deletes them itself, by
     /// its TTL). Defaults to `60`.
     pub purge_interval_seconds: u64,
+    /// DynamoDB: how many partitions (shards) the revocations of one time
+    /// bucket are spread over, each chosen by a hash of the revocation.
+    /// More shards take a larger mass revocation (about 1,000 writes a
+    /// second each) and cost every replica one more read per poll. May be
+    /// changed at any time: readers find the shards a bucket was written
+    /// with in the bucket index. Defaults to `16` (README: *The revocation
+    /// log on DynamoDB*).
+    pub revocation_shards: u32,
+    /// DynamoDB: the width of a revocation time bucket, in seconds. Wider
+    /// buckets make the first read after start-up (every revocation still
+    /// in force) read fewer partitions; a poll reads only what is newer
+    /// than its cursor whatever the width. Must divide a day. Defaults to
+    /// `3600`.
+    pub revocation_bucket_seconds: u64,
+    /// DynamoDB: at most this many revocation partitions are read at once.
+    /// Defaults to `16`.
+    pub revocation_read_concurrency: usize,
+    /// DynamoDB: the single partition `REVOCATIONS` of authd versions
+    /// before the sharded log. `read`: also read it, so their revocations
+    /// keep counting until they expire. `read-write`: also write every new
+    /// revocation there, so that replicas not yet upgraded see it — for the
+    /// time of a rolling upgrade. `off`: neither, once no replica runs such
+    /// a version and `sessions.revocation_ttl_seconds` has passed since; it
+    /// saves every replica one read per poll. Defaults to `read`.
+    pub legacy_revocations: LegacyRevocations,
+}
+
+/// What authd does with the revocation partition of its earlier versions
+/// (`store.legacy_revocations`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LegacyRevocations {
+    /// Neither read nor written.
+    Off,
+    /// Read with the sharded log.
+    Read,
+    /// Read, and every new revocation written there too.
+    ReadWrite,
 }
 
 impl Default for StoreConfig {
@@ -455,6 +493,10 @@ impl Default for StoreConfig {
             health_interval_seconds: 5,
             embedded_cache_bytes: 32 << 20,
             purge_interval_seconds: 60,
+            revocation_shards: 16,
+            revocation_bucket_seconds: 3_600,
+            revocation_read_concurrency: 16,
+            legacy_revocations: LegacyRevocations::Read,
         }
     }
 }

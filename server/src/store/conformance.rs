@@ -369,17 +369,172 @@ pub async fn device_approvals_round_trip(store: Arc<dyn Store>) {
     );
 }
 
+/// How many revocations [`revocation_burst_reaches_every_replica`] writes.
+pub const BURST: usize = 10_000;
+
+/// Revocations of `issuer`-wide kinds, one per value, expiring in ten
+/// minutes: what a mass revocation writes.
+fn burst_revocation(i: usize, at_ms: i64) -> super::Revocation {
+    use super::RevocationKind;
+    let (kind, value) = match i % 3 {
+        0 => (RevocationKind::SessionId, format!("sid-{i}")),
+        1 => (RevocationKind::Subject, format!("auth0|user-{i}")),
+        _ => (
+            RevocationKind::SignedDigest,
+            hash_handle(&format!("h.p{i}")),
+        ),
+    };
+    super::Revocation {
+        kind,
+        issuer: "https://tenant.example.auth0.com/".to_owned(),
+        value,
+        at_ms,
+        expires_at: now() + 600,
+    }
+}
+
+/// A burst of [`BURST`] revocations, written concurrently (64 at a time),
+/// is seen whole by another replica — in order, each once — by the first
+/// read of a replica that starts (cursor 0), and from a cursor in its
+/// middle.
+pub async fn revocation_burst_reaches_every_replica(
+    writer: Arc<dyn Store>,
+    reader: Arc<dyn Store>,
+) {
+    revocation_burst(writer, reader, BURST).await;
+}
+
+/// [`revocation_burst_reaches_every_replica`] with `count` revocations, one
+/// a millisecond, ending now; on a fresh store.
+pub async fn revocation_burst(writer: Arc<dyn Store>, reader: Arc<dyn Store>, count: usize) {
+    use futures_util::{StreamExt, TryStreamExt, stream};
+    let t = now();
+    // One revocation a millisecond until now, written in a
+    // shuffled order so that the store, not the writer, puts them in order.
+    let start_ms = t * 1000 - count as i64;
+    let burst: Vec<_> = (0..count)
+        .map(|i| burst_revocation(i, start_ms + i as i64))
+        .collect();
+    let mut order: Vec<usize> = (0..count).collect();
+    order.sort_by_key(|i| hash_handle(&i.to_string()));
+    let started = std::time::Instant::now();
+    stream::iter(order)
+        .map(|i| {
+            let (writer, r) = (Arc::clone(&writer), burst[i].clone());
+            async move { writer.put_revocation(&r).await }
+        })
+        .buffer_unordered(64)
+        .try_collect::<Vec<()>>()
+        .await
+        .expect("burst written");
+    let written = started.elapsed();
+
+    // The first read of a replica that starts: everything in force.
+    let started = std::time::Instant::now();
+    let seen = reader.revocations_since(0, t).await.expect("read from 0");
+    let read = started.elapsed();
+    assert_eq!(seen.len(), count, "none missing, none twice");
+    for (i, (got, want)) in seen.iter().zip(&burst).enumerate() {
+        assert_eq!(got, want, "revocation {i} in order");
+    }
+    let middle = reader
+        .revocations_since(burst[count / 2 - 1].at_ms, t)
+        .await
+        .expect("read from the middle");
+    assert_eq!(middle, burst[count / 2..], "exactly the second half");
+    eprintln!("{count} revocations: written in {written:?}, read back in {read:?}");
+}
+
+/// Revocations on either side of a time-bucket boundary (midnight UTC: a
+/// boundary of every bucket width that divides a day) are read in order
+/// from cursors on either side of it, by another replica; one made a week
+/// ago that is still in force is found by a read from 0, an expired one
+/// is not.
+pub async fn revocations_across_a_bucket_boundary(writer: Arc<dyn Store>, reader: Arc<dyn Store>) {
+    use super::{Revocation, RevocationKind};
+    let t = now();
+    let day_ms = 86_400_000;
+    let boundary = (t * 1000).div_euclid(day_ms) * day_ms;
+    let make = |kind, value: &str, at_ms: i64, expires_at: i64| Revocation {
+        kind,
+        issuer: "https://tenant.example.auth0.com/".to_owned(),
+        value: value.to_owned(),
+        at_ms,
+        expires_at,
+    };
+    let week_old = make(
+        RevocationKind::Subject,
+        "auth0|long-ago",
+        boundary - 7 * day_ms + 1,
+        t + 600,
+    );
+    let expired = make(RevocationKind::SessionId, "sid-gone", boundary - 2, t - 1);
+    let last_a = make(
+        RevocationKind::SessionId,
+        "sid-last-a",
+        boundary - 1,
+        t + 600,
+    );
+    let last_b = make(
+        RevocationKind::SignedDigest,
+        &hash_handle("h.p-last"),
+        boundary - 1,
+        t + 600,
+    );
+    let first = make(RevocationKind::SessionId, "sid-first", boundary, t + 600);
+    let next = make(RevocationKind::Subject, "auth0|next", boundary + 1, t + 600);
+    for r in [&next, &first, &last_b, &expired, &week_old, &last_a] {
+        writer.put_revocation(r).await.expect("put");
+    }
+    let mut last = [last_a.clone(), last_b.clone()];
+    last.sort_by_key(Revocation::sort_key);
+    let since = |after_ms: i64| {
+        let reader = Arc::clone(&reader);
+        async move { reader.revocations_since(after_ms, t).await.expect("read") }
+    };
+    let mut all = vec![week_old.clone()];
+    all.extend(last.iter().cloned());
+    all.extend([first.clone(), next.clone()]);
+    assert_eq!(since(0).await, all, "from 0: every one in force, in order");
+    assert_eq!(
+        since(boundary - 2).await,
+        all[1..],
+        "from before the boundary"
+    );
+    assert_eq!(
+        since(boundary - 1).await,
+        vec![first.clone(), next.clone()],
+        "from the last millisecond before it"
+    );
+    assert_eq!(
+        since(boundary).await,
+        vec![next.clone()],
+        "from the first after it"
+    );
+    assert_eq!(since(boundary + 1).await, vec![], "from the newest");
+    assert_eq!(
+        since(week_old.at_ms).await,
+        all[1..],
+        "from the old one: the ones after it"
+    );
+}
+
 /// Generates one `#[tokio::test]` per conformance check for a store made by
 /// `$make`, an async fn returning `(guard, Arc<dyn Store>)`: the guard keeps
-/// whatever backs the store alive for the test.
+/// whatever backs the store alive for the test. `$replica(&guard, &store)`
+/// (async) opens a second store on the same data — another replica where
+/// the store allows it, else the same store — for the checks that one
+/// replica writes and another reads.
 #[macro_export]
 macro_rules! store_conformance_tests {
-    ($make:path) => {
+    ($make:path, $replica:path) => {
         $crate::store_conformance_tests!(@each $make;
             profile_round_trip, unusual_values_round_trip, session_lifecycle,
             stale_version_update_fails, expired_sessions_are_ignored, lists_a_users_sessions,
             concurrent_writers_lose_no_update, sealed_secrets_round_trip,
             full_session_round_trip, revocations_since_a_cursor, device_approvals_round_trip);
+        $crate::store_conformance_tests!(@pair $make, $replica;
+            revocation_burst_reaches_every_replica, revocations_across_a_bucket_boundary);
     };
     (@each $make:path; $($check:ident),*) => {
         $(
@@ -387,6 +542,16 @@ macro_rules! store_conformance_tests {
             async fn $check() {
                 let (_guard, store) = $make().await;
                 $crate::store::conformance::$check(store).await;
+            }
+        )*
+    };
+    (@pair $make:path, $replica:path; $($check:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let (guard, store) = $make().await;
+                let replica = $replica(&guard, &store).await;
+                $crate::store::conformance::$check(store, replica).await;
             }
         )*
     };

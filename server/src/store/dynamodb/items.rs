@@ -28,7 +28,7 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("attribute {what} missing or of the wrong type"))
 }
 
-fn get_s(item: &Item, name: &str) -> Result<String, StoreError> {
+pub(super) fn get_s(item: &Item, name: &str) -> Result<String, StoreError> {
     item.get(name)
         .and_then(|v| v.as_s().ok())
         .cloned()
@@ -42,7 +42,7 @@ fn get_opt_s(item: &Item, name: &str) -> Result<Option<String>, StoreError> {
     }
 }
 
-fn get_n<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreError> {
+pub(super) fn get_n<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreError> {
     item.get(name)
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
@@ -167,15 +167,19 @@ fn session_from(item: &Item) -> Result<SessionRecord, StoreError> {
     })
 }
 
-pub(super) const REVOCATIONS_PK: &str = "REVOCATIONS";
+/// The one partition every revocation was written to before the sharded
+/// log ([`super::revocations`]); read (and written) as
+/// `store.legacy_revocations` says.
+pub(super) const LEGACY_REVOCATIONS_PK: &str = "REVOCATIONS";
 
-pub(super) fn revocation_item(r: &Revocation) -> Item {
+/// `r` as an item of partition `pk`.
+pub(super) fn revocation_item(r: &Revocation, pk: String) -> Item {
     let kind = serde_json::to_value(r.kind)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
     HashMap::from([
-        ("pk".to_owned(), s(REVOCATIONS_PK)),
+        ("pk".to_owned(), s(pk)),
         ("sk".to_owned(), s(r.sort_key())),
         ("kind".to_owned(), s(kind)),
         ("issuer".to_owned(), s(r.issuer.clone())),

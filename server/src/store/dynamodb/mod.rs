@@ -4,6 +4,11 @@
 //! |---|---|---|---|---|
 //! | profile | `USER#<sub>` | `PROFILE` | — | — |
 //! | session | `SESSION#<sha256 of handle>` | `SESSION` | `USER#<sub>` / `SESSION#<id>` | `expires_at` |
+//! | device approval | `DEVICE#<sha256 of code>` | `APPROVAL` | — | `expires_at` |
+//! | revocation | `REVOCATIONS#<bucket>#<shard>` | `<at_ms>#<kind>#<digest>` | — | `expires_at` |
+//! | revocation index | `REVOCATIONS#INDEX` | `<bucket end>#<bucket>#<shard>` | — | latest `expires_at`, rounded up |
+//!
+//! The revocation log and its index are described in [`revocations`].
 //!
 //! DynamoDB deletes expired items lazily (TTL), so reads also ignore them.
 //! Writes that depend on state are conditional; retries with back-off and a
@@ -36,6 +41,8 @@ type Item = HashMap<String, AttributeValue>;
 pub struct DynamoStore {
     client: Client,
     table: String,
+    layout: RevocationLayout,
+    indexed: revocations::Indexed,
 }
 
 // === errors ===
@@ -78,13 +85,14 @@ fn is_condition_failure<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> b
 
 mod attempts;
 mod items;
+pub mod revocations;
 mod table;
 
 use items::{
-    REVOCATIONS_PK, device_approval_from, device_approval_item, device_approval_key, live, n,
-    profile_from, profile_item, profile_key, revocation_from, revocation_item, s, session_item,
-    session_key,
+    device_approval_from, device_approval_item, device_approval_key, live, n, profile_from,
+    profile_item, profile_key, s, session_item, session_key,
 };
+pub use revocations::{MAX_REVOCATION_SHARDS, RevocationLayout};
 
 // === the store ===
 
@@ -109,6 +117,7 @@ impl DynamoStore {
             loader = loader.endpoint_url(endpoint.clone());
         }
         Self::from_sdk_config(&loader.load().await, &config.table)
+            .with_revocation_layout(RevocationLayout::from_config(config))
     }
 
     /// A store over an SDK configuration (credentials, region, endpoint,
@@ -120,7 +129,16 @@ impl DynamoStore {
         DynamoStore {
             client: Client::from_conf(config),
             table: table.to_owned(),
+            layout: RevocationLayout::default(),
+            indexed: revocations::Indexed::default(),
         }
+    }
+
+    /// The same store, laying out and reading revocations as `layout` says
+    /// (default: the `[store]` defaults).
+    pub fn with_revocation_layout(mut self, layout: RevocationLayout) -> DynamoStore {
+        self.layout = layout;
+        self
     }
 
     /// The SDK client, for tools and tests that read raw items.
@@ -297,14 +315,7 @@ impl Store for DynamoStore {
     }
 
     async fn put_revocation(&self, revocation: &Revocation) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(revocation_item(revocation)))
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(())
+        self.put_revocation_sharded(revocation).await
     }
 
     async fn revocations_since(
@@ -312,23 +323,7 @@ impl Store for DynamoStore {
         after_ms: i64,
         now: i64,
     ) -> Result<Vec<Revocation>, StoreError> {
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND sk > :after")
-            .expression_attribute_values(":pk", s(REVOCATIONS_PK))
-            // Every key of a later millisecond sorts after this one.
-            .expression_attribute_values(":after", s(format!("{:016}$", after_ms.max(0))))
-            .consistent_read(true);
-        let mut found = Vec::new();
-        for item in self.query_all(query).await? {
-            let revocation = revocation_from(&item)?;
-            if revocation.expires_at > now {
-                found.push(revocation);
-            }
-        }
-        Ok(found)
+        self.revocations_since_sharded(after_ms, now).await
     }
 
     async fn put_device_approval(&self, approval: &DeviceApproval) -> Result<(), StoreError> {
