@@ -356,8 +356,12 @@ pub async fn run(
     )));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let health_on_stop = health.clone();
+    let watchers = Arc::clone(&app.watchers);
     tokio::spawn(async move {
         shutdown.await;
+        // Revocation watchers resume on another replica rather than hold
+        // the shutdown to its grace.
+        watchers.close();
         // Load balancers stop sending before the listener closes.
         probe.abort();
         health_on_stop

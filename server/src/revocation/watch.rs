@@ -21,7 +21,10 @@ use std::{
 
 use futures_util::{Stream, stream};
 use tokio::{
-    sync::broadcast::{self, error::RecvError},
+    sync::{
+        broadcast::{self, error::RecvError},
+        watch,
+    },
     time::{Instant, Interval, MissedTickBehavior},
 };
 
@@ -83,6 +86,9 @@ pub struct Watchers {
     heartbeat: Duration,
     max_watchers: usize,
     active: Arc<AtomicUsize>,
+    /// Set when the replica shuts down: every stream ends (its callers
+    /// resume elsewhere) instead of holding the shutdown to its grace.
+    closing: watch::Sender<bool>,
 }
 
 impl Watchers {
@@ -93,7 +99,14 @@ impl Watchers {
             heartbeat: config.heartbeat(),
             max_watchers: config.max_watchers,
             active: Arc::new(AtomicUsize::new(0)),
+            closing: watch::channel(false).0,
         }
+    }
+
+    /// Ends every stream (with an OK status) and refuses none: new ones end
+    /// at once too. Called when the replica starts shutting down.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// How many watchers are served now.
@@ -120,6 +133,7 @@ impl Watchers {
             tokio::time::interval_at(Instant::now() + self.heartbeat, self.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let state = State {
+            closing: self.closing.subscribe(),
             phase: Phase::Replay(replay.into_iter()),
             feed,
             heartbeat,
@@ -168,6 +182,7 @@ enum Phase {
 }
 
 struct State {
+    closing: watch::Receiver<bool>,
     phase: Phase,
     feed: broadcast::Receiver<Arc<Revocation>>,
     heartbeat: Interval,
@@ -196,6 +211,9 @@ impl State {
     }
 
     async fn next(&mut self) -> Option<Result<Watched, Error>> {
+        if *self.closing.borrow() {
+            return None;
+        }
         match &mut self.phase {
             Phase::Replay(replay) => {
                 if let Some(r) = replay.next() {
@@ -220,6 +238,7 @@ impl State {
                         Err(RecvError::Closed) => None,
                     },
                     _ = self.heartbeat.tick() => Some(Ok(self.heartbeat())),
+                    _ = self.closing.changed() => None,
                 }
             }
             Phase::Done => None,
@@ -350,6 +369,17 @@ mod tests {
         assert_eq!(watchers.active(), 1);
         let _three = watchers.watch(None).expect("a place came back");
         drop(two);
+    }
+
+    #[tokio::test]
+    async fn closing_ends_every_stream() {
+        let watchers = Watchers::new(Revocations::new(), &config(4));
+        let mut watch = Box::pin(watchers.watch(None).expect("watch"));
+        take(&mut watch, 1).await; // caught up
+        watchers.close();
+        assert!(watch.next().await.is_none());
+        let mut late = Box::pin(watchers.watch(None).expect("watch"));
+        assert!(late.next().await.is_none());
     }
 
     #[test]
