@@ -8,9 +8,10 @@
 //! the stream falls silent.
 //!
 //! A background task holds the stream (reconnecting with back-off, resuming
-//! from its cursor: nothing is missed across a reconnection). Until its
-//! first heartbeat, and whenever it has been silent longer than
-//! `max_silence`, every verification goes to authd. A revocation matches an
+//! from its cursor: nothing is missed across a reconnection). Until a
+//! stream's first heartbeat (each new stream first replays what may have
+//! been missed), and whenever it has been silent longer than `max_silence`,
+//! every verification goes to authd. A revocation matches an
 //! entry by the token's `sid`, its subject and `iat` (issued at or before a
 //! subject's revocation), the SHA-256 of its signing input
 //! (`header.payload`), or the SHA-256 of the whole token (older authd).
@@ -279,6 +280,12 @@ impl VerifyCache {
         inner.watch.last_heard = Some(Instant::now());
     }
 
+    /// A new stream opened: until its first heartbeat it replays what this
+    /// client may have missed, so nothing is answered before that.
+    pub(crate) fn stream_opened(&self) {
+        self.lock().watch.synced = false;
+    }
+
     /// A heartbeat arrived: every revocation so far is known.
     pub(crate) fn heartbeat(&self, interval: Duration) {
         let mut inner = self.lock();
@@ -470,6 +477,20 @@ mod tests {
             cache.insert(key, "h.p.s", &token(Duration::from_secs(60)));
             assert!(cache.get(&key).is_none(), "{r:?}: not cached again");
         }
+    }
+
+    #[test]
+    fn a_new_stream_must_catch_up_before_the_cache_answers_again() {
+        let cache = cache(300, 10);
+        let key = VerifyCache::key("h.p.s", &[]);
+        cache.insert(key, "h.p.s", &token(Duration::from_secs(60)));
+        cache.stream_opened();
+        // Its replay has begun; a later message may name the token.
+        cache.revoked(&revocation(pb::RevocationKind::SessionId, "other", 0));
+        assert_eq!(cache.state(), CacheState::Syncing);
+        assert!(cache.get(&key).is_none());
+        cache.heartbeat(HEARTBEAT);
+        assert!(cache.get(&key).is_some());
     }
 
     #[test]

@@ -67,6 +67,7 @@ async fn watch(cache: Arc<VerifyCache>, channel: Channel, token: Option<Secret>)
         }
         let status = match client.watch_revocations(request).await {
             Ok(response) => {
+                cache.stream_opened();
                 let mut stream = response.into_inner();
                 loop {
                     match stream.message().await {
