@@ -26,12 +26,16 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// Answers VerifyToken by the token's text: `unavailable`, `expired`, `slow`
 /// (3 s), `short` (expires in 1 s); any other token is valid for an hour with
 /// itself as subject. WatchRevocations sends a heartbeat every 100 ms (or
-/// is refused PERMISSION_DENIED when `refuse_watch`). Every other method
-/// answers UNAVAILABLE. Counts calls but the watch.
+/// is refused PERMISSION_DENIED when `refuse_watch`; with `short_watches`
+/// each stream ends after one heartbeat whose cursor counts the streams).
+/// Every other method answers UNAVAILABLE. Counts calls but the watch, and
+/// records the cursor each watch asked for.
 #[derive(Debug, Clone, Default)]
 struct Scripted {
     calls: Arc<AtomicUsize>,
     refuse_watch: bool,
+    short_watches: bool,
+    cursors: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 type Answer<T> = Result<Response<T>, Status>;
@@ -115,20 +119,26 @@ impl AuthService for Scripted {
 
     async fn watch_revocations(
         &self,
-        _: Request<pb::WatchRevocationsRequest>,
+        request: Request<pb::WatchRevocationsRequest>,
     ) -> Answer<Self::WatchRevocationsStream> {
         if self.refuse_watch {
             return Err(Status::permission_denied("not for you"));
         }
+        let streams = {
+            let mut cursors = self.cursors.lock().expect("cursors");
+            cursors.push(request.into_inner().cursor);
+            cursors.len()
+        };
+        let short = self.short_watches;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             let heartbeat = pb::WatchRevocationsResponse {
                 event: Some(pb::watch_revocations_response::Event::Heartbeat(
                     pb::Heartbeat { interval_ms: 100 },
                 )),
-                cursor: "0".to_owned(),
+                cursor: streams.to_string(),
             };
-            while tx.send(Ok(heartbeat.clone())).await.is_ok() {
+            while tx.send(Ok(heartbeat.clone())).await.is_ok() && !short {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
@@ -251,6 +261,27 @@ async fn cache_is_on_by_default_once_the_revocation_stream_is_live() -> anyhow::
     client.verify_token("alice", &[]).await?;
     client.verify_token("alice", &[]).await?;
     assert_eq!(fake.calls(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_watch_reconnects_and_resumes_from_its_last_cursor() -> anyhow::Result<()> {
+    let (fake, builder) = serve_scripted(Scripted {
+        short_watches: true,
+        ..Scripted::default()
+    })
+    .await?;
+    let _client = builder.build()?;
+    let started = Instant::now();
+    while fake.cursors.lock().expect("cursors").len() < 3 {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "no reconnection"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cursors = fake.cursors.lock().expect("cursors").clone();
+    assert_eq!(cursors[..3], ["", "1", "2"]);
     Ok(())
 }
 
