@@ -517,3 +517,29 @@ async fn the_cache_stops_answering_while_authd_is_paused_and_recovers() -> Resul
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_watch_outlives_the_request_timeout() -> Result<()> {
+    let issuer = Issuer::start().await?;
+    let authd = Authd::start(
+        &issuer
+            .sessions_config("[watch]\nheartbeat_ms = 100\n[limits]\nrequest_timeout_ms = 300\n"),
+    )
+    .await?;
+    let token = issuer
+        .token(&[("permissions", "revocations:watch")])
+        .await?;
+    let mut stream = watch(&authd.uri(), &token, "").await?;
+    let mut seen = Seen::default();
+    let started = Instant::now();
+    read_until(&mut stream, &mut seen, Duration::from_secs(10), |_| {
+        started.elapsed() > Duration::from_secs(2)
+    })
+    .await?;
+    assert!(
+        seen.heartbeats >= 10,
+        "{} heartbeats in 2 s",
+        seen.heartbeats
+    );
+    Ok(())
+}
