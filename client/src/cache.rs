@@ -18,7 +18,7 @@
 //! Entries also end with the token's `exp` and [`CacheConfig::max_ttl`];
 //! refusals are never cached. A caller authd does not allow to watch
 //! (`PERMISSION_DENIED`), or an authd without WatchRevocations, runs with
-//! no cache.
+//! no cache (logged once; the stream is asked for again every minute).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -281,9 +281,12 @@ impl VerifyCache {
     }
 
     /// A new stream opened: until its first heartbeat it replays what this
-    /// client may have missed, so nothing is answered before that.
+    /// client may have missed, so nothing is answered before that. A cache
+    /// turned off because authd refused the stream is on again.
     pub(crate) fn stream_opened(&self) {
-        self.lock().watch.synced = false;
+        let mut inner = self.lock();
+        inner.watch.synced = false;
+        inner.watch.off = false;
     }
 
     /// A heartbeat arrived: every revocation so far is known.
@@ -295,12 +298,15 @@ impl VerifyCache {
         inner.revoked.prune();
     }
 
-    /// authd will not stream revocations to this caller: no cache.
-    pub(crate) fn turn_off(&self) {
+    /// authd will not stream revocations to this caller: no cache. `true`
+    /// when it was on.
+    pub(crate) fn turn_off(&self) -> bool {
         let mut inner = self.lock();
+        let was_on = !inner.watch.off;
         inner.watch.off = true;
         inner.entries.clear();
         inner.order.clear();
+        was_on
     }
 
     #[cfg(test)]
@@ -513,5 +519,10 @@ mod tests {
         assert!(cache.get(&key).is_none());
         cache.insert(key, "t", &token(Duration::from_secs(60)));
         assert_eq!(cache.len(), 0);
+        // authd lets it watch again: on once the new stream caught up.
+        cache.stream_opened();
+        assert_eq!(cache.state(), CacheState::Syncing);
+        cache.heartbeat(HEARTBEAT);
+        assert_eq!(cache.state(), CacheState::Answering);
     }
 }

@@ -22,7 +22,7 @@ use crate::{
         DeviceLogin, DeviceLoginState, DevicePoll, NewSession, Profile, RefreshCredential,
         Refreshed, RevokeTarget, Secret, SessionGrant,
     },
-    watch::{self, WatchTask},
+    watch::{self, TokenSource, WatchTask},
 };
 
 /// `token` without a leading `Bearer` (any case) and surrounding white
@@ -128,7 +128,7 @@ pub struct AuthClientBuilder {
     timeout: Option<Duration>,
     retry: RetryPolicy,
     cache: Option<CacheConfig>,
-    watch_token: Option<Secret>,
+    watch_token: Option<TokenSource>,
 }
 
 impl Default for AuthClientBuilder {
@@ -247,9 +247,17 @@ impl AuthClientBuilder {
     /// certificate that authd's policy names. authd's default grants the
     /// stream to tokens holding the `revocations:watch` permission. Without
     /// one the stream is asked for anonymously; refused, the client runs
-    /// without a cache (and says so once in its log).
-    pub fn watch_token(mut self, token: Secret) -> Self {
-        self.watch_token = Some(token);
+    /// without a cache (and says so once in its log), asking again every
+    /// minute. For a token that expires, use [`Self::watch_token_with`].
+    pub fn watch_token(self, token: Secret) -> Self {
+        self.watch_token_with(move || token.clone())
+    }
+
+    /// Like [`Self::watch_token`], with the token `source` returns, asked
+    /// for at every (re)connection of the stream: a service token that is
+    /// renewed elsewhere (client credentials) keeps the cache on.
+    pub fn watch_token_with(mut self, source: impl Fn() -> Secret + Send + Sync + 'static) -> Self {
+        self.watch_token = Some(TokenSource::new(source));
         self
     }
 

@@ -1,10 +1,11 @@
 //! The background task that keeps the cache's WatchRevocations stream open:
 //! it reconnects with back-off, resumes from the last cursor received, and
 //! hands every revocation and heartbeat to the cache. It ends when the last
-//! clone of the client is dropped, or for good when authd refuses this
-//! caller the stream (the cache is then off).
+//! clone of the client is dropped. While authd refuses this caller the
+//! stream (`PERMISSION_DENIED`, or an authd without it) the cache is off and
+//! the task asks again every minute (a renewed token, a changed policy).
 
-use std::{sync::Arc, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use authd_proto::pb::{self, auth_service_client::AuthServiceClient};
 use tonic::{Code, metadata::MetadataValue, transport::Channel};
@@ -14,6 +15,24 @@ use crate::{Secret, cache::VerifyCache};
 /// The first wait before reconnecting; doubled up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a refused caller asks again.
+const REFUSED_RETRY: Duration = Duration::from_secs(60);
+
+/// Where the watch's service token comes from, asked at every connection.
+#[derive(Clone)]
+pub(crate) struct TokenSource(Arc<dyn Fn() -> Secret + Send + Sync>);
+
+impl TokenSource {
+    pub(crate) fn new(source: impl Fn() -> Secret + Send + Sync + 'static) -> Self {
+        TokenSource(Arc::new(source))
+    }
+}
+
+impl fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenSource(..)")
+    }
+}
 
 /// Stops the task when the last client holding it is dropped.
 #[derive(Debug)]
@@ -30,7 +49,7 @@ impl Drop for WatchTask {
 pub(crate) fn start(
     cache: &Arc<VerifyCache>,
     channel: Channel,
-    token: Option<Secret>,
+    token: Option<TokenSource>,
 ) -> Option<WatchTask> {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         tracing::warn!("authd-client built outside a Tokio runtime: no verification cache");
@@ -41,18 +60,7 @@ pub(crate) fn start(
     Some(WatchTask(task.abort_handle()))
 }
 
-async fn watch(cache: Arc<VerifyCache>, channel: Channel, token: Option<Secret>) {
-    let authorization = match token
-        .map(|t| MetadataValue::try_from(format!("Bearer {}", t.expose())))
-        .transpose()
-    {
-        Ok(value) => value,
-        Err(_) => {
-            tracing::warn!("the watch token is not a header value: no verification cache");
-            cache.turn_off();
-            return;
-        }
-    };
+async fn watch(cache: Arc<VerifyCache>, channel: Channel, token: Option<TokenSource>) {
     let mut client = AuthServiceClient::new(channel);
     let mut cursor = String::new();
     let mut backoff = FIRST_BACKOFF;
@@ -60,10 +68,14 @@ async fn watch(cache: Arc<VerifyCache>, channel: Channel, token: Option<Secret>)
         let mut request = tonic::Request::new(pb::WatchRevocationsRequest {
             cursor: cursor.clone(),
         });
-        if let Some(value) = &authorization {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
+        if let Some(source) = &token {
+            let Ok(value) = MetadataValue::try_from(format!("Bearer {}", (source.0)().expose()))
+            else {
+                tracing::warn!("the watch token is not a header value: no verification cache");
+                cache.turn_off();
+                return;
+            };
+            request.metadata_mut().insert("authorization", value);
         }
         let status = match client.watch_revocations(request).await {
             Ok(response) => {
@@ -86,13 +98,15 @@ async fn watch(cache: Arc<VerifyCache>, channel: Channel, token: Option<Secret>)
         };
         if let Some(status) = status {
             if matches!(status.code(), Code::PermissionDenied | Code::Unimplemented) {
-                tracing::warn!(
-                    code = ?status.code(),
-                    message = status.message(),
-                    "authd does not stream revocations to this client: running without the verification cache"
-                );
-                cache.turn_off();
-                return;
+                if cache.turn_off() {
+                    tracing::warn!(
+                        code = ?status.code(),
+                        message = status.message(),
+                        "authd does not stream revocations to this client: running without the verification cache"
+                    );
+                }
+                tokio::time::sleep(REFUSED_RETRY).await;
+                continue;
             }
             tracing::debug!(code = ?status.code(), message = status.message(), "revocation stream ended; reconnecting");
         }
