@@ -117,6 +117,8 @@ def main():
           rps.get("authd-new-rs256"), "—")
     ratio("Check repeated RS256 / VerifyToken repeated RS256", rps.get("authd-check-repeat-rs256"),
           rps.get("authd-repeat-rs256"), "—")
+    ratio("repeated RS256 with 100 idle watchers / without", rps.get("authd-repeat-rs256-100watchers"),
+          rps.get("authd-repeat-rs256"), "—")
     if ratios:
         w("Ratios (same run; runs with errors left out):")
         w("")

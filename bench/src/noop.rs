@@ -75,6 +75,17 @@ impl AuthService for NoopAuthService {
     ) -> Result<Response<PollDeviceLoginResponse>, Status> {
         unimplemented()
     }
+
+    type WatchRevocationsStream = tonic::codegen::tokio_stream::Empty<
+        Result<authd_proto::pb::WatchRevocationsResponse, Status>,
+    >;
+
+    async fn watch_revocations(
+        &self,
+        _request: Request<authd_proto::pb::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        unimplemented()
+    }
 }
 
 /// Serves the do-nothing service on `listener` until `shutdown` completes.

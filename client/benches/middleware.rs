@@ -3,7 +3,9 @@
 //! layer (tower `oneshot`, in process: no network for the protected service),
 //! against a live authd on loopback (in this process, development issuer,
 //! embedded store). The verification cache is off except in the `*_cache_hit`
-//! pair, whose difference is the layer's own cost with no call to authd.
+//! benches: there it is on, as by default, its WatchRevocations stream live
+//! and the token warm, so no call reaches authd; the difference between the
+//! layers' hits and the direct hit is the layers' own cost.
 //!
 //! `taskset -c 1 cargo bench -p authd-client --features tonic-middleware,axum --bench middleware`
 
@@ -11,7 +13,7 @@ use std::{convert::Infallible, future::pending, net::SocketAddr, sync::Arc, time
 
 use authd::{App, Config, dangerous::DevIssuer, store::embedded::EmbeddedStore};
 use authd_client::{
-    AuthClient, CacheConfig, RetryPolicy, VerifiedToken,
+    AuthClient, CacheConfig, CacheState, RetryPolicy, Secret, VerifiedToken,
     middleware::{ScopeRules, grpc::GrpcAuthLayer, http::HttpAuthLayer},
 };
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -43,6 +45,7 @@ struct Live {
     _store: tempfile::TempDir,
     addr: SocketAddr,
     token: String,
+    watch_token: String,
 }
 
 async fn start_authd() -> Live {
@@ -62,11 +65,13 @@ async fn start_authd() -> Live {
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(authd::run(listener, app, Duration::from_secs(1), pending()));
     let token = issuer.mint("auth0|bench", &["read:orders"], &[], 3600);
+    let watch_token = issuer.mint("bench@clients", &[], &["revocations:watch"], 3600);
     Live {
         _issuer: issuer,
         _store: dir,
         addr,
         token,
+        watch_token,
     }
 }
 
@@ -81,12 +86,22 @@ fn middleware(c: &mut Criterion) {
         .endpoint(format!("http://{}", live.addr))
         .retry(RetryPolicy::none());
     let (client, cached) = runtime.block_on(async {
-        let client = builder.clone().connect().await.expect("connect");
-        let cached = builder
-            .cache(CacheConfig::default())
+        let client = builder.clone().no_cache().connect().await.expect("connect");
+        let mut cached = builder
+            // Warm for the whole run: no entry ends during it.
+            .cache(CacheConfig::default().max_ttl(Duration::from_secs(3600)))
+            .watch_token(Secret::new(live.watch_token.clone()))
             .connect()
             .await
             .expect("connect");
+        while cached.cache_state() != CacheState::Answering {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Warm: the benches below are hits.
+        cached
+            .verify_token(&live.token, &["read:orders"])
+            .await
+            .expect("verified");
         (client, cached)
     });
     let rules = || ScopeRules::new().default_scopes(["read:orders"]);
@@ -95,6 +110,8 @@ fn middleware(c: &mut Criterion) {
     let http =
         HttpAuthLayer::new(client.clone(), rules()).layer(service_fn(protected::<(), String>));
     let http_cached_client = cached.clone();
+    let grpc_cached = GrpcAuthLayer::new(cached.clone(), rules())
+        .layer(service_fn(protected::<(), tonic::body::Body>));
     let http_cached =
         HttpAuthLayer::new(cached, rules()).layer(service_fn(protected::<(), String>));
     let token = live.token.as_str();
@@ -132,6 +149,12 @@ fn middleware(c: &mut Criterion) {
                     .await
                     .expect("verified")
             }
+        })
+    });
+    group.bench_function("tonic_layer_cache_hit", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let response = grpc_cached.clone().oneshot(request(GRPC_PATH, token)).await;
+            assert_eq!(response.map(|r| r.status()), Ok(StatusCode::OK));
         })
     });
     group.bench_function("http_layer_cache_hit", |b| {

@@ -8,12 +8,16 @@
 //! grpcurl -plaintext -H "authorization: Bearer $TOKEN" 127.0.0.1:50052 grpc.health.v1.Health/Check
 //! ```
 //!
-//! Prints `LISTENING <address>` once it serves.
+//! Prints `LISTENING <address>` once it serves. With `AUTHD_WATCH_TOKEN` (a
+//! service token authd lets watch revocations, e.g. holding
+//! `revocations:watch`), repeated tokens are answered from the client's
+//! revocation-aware cache; without it authd refuses the watch and every
+//! request asks authd.
 
 use std::{env, error::Error};
 
 use authd_client::{
-    AuthClient, VerifiedToken,
+    AuthClient, Secret, VerifiedToken,
     middleware::{ScopeRules, grpc::GrpcAuthLayer},
 };
 use tonic::{Request, Response, Status, codegen::tokio_stream, transport::Server};
@@ -65,7 +69,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let listen = env::var("LISTEN").unwrap_or_else(|_| "127.0.0.1:50052".into());
 
     // The whole protection: a client, the scopes per method, the layer.
-    let authd = AuthClient::builder().endpoint(authd_url).build()?;
+    let mut builder = AuthClient::builder().endpoint(authd_url);
+    if let Ok(token) = env::var("AUTHD_WATCH_TOKEN") {
+        builder = builder.watch_token(Secret::new(token));
+    }
+    let authd = builder.build()?;
     let rules = ScopeRules::new().require("/grpc.health.v1.Health/Check", ["read:status"]);
     let server = Server::builder()
         .layer(GrpcAuthLayer::new(authd, rules))

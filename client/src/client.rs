@@ -1,5 +1,5 @@
 //! [`AuthClient`] and its [`AuthClientBuilder`]: endpoints, TLS, timeouts,
-//! retries and the optional verification cache.
+//! retries and the revocation-aware verification cache.
 
 use std::{
     future::Future,
@@ -17,12 +17,29 @@ use tonic::{
 
 use crate::{
     AuthError, VerifiedToken,
-    cache::{CacheConfig, VerifyCache},
+    cache::{CacheConfig, CacheState, VerifyCache},
     types::{
         DeviceLogin, DeviceLoginState, DevicePoll, NewSession, Profile, RefreshCredential,
         Refreshed, RevokeTarget, Secret, SessionGrant,
     },
+    watch::{self, TokenSource, WatchTask},
 };
+
+/// `token` without a leading `Bearer` (any case) and surrounding white
+/// space, as authd reads it: the compact JWT whose signing input a
+/// revocation may name.
+fn bare(token: &str) -> &str {
+    let token = token.trim();
+    match token.get(..6) {
+        Some(scheme)
+            if scheme.eq_ignore_ascii_case("bearer")
+                && token[6..].chars().next().is_none_or(char::is_whitespace) =>
+        {
+            token[6..].trim_start()
+        }
+        _ => token,
+    }
+}
 
 type Client = AuthServiceClient<Channel>;
 
@@ -88,7 +105,7 @@ impl RetryPolicy {
 /// ```no_run
 /// # fn example() -> Result<(), authd_client::AuthError> {
 /// use std::time::Duration;
-/// use authd_client::{AuthClient, CacheConfig, RetryPolicy};
+/// use authd_client::{AuthClient, CacheConfig, RetryPolicy, Secret};
 ///
 /// let client = AuthClient::builder()
 ///     .endpoint("http://10.0.0.1:50051")
@@ -96,6 +113,7 @@ impl RetryPolicy {
 ///     .timeout(Duration::from_millis(500))
 ///     .retry(RetryPolicy::attempts(3))
 ///     .cache(CacheConfig::default().max_ttl(Duration::from_secs(10)))
+///     .watch_token(Secret::new("eyJ...service token with revocations:watch..."))
 ///     .build()?;
 /// # Ok(()) }
 /// ```
@@ -110,6 +128,7 @@ pub struct AuthClientBuilder {
     timeout: Option<Duration>,
     retry: RetryPolicy,
     cache: Option<CacheConfig>,
+    watch_token: Option<TokenSource>,
 }
 
 impl Default for AuthClientBuilder {
@@ -123,7 +142,8 @@ impl Default for AuthClientBuilder {
             connect_timeout: Duration::from_secs(5),
             timeout: Some(Duration::from_secs(2)),
             retry: RetryPolicy::default(),
-            cache: None,
+            cache: Some(CacheConfig::default()),
+            watch_token: None,
         }
     }
 }
@@ -207,10 +227,37 @@ impl AuthClientBuilder {
         self
     }
 
-    /// Turns on the cache of positive verifications (off by default); read
-    /// [`CacheConfig`]'s module documentation for the revocation trade-off.
+    /// Configures the cache of positive verifications, on by default with
+    /// [`CacheConfig::default`]. It answers only while the client's
+    /// WatchRevocations stream is live and refuses what a revocation names:
+    /// read [`CacheConfig`] for the guarantee.
     pub fn cache(mut self, cache: CacheConfig) -> Self {
         self.cache = Some(cache);
+        self
+    }
+
+    /// Turns the verification cache off: every verification asks authd.
+    pub fn no_cache(mut self) -> Self {
+        self.cache = None;
+        self
+    }
+
+    /// The service access token sent (`authorization: Bearer`) on the
+    /// cache's WatchRevocations stream, for a caller without a client
+    /// certificate that authd's policy names. authd's default grants the
+    /// stream to tokens holding the `revocations:watch` permission. Without
+    /// one the stream is asked for anonymously; refused, the client runs
+    /// without a cache (and says so once in its log), asking again every
+    /// minute. For a token that expires, use [`Self::watch_token_with`].
+    pub fn watch_token(self, token: Secret) -> Self {
+        self.watch_token_with(move || token.clone())
+    }
+
+    /// Like [`Self::watch_token`], with the token `source` returns, asked
+    /// for at every (re)connection of the stream: a service token that is
+    /// renewed elsewhere (client credentials) keeps the cache on.
+    pub fn watch_token_with(mut self, source: impl Fn() -> Secret + Send + Sync + 'static) -> Self {
+        self.watch_token = Some(TokenSource::new(source));
         self
     }
 
@@ -269,24 +316,36 @@ impl AuthClientBuilder {
 
     /// A client over a channel configured elsewhere; the builder's timeout,
     /// retry and cache settings apply, its endpoints and TLS do not.
+    ///
+    /// With the cache on, it starts the task that watches revocations, which
+    /// needs a Tokio runtime (without one the cache is off).
     pub fn with_channel(self, channel: Channel) -> AuthClient {
+        let cache = self.cache.map(|c| Arc::new(VerifyCache::new(c)));
+        let watch = cache
+            .as_ref()
+            .filter(|c| c.state() != CacheState::Off)
+            .and_then(|c| watch::start(c, channel.clone(), self.watch_token.clone()))
+            .map(Arc::new);
         AuthClient {
             inner: AuthServiceClient::new(channel),
             timeout: self.timeout,
             retry: self.retry,
-            cache: self.cache.map(|c| Arc::new(VerifyCache::new(c))),
+            cache,
+            _watch: watch,
         }
     }
 }
 
 /// A client of `auth.v1.AuthService`. Cheap to clone: clones share the
-/// connection and the cache.
+/// connection, the cache and its revocation stream (which stops with the
+/// last clone).
 #[derive(Debug, Clone)]
 pub struct AuthClient {
     inner: Client,
     timeout: Option<Duration>,
     retry: RetryPolicy,
     cache: Option<Arc<VerifyCache>>,
+    _watch: Option<Arc<WatchTask>>,
 }
 
 impl AuthClient {
@@ -306,8 +365,14 @@ impl AuthClient {
         AuthClientBuilder::default()
     }
 
+    /// Whether the verification cache answers now.
+    pub fn cache_state(&self) -> CacheState {
+        self.cache.as_ref().map_or(CacheState::Off, |c| c.state())
+    }
+
     /// Verifies `token` (a leading `Bearer ` is accepted), requiring every
-    /// scope in `required_scopes`.
+    /// scope in `required_scopes`. Answered from the cache when it holds
+    /// this token and these scopes and its revocation stream is live.
     pub async fn verify_token(
         &mut self,
         token: &str,
@@ -332,7 +397,7 @@ impl AuthClient {
             .await?;
         let verified = VerifiedToken::from(response);
         if let Some((cache, key)) = cached {
-            cache.insert(key, &verified);
+            cache.insert(key, bare(token), &verified);
         }
         Ok(verified)
     }

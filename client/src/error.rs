@@ -74,6 +74,12 @@ pub enum ErrorReason {
     Overloaded,
     /// The call's deadline passed; metadata `waiting_for`.
     DeadlineExceeded,
+    /// A WatchRevocations stream fell too far behind and was ended;
+    /// metadata `buffer`. Reconnect with the last cursor.
+    WatcherTooSlow,
+    /// authd serves as many WatchRevocations streams as it allows;
+    /// metadata `max_watchers`.
+    TooManyWatchers,
     /// A reason this client does not know, as sent.
     Other(String),
 }
@@ -112,6 +118,8 @@ impl ErrorReason {
             "MALFORMED_REQUEST" => MalformedRequest,
             "OVERLOADED" => Overloaded,
             "DEADLINE_EXCEEDED" => DeadlineExceeded,
+            "WATCHER_TOO_SLOW" => WatcherTooSlow,
+            "TOO_MANY_WATCHERS" => TooManyWatchers,
             other => Other(other.to_owned()),
         }
     }
@@ -149,6 +157,8 @@ impl ErrorReason {
             MalformedRequest => "MALFORMED_REQUEST",
             Overloaded => "OVERLOADED",
             DeadlineExceeded => "DEADLINE_EXCEEDED",
+            WatcherTooSlow => "WATCHER_TOO_SLOW",
+            TooManyWatchers => "TOO_MANY_WATCHERS",
             Other(other) => other,
         }
     }

@@ -8,8 +8,11 @@
 //!   are read again when they change (rotating workload certificates).
 //! - [`AuthError`] and [`ErrorReason`] (`error.rs`): the gRPC code and
 //!   authd's reason, decoded from `google.rpc.ErrorInfo`.
-//! - [`CacheConfig`] (`cache.rs`): the optional cache of positive
-//!   verifications, off by default — read its trade-off with revocation.
+//! - [`CacheConfig`] (`cache.rs`): the cache of positive verifications, on
+//!   by default and revocation-aware: it answers only while its
+//!   WatchRevocations stream is live, and never for a token a received
+//!   revocation names (`revoked.rs`: the revocations heard; `watch.rs`: the
+//!   task holding the stream).
 //! - `middleware`: tower layers for tonic (`tonic-middleware` feature) and
 //!   HTTP servers (`http-middleware`, `axum`).
 //! - `types.rs`: [`VerifiedToken`], sessions, profiles, device logins, and
@@ -33,11 +36,13 @@ mod client;
 mod error;
 #[cfg(any(feature = "tonic-middleware", feature = "http-middleware"))]
 pub mod middleware;
+mod revoked;
 #[cfg(feature = "tls")]
 mod tls_files;
 mod types;
+mod watch;
 
-pub use cache::CacheConfig;
+pub use cache::{CacheConfig, CacheState};
 pub use client::{AuthClient, AuthClientBuilder, RetryPolicy};
 pub use error::{AuthError, ErrorReason};
 pub use types::{

@@ -12,22 +12,30 @@ use std::{
 };
 
 use authd_client::{
-    AuthClient, AuthClientBuilder, CacheConfig, ErrorReason, RetryPolicy, SessionGrant,
+    AuthClient, AuthClientBuilder, CacheConfig, CacheState, ErrorReason, RetryPolicy, SessionGrant,
     tls::{Certificate, ClientTlsConfig, Identity},
 };
 use authd_proto::pb::{self, auth_service_server::AuthService};
 use tonic::{
     Code, Request, Response, Status,
+    codegen::tokio_stream::wrappers::ReceiverStream,
     transport::{Server, ServerTlsConfig, server::TcpIncoming},
 };
 use tonic_types::{ErrorDetails, StatusExt};
 
 /// Answers VerifyToken by the token's text: `unavailable`, `expired`, `slow`
 /// (3 s), `short` (expires in 1 s); any other token is valid for an hour with
-/// itself as subject. Every other method answers UNAVAILABLE. Counts calls.
+/// itself as subject. WatchRevocations sends a heartbeat every 100 ms (or
+/// is refused PERMISSION_DENIED when `refuse_watch`; with `short_watches`
+/// each stream ends after one heartbeat whose cursor counts the streams).
+/// Every other method answers UNAVAILABLE. Counts calls but the watch, and
+/// records the cursor each watch asked for.
 #[derive(Debug, Clone, Default)]
 struct Scripted {
     calls: Arc<AtomicUsize>,
+    refuse_watch: bool,
+    short_watches: bool,
+    cursors: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 type Answer<T> = Result<Response<T>, Status>;
@@ -106,6 +114,36 @@ impl AuthService for Scripted {
     ) -> Answer<pb::PollDeviceLoginResponse> {
         Err(Status::unavailable("unscripted"))
     }
+
+    type WatchRevocationsStream = ReceiverStream<Result<pb::WatchRevocationsResponse, Status>>;
+
+    async fn watch_revocations(
+        &self,
+        request: Request<pb::WatchRevocationsRequest>,
+    ) -> Answer<Self::WatchRevocationsStream> {
+        if self.refuse_watch {
+            return Err(Status::permission_denied("not for you"));
+        }
+        let streams = {
+            let mut cursors = self.cursors.lock().expect("cursors");
+            cursors.push(request.into_inner().cursor);
+            cursors.len()
+        };
+        let short = self.short_watches;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let heartbeat = pb::WatchRevocationsResponse {
+                event: Some(pb::watch_revocations_response::Event::Heartbeat(
+                    pb::Heartbeat { interval_ms: 100 },
+                )),
+                cursor: streams.to_string(),
+            };
+            while tx.send(Ok(heartbeat.clone())).await.is_ok() && !short {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
 }
 
 impl Scripted {
@@ -128,10 +166,27 @@ async fn serve(fake: Scripted, tls: Option<ServerTlsConfig>) -> anyhow::Result<S
 }
 
 async fn scripted() -> anyhow::Result<(Scripted, AuthClientBuilder)> {
-    let fake = Scripted::default();
+    serve_scripted(Scripted::default()).await
+}
+
+async fn serve_scripted(fake: Scripted) -> anyhow::Result<(Scripted, AuthClientBuilder)> {
     let addr = serve(fake.clone(), None).await?;
     let builder = AuthClient::builder().endpoint(format!("http://{addr}"));
     Ok((fake, builder))
+}
+
+/// Waits (up to 5 s) for the cache's revocation stream to be live.
+async fn answering(client: &AuthClient) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while client.cache_state() != CacheState::Answering {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(5),
+            "cache state {:?}",
+            client.cache_state()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
 
 fn fast_retries(attempts: u32) -> RetryPolicy {
@@ -199,9 +254,42 @@ async fn a_call_past_its_deadline_fails_with_deadline_exceeded() -> anyhow::Resu
 }
 
 #[tokio::test]
-async fn cache_is_off_by_default() -> anyhow::Result<()> {
+async fn cache_is_on_by_default_once_the_revocation_stream_is_live() -> anyhow::Result<()> {
     let (fake, builder) = scripted().await?;
     let mut client = builder.build()?;
+    answering(&client).await?;
+    client.verify_token("alice", &[]).await?;
+    client.verify_token("alice", &[]).await?;
+    assert_eq!(fake.calls(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_watch_reconnects_and_resumes_from_its_last_cursor() -> anyhow::Result<()> {
+    let (fake, builder) = serve_scripted(Scripted {
+        short_watches: true,
+        ..Scripted::default()
+    })
+    .await?;
+    let _client = builder.build()?;
+    let started = Instant::now();
+    while fake.cursors.lock().expect("cursors").len() < 3 {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "no reconnection"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cursors = fake.cursors.lock().expect("cursors").clone();
+    assert_eq!(cursors[..3], ["", "1", "2"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn no_cache_asks_every_time() -> anyhow::Result<()> {
+    let (fake, builder) = scripted().await?;
+    let mut client = builder.no_cache().build()?;
+    assert_eq!(client.cache_state(), CacheState::Off);
     client.verify_token("alice", &[]).await?;
     client.verify_token("alice", &[]).await?;
     assert_eq!(fake.calls(), 2);
@@ -209,9 +297,34 @@ async fn cache_is_off_by_default() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_caller_refused_the_watch_runs_without_cache_and_without_failing() -> anyhow::Result<()> {
+    let (fake, builder) = serve_scripted(Scripted {
+        refuse_watch: true,
+        ..Scripted::default()
+    })
+    .await?;
+    let mut client = builder.build()?;
+    let started = Instant::now();
+    while client.cache_state() != CacheState::Off {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(5),
+            "still {:?}",
+            client.cache_state()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for _ in 0..3 {
+        assert_eq!(client.verify_token("alice", &[]).await?.subject, "alice");
+    }
+    assert_eq!(fake.calls(), 3);
+    Ok(())
+}
+
+#[tokio::test]
 async fn cache_answers_the_same_token_and_scopes_without_asking() -> anyhow::Result<()> {
     let (fake, builder) = scripted().await?;
     let mut client = builder.cache(CacheConfig::default()).build()?;
+    answering(&client).await?;
     let first = client.verify_token("alice", &["read", "write"]).await?;
     // A clone shares the cache.
     let again = client
@@ -234,6 +347,7 @@ async fn cache_answers_the_same_token_and_scopes_without_asking() -> anyhow::Res
 async fn cached_entry_ends_with_the_token() -> anyhow::Result<()> {
     let (fake, builder) = scripted().await?;
     let mut client = builder.cache(CacheConfig::default()).build()?;
+    answering(&client).await?;
     client.verify_token("short", &[]).await?;
     client.verify_token("short", &[]).await?;
     assert_eq!(fake.calls(), 1);
@@ -251,6 +365,7 @@ async fn calls_are_balanced_over_every_endpoint() -> anyhow::Result<()> {
     let mut client = AuthClient::builder()
         .endpoint(format!("http://{addr_a}"))
         .endpoint(format!("http://{addr_b}"))
+        .no_cache()
         .build()?;
     for _ in 0..40 {
         client.verify_token("alice", &[]).await?;

@@ -151,6 +151,20 @@ pub enum Error {
         /// What the call was waiting for: `the request message` or `the answer`.
         waiting_for: &'static str,
     },
+    /// A revocation watcher fell too far behind and was ended.
+    #[error(
+        "this watcher fell more than {buffer} revocations behind; reconnect with its last cursor"
+    )]
+    WatcherTooSlow {
+        /// `watch.buffer`.
+        buffer: usize,
+    },
+    /// The bound on revocation watchers is reached.
+    #[error("authd already serves {max_watchers} revocation watchers; retry later")]
+    TooManyWatchers {
+        /// `watch.max_watchers`.
+        max_watchers: usize,
+    },
 }
 
 /// The stable reasons of `google.rpc.ErrorInfo`, mirrored by the protocol's
@@ -214,6 +228,10 @@ pub enum Reason {
     Overloaded,
     /// See [`Error::DeadlineExceeded`].
     DeadlineExceeded,
+    /// See [`Error::WatcherTooSlow`].
+    WatcherTooSlow,
+    /// See [`Error::TooManyWatchers`].
+    TooManyWatchers,
 }
 
 impl Reason {
@@ -265,6 +283,8 @@ impl Reason {
             Reason::MalformedRequest => "MALFORMED_REQUEST",
             Reason::Overloaded => "OVERLOADED",
             Reason::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Reason::WatcherTooSlow => "WATCHER_TOO_SLOW",
+            Reason::TooManyWatchers => "TOO_MANY_WATCHERS",
         }
     }
 }
@@ -301,6 +321,8 @@ impl Error {
             Error::MalformedRequest(_) => Reason::MalformedRequest,
             Error::Overloaded => Reason::Overloaded,
             Error::DeadlineExceeded { .. } => Reason::DeadlineExceeded,
+            Error::WatcherTooSlow { .. } => Reason::WatcherTooSlow,
+            Error::TooManyWatchers { .. } => Reason::TooManyWatchers,
         }
     }
 
@@ -341,6 +363,10 @@ impl Error {
                 vec![("retry_after_seconds", retry_after_seconds.to_string())]
             }
             Error::IssuerUnavailable { issuer } => vec![("issuer", issuer.clone())],
+            Error::WatcherTooSlow { buffer } => vec![("buffer", buffer.to_string())],
+            Error::TooManyWatchers { max_watchers } => {
+                vec![("max_watchers", max_watchers.to_string())]
+            }
             Error::TokenMissing
             | Error::BadSignature
             | Error::StoreUnavailable

@@ -7,7 +7,9 @@
 //! - [`issuer`]: HTTP calls to an issuer (discovery, JWKS, userinfo).
 //! - [`store`]: profiles and sessions — one trait, embedded and DynamoDB.
 //! - [`session`]: sessions — create, refresh (single-flight, leases), revoke.
-//! - [`revocation`]: the revocation set VerifyToken checks, fed by every replica.
+//! - [`revocation`]: the revocation set VerifyToken checks, fed by every replica;
+//!   `revocation/watch.rs`: WatchRevocations, the stream of it to callers
+//!   that cache answers ([`revocation::Watchers`]).
 //! - [`secrets`]: secrets that never print, sealed at rest (AES-256-GCM).
 //! - [`ext_authz`]: Envoy's external authorization as HTTP decisions
 //!   (RFC 6750 answers), free of protobuf types.

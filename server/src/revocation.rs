@@ -8,16 +8,24 @@
 //! token's own bytes are not an identity: an ECDSA signature can be
 //! re-encoded (s → n − s) into a second valid token with other bytes, which
 //! must stay revoked.
+//!
+//! Every revocation this replica learns (made here or read from the store)
+//! also goes out on a bounded broadcast feed, which `watch` turns into the
+//! WatchRevocations streams of callers that cache answers.
+
+mod watch;
+
+pub use watch::{Cursor, WatchEvent, Watched, Watchers};
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use arc_swap::ArcSwap;
 use aws_lc_rs::digest;
-use tokio::task::JoinHandle;
+use tokio::{sync::broadcast, task::JoinHandle};
 
 use crate::{
     error::Error,
@@ -27,6 +35,10 @@ use crate::{
 /// How far back each poll reads again, so that a revocation written with a
 /// slightly late clock on another replica is not skipped.
 const CLOCK_SKEW_MS: i64 = 60_000;
+
+/// How many revocations the feed holds for watchers by default
+/// (`watch.buffer`).
+const DEFAULT_FEED_CAPACITY: usize = 4_096;
 
 /// A SHA-256 digest.
 type Digest = [u8; 32];
@@ -104,7 +116,9 @@ struct RevocationSet {
     legacy_tokens: HashMap<Digest, i64>,
     /// The newest `at_ms` seen.
     newest_ms: i64,
-    seen: HashSet<String>,
+    /// Every revocation in force by sort key (so in the order made), for
+    /// watchers that start or resume.
+    log: BTreeMap<String, Arc<Revocation>>,
 }
 
 impl RevocationSet {
@@ -115,10 +129,14 @@ impl RevocationSet {
             && self.legacy_tokens.is_empty()
     }
 
-    fn add(&mut self, r: &Revocation) {
-        if !self.seen.insert(r.sort_key()) {
-            return;
+    /// Adds `r`; the shared copy when it was new.
+    fn add(&mut self, r: &Revocation) -> Option<Arc<Revocation>> {
+        let key = r.sort_key();
+        if self.log.contains_key(&key) {
+            return None;
         }
+        let shared = Arc::new(r.clone());
+        self.log.insert(key, Arc::clone(&shared));
         self.newest_ms = self.newest_ms.max(r.at_ms);
         match r.kind {
             RevocationKind::SessionId => {
@@ -140,7 +158,7 @@ impl RevocationSet {
             RevocationKind::SignedDigest | RevocationKind::TokenHash => {
                 let Some(digest) = parse_hex(&r.value) else {
                     tracing::warn!(kind = ?r.kind, "ignoring a revocation whose digest is not 64 hex digits");
-                    return;
+                    return Some(shared);
                 };
                 let map = if r.kind == RevocationKind::SignedDigest {
                     &mut self.digests
@@ -151,17 +169,28 @@ impl RevocationSet {
                 *entry = (*entry).max(r.expires_at);
             }
         }
+        Some(shared)
     }
 }
 
 /// The revocations every VerifyToken checks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Revocations {
     current: ArcSwap<RevocationSet>,
     /// Serialises writers (poller and local revocations); readers never wait.
     write: Mutex<()>,
     /// Unix milliseconds of the last poll that read the store; 0: none yet.
     last_poll_ms: std::sync::atomic::AtomicI64,
+    /// Each revocation new to this replica, once, in the order learned. A
+    /// ring of `feed_capacity`: a receiver further behind learns it lagged.
+    feed: broadcast::Sender<Arc<Revocation>>,
+    feed_capacity: usize,
+}
+
+impl Default for Revocations {
+    fn default() -> Self {
+        Revocations::unshared(DEFAULT_FEED_CAPACITY)
+    }
 }
 
 fn now_ms() -> i64 {
@@ -172,22 +201,63 @@ fn now_ms() -> i64 {
 }
 
 impl Revocations {
-    /// An empty set.
+    /// An empty set, whose feed holds the default 4,096 revocations.
     pub fn new() -> Arc<Self> {
         Arc::new(Revocations::default())
     }
 
-    /// Adds revocations (from this replica or the store).
+    /// An empty set whose feed holds `feed_capacity` revocations (at least
+    /// one) for watchers (`watch.buffer`).
+    pub fn with_feed_capacity(feed_capacity: usize) -> Arc<Self> {
+        Arc::new(Revocations::unshared(feed_capacity))
+    }
+
+    fn unshared(feed_capacity: usize) -> Self {
+        let feed_capacity = feed_capacity.max(1);
+        Revocations {
+            current: ArcSwap::default(),
+            write: Mutex::new(()),
+            last_poll_ms: std::sync::atomic::AtomicI64::new(0),
+            feed: broadcast::channel(feed_capacity).0,
+            feed_capacity,
+        }
+    }
+
+    /// Adds revocations (from this replica or the store), and sends each
+    /// new one on the feed.
     pub fn apply(&self, revocations: &[Revocation]) {
         if revocations.is_empty() {
             return;
         }
         let _writer = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = RevocationSet::clone(&self.current.load());
-        for r in revocations {
-            next.add(r);
-        }
+        let added: Vec<Arc<Revocation>> = revocations.iter().filter_map(|r| next.add(r)).collect();
         self.current.store(Arc::new(next));
+        // Sent after the set is stored and under the writer lock: a watcher
+        // that subscribed before reading the set gets each one at least
+        // once, from the set or from the feed.
+        for r in added {
+            // No receiver: nobody watches; nothing to do.
+            let _ = self.feed.send(r);
+        }
+    }
+
+    /// A receiver of every revocation learned from now on.
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Revocation>> {
+        self.feed.subscribe()
+    }
+
+    /// The revocations in force made after `after_ms` (all: `None`), in
+    /// the order they were made, unexpired as of `now` (unix seconds).
+    fn in_force_after(&self, after_ms: Option<i64>, now: i64) -> Vec<Arc<Revocation>> {
+        let set = self.current.load();
+        let from = after_ms.map_or_else(String::new, |ms| format!("{:016}", ms.max(-1) + 1));
+        set.log
+            .range(from..)
+            .map(|(_, r)| r)
+            .filter(|r| r.expires_at > now && after_ms.is_none_or(|ms| r.at_ms > ms))
+            .cloned()
+            .collect()
     }
 
     /// Refuses the token `id` describes when a revocation names its session,
@@ -260,7 +330,8 @@ impl Revocations {
         let set = self.current.load();
         let expired = set.sessions.values().any(|m| m.values().any(|e| *e <= now))
             || set.digests.values().any(|e| *e <= now)
-            || set.legacy_tokens.values().any(|e| *e <= now);
+            || set.legacy_tokens.values().any(|e| *e <= now)
+            || set.log.values().any(|r| r.expires_at <= now);
         if !expired {
             return;
         }
@@ -271,6 +342,7 @@ impl Revocations {
         }
         next.digests.retain(|_, e| *e > now);
         next.legacy_tokens.retain(|_, e| *e > now);
+        next.log.retain(|_, r| r.expires_at > now);
         self.current.store(Arc::new(next));
     }
 

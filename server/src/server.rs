@@ -20,7 +20,7 @@ use crate::{
     issuer::IssuerClient,
     jwks::{BoxFuture, FetchError, FetchKeys, IssuerKeys, Jwk},
     profile::Profiles,
-    revocation::Revocations,
+    revocation::{Revocations, Watchers},
     secrets::Sealer,
     session::Sessions,
     store::{self, Store},
@@ -61,6 +61,7 @@ pub struct App {
     store: Arc<dyn Store>,
     profiles: Arc<Profiles>,
     sessions: Arc<Sessions>,
+    watchers: Arc<Watchers>,
     sealer: Option<Arc<Sealer>>,
     store_probe: Duration,
     workers: usize,
@@ -137,11 +138,13 @@ impl App {
             sealer.clone(),
             config.sessions.clone(),
         ));
+        let watchers = Arc::new(Watchers::new(Arc::clone(&revocations), &config.watch));
         Ok(App {
             verifier,
             store,
             profiles,
             sessions,
+            watchers,
             sealer,
             store_probe: Duration::from_secs(config.store.health_interval_seconds.max(1)),
             workers: transport::count(config.server.threads),
@@ -199,7 +202,7 @@ async fn verifier(
         return Err(StartError::NoIssuers);
     }
     let (policies, clients) = issuers(config)?;
-    let revocations = Revocations::new();
+    let revocations = Revocations::with_feed_capacity(config.watch.buffer);
     let verifier = Arc::new(Verifier::with_revocations(
         policies,
         config,
@@ -345,6 +348,7 @@ pub async fn run(
         Arc::clone(&app.verifier),
         Arc::clone(&app.profiles),
         Arc::clone(&app.sessions),
+        Arc::clone(&app.watchers),
     );
     let ext_authz = ExtAuthzImpl::new(Arc::new(ExtAuthz::new(
         Arc::clone(&app.verifier),
@@ -352,8 +356,12 @@ pub async fn run(
     )));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let health_on_stop = health.clone();
+    let watchers = Arc::clone(&app.watchers);
     tokio::spawn(async move {
         shutdown.await;
+        // Revocation watchers resume on another replica rather than hold
+        // the shutdown to its grace.
+        watchers.close();
         // Load balancers stop sending before the listener closes.
         probe.abort();
         health_on_stop

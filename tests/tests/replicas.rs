@@ -280,3 +280,79 @@ async fn a_revoked_ecdsa_token_re_encoded_is_refused_on_every_replica() -> Resul
     }
     Ok(())
 }
+
+/// A WatchRevocations stream on `replica` for a service token allowed it,
+/// read until its first heartbeat (caught up).
+async fn watcher(
+    replica: &Replica,
+    token: &str,
+) -> Result<tonic::Streaming<pb::WatchRevocationsResponse>> {
+    let mut request = tonic::Request::new(pb::WatchRevocationsRequest::default());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    let mut stream = replica
+        .client()
+        .await
+        .raw()
+        .watch_revocations(request)
+        .await?
+        .into_inner();
+    loop {
+        let message = stream.message().await?.expect("open");
+        if matches!(
+            message.event,
+            Some(pb::watch_revocations_response::Event::Heartbeat(_))
+        ) {
+            return Ok(stream);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_on_one_replica_reaches_the_watchers_of_both() -> Result<()> {
+    let (issuer, moto, dir) = (
+        Issuer::start().await?,
+        Moto::start().await?,
+        tempfile::tempdir()?,
+    );
+    let (a, b) = replicas(&issuer, &moto, &dir).await?;
+    let token = issuer
+        .token(&[("permissions", "revocations:watch sessions:revoke")])
+        .await?;
+    let mut watchers = [watcher(&a, &token).await?, watcher(&b, &token).await?];
+
+    let mut request = tonic::Request::new(pb::RevokeSessionRequest {
+        target: Some(pb::revoke_session_request::Target::UserId(
+            "auth0|mallory".to_owned(),
+        )),
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    a.client().await.raw().revoke_session(request).await?;
+
+    // b learns it from the table (poll every 500 ms): a generous bound.
+    for (name, stream) in ["a", "b"].into_iter().zip(&mut watchers) {
+        let revocation = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match stream.message().await?.map(|m| m.event) {
+                    Some(Some(pb::watch_revocations_response::Event::Revocation(r))) => {
+                        return anyhow::Ok(r);
+                    }
+                    Some(_) => {}
+                    None => anyhow::bail!("the stream ended"),
+                }
+            }
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("the watcher on {name} heard nothing in 10 s"))??;
+        assert_eq!(
+            (revocation.kind(), revocation.value.as_str()),
+            (pb::RevocationKind::Subject, "auth0|mallory"),
+            "on {name}"
+        );
+        assert_eq!(revocation.issuer, issuer.url, "on {name}");
+    }
+    Ok(())
+}

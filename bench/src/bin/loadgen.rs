@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Du
 
 use anyhow::Context as _;
 use authd_bench::{
-    load::{self, MAX_DURATION, Plan, Summary, ext_authz, grpc, http},
+    load::{self, MAX_DURATION, Plan, Summary, ext_authz, grpc, http, watchers},
     tokens,
 };
 use clap::{Parser, ValueEnum};
@@ -78,6 +78,15 @@ struct Args {
     /// Exit with status 3 when any measured request failed.
     #[arg(long)]
     fail_on_errors: bool,
+    /// Hold this many idle WatchRevocations streams open during the run
+    /// (gRPC only), on their own connections: what watchers cost authd.
+    #[arg(long, default_value_t = 0, requires = "watch_token")]
+    watchers: usize,
+    /// A file whose first line is a token authd lets watch revocations
+    /// (`watch.trusted_permission`); may be the `--tokens` file when authd
+    /// is configured to trust its permission.
+    #[arg(long, value_name = "FILE")]
+    watch_token: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -142,6 +151,10 @@ fn plan(args: &Args, items: usize) -> anyhow::Result<Plan> {
 }
 
 async fn run(args: &Args) -> anyhow::Result<(serde_json::Value, u64)> {
+    anyhow::ensure!(
+        args.watchers == 0 || (args.http.is_none() && !args.connection_per_call),
+        "--watchers needs gRPC on established connections"
+    );
     let tokens = match (&args.tokens, args.method) {
         (Some(path), _) => tokens::read(path, args.distinct)?,
         (None, Method::Noop) => vec!["x".repeat(PLACEHOLDER_TOKEN_BYTES)],
@@ -202,6 +215,16 @@ async fn run(args: &Args) -> anyhow::Result<(serde_json::Value, u64)> {
             }));
             return Ok((line, errors));
         }
+        let watchers = match (&args.watch_token, args.watchers) {
+            (Some(path), count) if count > 0 => {
+                let token = tokens::read(path, Some(1))?
+                    .into_iter()
+                    .next()
+                    .context("--watch-token: an empty file")?;
+                Some(watchers::open(addr, &target, tls.as_ref(), &token, count).await?)
+            }
+            _ => None,
+        };
         let connections = args.connections.clamp(1, plan.concurrency);
         let mut channels = Vec::with_capacity(connections);
         for _ in 0..connections {
@@ -232,6 +255,14 @@ async fn run(args: &Args) -> anyhow::Result<(serde_json::Value, u64)> {
                 .collect();
             load::run(callers, &plan).await?
         };
+        if let Some(watchers) = &watchers {
+            anyhow::ensure!(
+                watchers.open() == args.watchers,
+                "{} of {} watchers were dropped during the run",
+                args.watchers - watchers.open(),
+                args.watchers
+            );
+        }
         let protocol = if tls.is_some() { "grpc+tls" } else { "grpc" };
         (protocol, target.to_string(), connections, summary)
     };
@@ -247,6 +278,7 @@ async fn run(args: &Args) -> anyhow::Result<(serde_json::Value, u64)> {
         "distinct_tokens": tokens.len(),
         "unique": plan.unique,
         "warmup_s": plan.warmup.as_secs_f64(),
+        "watchers": args.watchers,
     }));
     Ok((line, errors))
 }

@@ -10,6 +10,7 @@
 pub mod ext_authz;
 pub mod grpc;
 pub mod http;
+pub mod watchers;
 
 use std::{
     collections::{BTreeMap, BTreeSet},

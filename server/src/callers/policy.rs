@@ -19,11 +19,13 @@ pub const GET_PROFILE_BY_ID: &str = "/auth.v1.AuthService/GetProfile:user_id";
 pub const REVOKE_SESSION: &str = "/auth.v1.AuthService/RevokeSession";
 /// RevokeSession of every session of a user, by id.
 pub const REVOKE_SESSION_BY_USER: &str = "/auth.v1.AuthService/RevokeSession:user_id";
+/// WatchRevocations: every revocation, for callers that cache answers.
+pub const WATCH_REVOCATIONS: &str = "/auth.v1.AuthService/WatchRevocations";
 const HEALTH: &str = "/grpc.health.v1.Health/";
 const REFLECTION: &str = "/grpc.reflection.";
 
 /// Every RPC name a `[[callers]]` entry may grant, besides `*`.
-pub const KNOWN: [&str; 10] = [
+pub const KNOWN: [&str; 11] = [
     VERIFY_TOKEN,
     CHECK,
     GET_PROFILE,
@@ -34,6 +36,7 @@ pub const KNOWN: [&str; 10] = [
     REVOKE_SESSION_BY_USER,
     "/auth.v1.AuthService/StartDeviceLogin",
     "/auth.v1.AuthService/PollDeviceLogin",
+    WATCH_REVOCATIONS,
 ];
 
 /// Who may call an RPC when the policy is on.
@@ -65,9 +68,10 @@ pub fn class(rpc: &str) -> Class {
 }
 
 /// Whether `rpc` is one whose caller identity matters even with the policy
-/// off: the by-user-id variants, which have always needed a trusted caller.
+/// off: the by-user-id variants, which have always needed a trusted caller,
+/// and WatchRevocations (it tells who was revoked, so it is never open).
 pub fn always_guarded(rpc: &str) -> bool {
-    rpc == GET_PROFILE_BY_ID || rpc == REVOKE_SESSION_BY_USER
+    rpc == GET_PROFILE_BY_ID || rpc == REVOKE_SESSION_BY_USER || rpc == WATCH_REVOCATIONS
 }
 
 // === the policy ===
@@ -111,10 +115,11 @@ impl Policy {
     /// The configured entries, and the ones the `trusted_permission` keys
     /// imply (kept so that service tokens holding them go on working):
     /// `profiles.trusted_permission` grants GetProfile by id,
-    /// `sessions.trusted_permission` RevokeSession by user id. An empty
-    /// permission implies nothing.
+    /// `sessions.trusted_permission` RevokeSession by user id,
+    /// `watch.trusted_permission` WatchRevocations. An empty permission
+    /// implies nothing.
     pub fn from_config(config: &Config) -> Result<Policy, UnknownRpc> {
-        let mut entries = Vec::with_capacity(config.callers.len() + 2);
+        let mut entries = Vec::with_capacity(config.callers.len() + 3);
         for (index, caller) in config.callers.iter().enumerate() {
             if let Some(rpc) = caller
                 .rpcs
@@ -140,6 +145,7 @@ impl Policy {
         for (permission, rpc) in [
             (&config.profiles.trusted_permission, GET_PROFILE_BY_ID),
             (&config.sessions.trusted_permission, REVOKE_SESSION_BY_USER),
+            (&config.watch.trusted_permission, WATCH_REVOCATIONS),
         ] {
             if !permission.is_empty() {
                 entries.push(Entry {
@@ -210,6 +216,33 @@ mod tests {
         };
         assert!(p.allows(GET_PROFILE_BY_ID, Some(&service)));
         assert!(!p.allows(REVOKE_SESSION_BY_USER, Some(&service)));
+        assert!(!p.allows(WATCH_REVOCATIONS, None));
+        assert!(!p.allows(WATCH_REVOCATIONS, Some(&service)));
+        let watcher = Identity::Token {
+            subject: "cache@clients".to_owned(),
+            permissions: vec!["revocations:watch".to_owned()],
+        };
+        assert!(p.allows(WATCH_REVOCATIONS, Some(&watcher)));
+        assert!(!p.allows(GET_PROFILE_BY_ID, Some(&watcher)));
+    }
+
+    #[test]
+    fn with_callers_watching_needs_an_entry() {
+        let p = policy(
+            r#"
+            [[callers]]
+            identities = ["spiffe://prod.example/ns/web/"]
+            rpcs = ["/auth.v1.AuthService/WatchRevocations"]
+            "#,
+        );
+        assert!(p.allows(
+            WATCH_REVOCATIONS,
+            Some(&spiffe("spiffe://prod.example/ns/web/sa/api"))
+        ));
+        assert!(!p.allows(
+            WATCH_REVOCATIONS,
+            Some(&spiffe("spiffe://prod.example/ns/batch/sa/job"))
+        ));
     }
 
     #[test]

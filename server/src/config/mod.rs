@@ -42,6 +42,9 @@ pub struct Config {
     /// Sessions and revocation.
     #[serde(default)]
     pub sessions: SessionsConfig,
+    /// WatchRevocations: heartbeats, bounds on watchers.
+    #[serde(default)]
+    pub watch: WatchConfig,
     /// Bounds on what clients control: connections, streams, calls,
     /// message sizes, timeouts.
     #[serde(default)]
@@ -65,7 +68,7 @@ mod sections;
 pub use sections::*;
 
 /// The sections of [`Config`], which `AUTHD_*` variables may override.
-const SECTIONS: [&str; 14] = [
+const SECTIONS: [&str; 15] = [
     "server",
     "issuers",
     "verify",
@@ -75,6 +78,7 @@ const SECTIONS: [&str; 14] = [
     "secrets",
     "profiles",
     "sessions",
+    "watch",
     "limits",
     "ext_authz",
     "metrics",

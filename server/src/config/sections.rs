@@ -52,6 +52,46 @@ impl Default for SessionsConfig {
     }
 }
 
+/// `[watch]`: WatchRevocations, the stream of revocations to callers that
+/// cache verification answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchConfig {
+    /// How often a watcher hears a heartbeat carrying its cursor while no
+    /// revocation comes. Defaults to `2000`.
+    pub heartbeat_ms: u64,
+    /// The most WatchRevocations streams served at once; one more is
+    /// refused `RESOURCE_EXHAUSTED` (`TOO_MANY_WATCHERS`). Each holds one of
+    /// `limits.max_calls_in_flight`. Defaults to `256`.
+    pub max_watchers: usize,
+    /// How many revocations a watcher may fall behind (they are held once
+    /// for every watcher, not per watcher); one more ends it with
+    /// `RESOURCE_EXHAUSTED` (`WATCHER_TOO_SLOW`). Defaults to `4096`.
+    pub buffer: usize,
+    /// The permission a service token needs to watch revocations (besides
+    /// `[[callers]]` entries granting `WatchRevocations`); `""`: none.
+    /// Defaults to `revocations:watch`.
+    pub trusted_permission: String,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            heartbeat_ms: 2_000,
+            max_watchers: 256,
+            buffer: 4_096,
+            trusted_permission: "revocations:watch".to_owned(),
+        }
+    }
+}
+
+impl WatchConfig {
+    /// [`WatchConfig::heartbeat_ms`], at least 10 ms.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms.max(10))
+    }
+}
+
 /// `[server]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

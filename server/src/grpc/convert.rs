@@ -7,9 +7,10 @@ use serde_json::{Map, Value};
 use crate::{
     error::Error,
     issuer::DeviceAuthorization,
+    revocation::{WatchEvent, Watched},
     secrets::Secret,
     session::{DeviceLoginState, Grant, NewSession, Refreshed},
-    store::Profile,
+    store::{Profile, RevocationKind},
     verify::{VerifiedToken, VerifyRequest},
 };
 
@@ -143,6 +144,35 @@ pub(crate) fn verified_token(token: &VerifiedToken) -> pb::VerifyTokenResponse {
         expires_at: Some(timestamp(token.expires_at)),
         claims: Some(to_struct(&token.claims)),
         authorized_party: token.authorized_party.clone().unwrap_or_default(),
+    }
+}
+
+pub(crate) fn watched(watched: Watched) -> pb::WatchRevocationsResponse {
+    use pb::watch_revocations_response::Event;
+    let event = match watched.event {
+        WatchEvent::Revocation(r) => Event::Revocation(pb::Revocation {
+            kind: match r.kind {
+                RevocationKind::SessionId => pb::RevocationKind::SessionId,
+                RevocationKind::Subject => pb::RevocationKind::Subject,
+                RevocationKind::SignedDigest => pb::RevocationKind::SignedDigest,
+                RevocationKind::TokenHash => pb::RevocationKind::TokenHash,
+            }
+            .into(),
+            issuer: r.issuer.clone(),
+            value: r.value.clone(),
+            revoked_at: Some(Timestamp {
+                seconds: r.at_ms.div_euclid(1000),
+                nanos: (r.at_ms.rem_euclid(1000) * 1_000_000) as i32,
+            }),
+            expires_at: Some(timestamp(r.expires_at)),
+        }),
+        WatchEvent::Heartbeat { interval } => Event::Heartbeat(pb::Heartbeat {
+            interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
+        }),
+    };
+    pb::WatchRevocationsResponse {
+        event: Some(event),
+        cursor: watched.cursor.to_string(),
     }
 }
 

@@ -7,12 +7,23 @@ pub mod status;
 
 pub use ext_authz::ExtAuthzImpl;
 
-use std::sync::Arc;
+use std::{pin::Pin, sync::Arc};
 
 use authd_proto::pb::{self, auth_service_server::AuthService};
+use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::{profile::Profiles, secrets::Secret, session::Sessions, verify::Verifier};
+use crate::{
+    profile::Profiles,
+    revocation::{Cursor, Watchers},
+    secrets::Secret,
+    session::Sessions,
+    verify::Verifier,
+};
+
+/// The messages of one WatchRevocations stream.
+type RevocationStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchRevocationsResponse, Status>> + Send>>;
 
 /// The `AuthService` implementation.
 #[derive(Debug, Clone)]
@@ -20,15 +31,22 @@ pub struct AuthServiceImpl {
     verifier: Arc<Verifier>,
     profiles: Arc<Profiles>,
     sessions: Arc<Sessions>,
+    watchers: Arc<Watchers>,
 }
 
 impl AuthServiceImpl {
     /// Handlers over the domain services.
-    pub fn new(verifier: Arc<Verifier>, profiles: Arc<Profiles>, sessions: Arc<Sessions>) -> Self {
+    pub fn new(
+        verifier: Arc<Verifier>,
+        profiles: Arc<Profiles>,
+        sessions: Arc<Sessions>,
+        watchers: Arc<Watchers>,
+    ) -> Self {
         AuthServiceImpl {
             verifier,
             profiles,
             sessions,
+            watchers,
         }
     }
 }
@@ -132,5 +150,20 @@ impl AuthService for AuthServiceImpl {
             )
             .await?;
         Ok(Response::new(convert::device_state(state)))
+    }
+
+    type WatchRevocationsStream = RevocationStream;
+
+    async fn watch_revocations(
+        &self,
+        request: Request<pb::WatchRevocationsRequest>,
+    ) -> Result<Response<RevocationStream>, Status> {
+        let cursor = request.into_inner().cursor;
+        let cursor = (!cursor.is_empty())
+            .then(|| cursor.parse::<Cursor>())
+            .transpose()?;
+        let watch = self.watchers.watch(cursor)?;
+        let messages = watch.map(|item| item.map(convert::watched).map_err(Status::from));
+        Ok(Response::new(Box::pin(messages)))
     }
 }

@@ -34,7 +34,10 @@ pub fn code(reason: Reason) -> Code {
         | Reason::SessionNotFound
         | Reason::GrantRejected => Code::Unauthenticated,
         Reason::CallerNotTrusted => Code::PermissionDenied,
-        Reason::RateLimited | Reason::Overloaded => Code::ResourceExhausted,
+        Reason::RateLimited
+        | Reason::Overloaded
+        | Reason::WatcherTooSlow
+        | Reason::TooManyWatchers => Code::ResourceExhausted,
         Reason::DeadlineExceeded => Code::DeadlineExceeded,
         Reason::Conflict => Code::Aborted,
         Reason::Internal => Code::Internal,
@@ -70,7 +73,7 @@ mod tests {
     use super::*;
     use authd_proto::pb::ErrorReason;
 
-    const ALL: [Reason; 28] = [
+    const ALL: [Reason; 30] = [
         Reason::SessionRevoked,
         Reason::SessionNotFound,
         Reason::SessionExpired,
@@ -99,6 +102,8 @@ mod tests {
         Reason::MalformedRequest,
         Reason::Overloaded,
         Reason::DeadlineExceeded,
+        Reason::WatcherTooSlow,
+        Reason::TooManyWatchers,
     ];
 
     #[test]

@@ -1,0 +1,168 @@
+//! `revocation-delay`: how long after a revocation a caller's authd-client
+//! cache refuses the revoked token, over many trials (p50/p99), printed as
+//! one JSON line.
+//!
+//! In one process: a loopback development issuer, authd (embedded store)
+//! and a client whose cache is warm with the token. Each trial mints a token
+//! for a new user, has the cache answer it, revokes the user
+//! (RevokeSession by user id, on the replica the client watches) while a
+//! task keeps asking the cache, and records when the first refusal came:
+//! `after_answer_us` from the moment RevokeSession answered (the revocation
+//! is in force at authd; 0 when the refusal came first) and
+//! `after_request_us` from the moment it was sent. A caller watching
+//! another replica adds that replica's `sessions.revocation_poll_ms` at most.
+//!
+//! `cargo run --release -p authd-bench --bin revocation-delay -- --trials 1000`
+
+use std::{
+    net::SocketAddr,
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use authd::{App, Config, dangerous::DevIssuer, store::embedded::EmbeddedStore};
+use authd_client::{AuthClient, CacheState, ErrorReason, RetryPolicy, RevokeTarget, Secret};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+const AUDIENCE: &str = "https://api.delay.bench";
+
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Revocations measured (at most 100,000).
+    #[arg(long, default_value_t = 200)]
+    trials: u32,
+    /// authd's `watch.heartbeat_ms`.
+    #[arg(long, default_value_t = 2000)]
+    heartbeat_ms: u64,
+    /// Runtime threads (authd, the client and the revoker share them).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// A refusal later than this fails the run.
+    #[arg(long, default_value_t = 10.0)]
+    max_seconds: f64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = authd_bench::runtime(args.threads)
+        .context("cannot start the runtime")
+        .and_then(|runtime| runtime.block_on(run(&args)));
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("revocation-delay: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
+    ensure!(
+        (1..=100_000).contains(&args.trials),
+        "--trials must be in 1..=100000"
+    );
+    let loopback: SocketAddr = "127.0.0.1:0".parse()?;
+    let issuer = DevIssuer::start(loopback, AUDIENCE).await?;
+    let config = Config::from_toml(&format!(
+        "[[issuers]]\nissuer = \"{}\"\naudiences = [\"{AUDIENCE}\"]\n\
+         [watch]\nheartbeat_ms = {}\n[log]\nfilter = \"error\"\n",
+        issuer.issuer(),
+        args.heartbeat_ms
+    ))?;
+    let dir = tempfile::tempdir()?;
+    let app = App::with_store(&config, Arc::new(EmbeddedStore::open(dir.path())?)).await?;
+    let listener = tokio::net::TcpListener::bind(loopback).await?;
+    let uri = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(authd::run(
+        listener,
+        app,
+        Duration::from_secs(1),
+        std::future::pending(),
+    ));
+
+    let service = Secret::new(issuer.mint(
+        "bench-delay@clients",
+        &[],
+        &["revocations:watch", "sessions:revoke"],
+        3600,
+    ));
+    let client = AuthClient::builder()
+        .endpoint(&uri)
+        .retry(RetryPolicy::none())
+        .watch_token(service.clone())
+        .connect()
+        .await?;
+    let started = Instant::now();
+    while client.cache_state() != CacheState::Answering {
+        ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "the cache is {:?}",
+            client.cache_state()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut revoker = AuthClient::builder()
+        .endpoint(&uri)
+        .no_cache()
+        .connect()
+        .await?;
+
+    let mut after_answer = Histogram::<u64>::new(3)?;
+    let mut after_request = Histogram::<u64>::new(3)?;
+    let limit = Duration::from_secs_f64(args.max_seconds);
+    for trial in 0..args.trials {
+        let user = format!("auth0|delay-{trial}");
+        let token = issuer.mint(&user, &["read:orders"], &[], 3600);
+        let mut warm = client.clone();
+        warm.verify_token(&token, &[]).await?;
+        warm.verify_token(&token, &[]).await?;
+
+        let mut asking = client.clone();
+        let refused = tokio::spawn(async move {
+            let since = Instant::now();
+            loop {
+                match asking.verify_token(&token, &[]).await {
+                    Ok(_) if since.elapsed() < limit => tokio::task::yield_now().await,
+                    Ok(_) => bail!("still answered after {limit:?}"),
+                    Err(e) if e.reason() == Some(ErrorReason::SessionRevoked) => {
+                        return Ok(Instant::now());
+                    }
+                    Err(e) => bail!("{e}"),
+                }
+            }
+        });
+        let sent = Instant::now();
+        revoker
+            .revoke_session(RevokeTarget::User(user), Some(&service))
+            .await?;
+        let answered = Instant::now();
+        let refused_at = refused.await??;
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        after_answer.record(micros(refused_at.saturating_duration_since(answered)))?;
+        after_request.record(micros(refused_at.saturating_duration_since(sent)))?;
+    }
+    let summary = |h: &Histogram<u64>| {
+        json!({
+            "p50": h.value_at_quantile(0.5),
+            "p90": h.value_at_quantile(0.9),
+            "p99": h.value_at_quantile(0.99),
+            "max": h.max(),
+        })
+    };
+    Ok(json!({
+        "tool": "revocation-delay",
+        "trials": args.trials,
+        "heartbeat_ms": args.heartbeat_ms,
+        "threads": args.threads,
+        "after_answer_us": summary(&after_answer),
+        "after_request_us": summary(&after_request),
+    }))
+}
