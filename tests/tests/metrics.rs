@@ -176,7 +176,12 @@ fn issuer_toml(issuer: &Issuer, extra: &str) -> String {
 #[tokio::test]
 async fn verify_outcomes_move_by_exactly_one_and_labels_stay_bounded() -> Result<()> {
     let issuer = Issuer::start().await?;
-    let authd = Served::start(&issuer_toml(&issuer, ""), &[]).await?;
+    // Cached at the first verification, so that the second is a hit.
+    let authd = Served::start(
+        &issuer_toml(&issuer, "[verify]\ncache_admit_after = 1\n"),
+        &[],
+    )
+    .await?;
     let mut client = authd.client().await?;
     let iss = issuer.url.as_str();
 

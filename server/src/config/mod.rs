@@ -142,6 +142,12 @@ impl Config {
             key,
             problem: problem.to_owned(),
         };
+        if !(1..=2).contains(&self.verify.cache_admit_after) {
+            return Err(invalid(
+                "verify.cache_admit_after".to_owned(),
+                "must be 1 (cache at the first verification) or 2 (at the second)",
+            ));
+        }
         for (i, issuer) in self.issuers.iter().enumerate() {
             let url = Url::parse(&issuer.issuer)
                 .map_err(|e| invalid(format!("issuers[{i}].issuer"), &format!("not a URL: {e}")))?;

@@ -353,6 +353,11 @@ pub struct VerifyConfig {
     /// The longest a verification is cached, however long the token lives.
     /// Defaults to `300`.
     pub cache_max_ttl_seconds: u64,
+    /// The verification of a token that is cached: `2` (the default) caches
+    /// a token when it is seen again, so tokens used once cost the cache
+    /// nothing but a lookup in a fixed 512 KiB filter; `1` caches every
+    /// verified token.
+    pub cache_admit_after: u32,
 }
 
 impl Default for VerifyConfig {
@@ -362,6 +367,7 @@ impl Default for VerifyConfig {
             cache_max_entries: 100_000,
             cache_max_bytes: 64 << 20,
             cache_max_ttl_seconds: 300,
+            cache_admit_after: 2,
         }
     }
 }

@@ -148,6 +148,7 @@ impl Verifier {
                     v.cache_max_entries,
                     v.cache_max_bytes,
                     i64::try_from(v.cache_max_ttl_seconds).unwrap_or(i64::MAX),
+                    v.cache_admit_after,
                 )
             }),
             cache_hits: metrics::counter!("authd_verify_cache_hits_total"),

@@ -637,6 +637,7 @@ async fn mutated_tokens_never_panic_and_are_never_accepted() {
 async fn cache_hit_still_checks_expiry_scopes_and_audience() {
     let v = rs256();
     let token = keys().rsa.sign(&with(claims(), "exp", json!(NOW + 100)));
+    check(&v, &token, &[]).await.expect("valid, seen once");
     check(&v, &token, &[]).await.expect("valid, now cached");
     assert_eq!(v.cached_entries(), 1);
     let at = |now| {
@@ -672,7 +673,9 @@ async fn cache_hit_still_checks_expiry_scopes_and_audience() {
 async fn a_forged_token_never_hits_the_genuine_entry() {
     let v = rs256();
     let token = keys().rsa.sign(&claims());
+    check(&v, &token, &[]).await.expect("seen once");
     check(&v, &token, &[]).await.expect("cached");
+    assert_eq!(v.cached_entries(), 1);
     let parts: Vec<&str> = token.split('.').collect();
     let forged = format!(
         "{}.{}.{}",
@@ -694,7 +697,9 @@ async fn a_cached_token_is_refused_once_revoked() {
     use crate::{revocation::revocation, store::RevocationKind};
     let v = rs256();
     let token = keys().rsa.sign(&claims());
+    check(&v, &token, &[]).await.expect("seen once");
     check(&v, &token, &[]).await.expect("cached");
+    assert_eq!(v.cached_entries(), 1);
     v.revocations().apply(&[revocation(
         RevocationKind::SessionId,
         ISS,
@@ -714,14 +719,43 @@ async fn the_cache_is_bounded_and_can_be_off() {
             .rsa
             .sign(&with(claims(), "sub", json!(format!("auth0|u{i}"))));
         check(&v, &token, &[]).await.expect("valid");
+        check(&v, &token, &[]).await.expect("valid, cached");
     }
-    assert!(v.cached_entries() <= 8, "{}", v.cached_entries());
+    let held = v.cached_entries();
+    assert!((1..=8).contains(&held), "{held}");
     config.verify.cache_max_entries = 0;
     let off = verifier_with(&[Algorithm::RS256], &config);
     check(&off, &keys().rsa.sign(&claims()), &[])
         .await
         .expect("valid");
     assert_eq!(off.cached_entries(), 0);
+}
+
+#[tokio::test]
+async fn a_token_is_cached_at_its_second_verification_unless_configured_otherwise() {
+    let v = rs256();
+    let tokens: Vec<String> = (0..100)
+        .map(|i| {
+            keys()
+                .rsa
+                .sign(&with(claims(), "sub", json!(format!("auth0|u{i}"))))
+        })
+        .collect();
+    for token in &tokens {
+        check(&v, token, &[]).await.expect("valid");
+    }
+    // Each seen once: no entry (the filter's false "seen" rate is ~1 %).
+    assert!(v.cached_entries() <= 3, "{}", v.cached_entries());
+    for token in &tokens {
+        check(&v, token, &[]).await.expect("valid");
+    }
+    assert_eq!(v.cached_entries(), 100);
+
+    let mut config = Config::default();
+    config.verify.cache_admit_after = 1;
+    let eager = verifier_with(&[Algorithm::RS256], &config);
+    check(&eager, &tokens[0], &[]).await.expect("valid");
+    assert_eq!(eager.cached_entries(), 1);
 }
 
 /// Revokes `token` by the digest of what its issuer signed.
