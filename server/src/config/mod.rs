@@ -250,15 +250,10 @@ impl Config {
         if self.store.kind == StoreKind::Dynamodb && self.store.table.is_empty() {
             return Err(invalid("store.table".to_owned(), "must not be empty"));
         }
-        if !(1..=crate::store::dynamodb::MAX_REVOCATION_SHARDS)
-            .contains(&self.store.revocation_shards)
-        {
+        if !(1..=MAX_REVOCATION_SHARDS).contains(&self.store.revocation_shards) {
             return Err(invalid(
                 "store.revocation_shards".to_owned(),
-                &format!(
-                    "must be 1 to {}",
-                    crate::store::dynamodb::MAX_REVOCATION_SHARDS
-                ),
+                &format!("must be 1 to {}", MAX_REVOCATION_SHARDS),
             ));
         }
         let bucket = self.store.revocation_bucket_seconds;

@@ -454,6 +454,10 @@ impl Default for LogConfig {
     }
 }
 
+/// The most shards `store.revocation_shards` may name (4 digits in the
+/// DynamoDB keys of the revocation log).
+pub const MAX_REVOCATION_SHARDS: u32 = 1_000;
+
 /// `[store]`: one config line (`kind`) switches between the stores.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -92,7 +92,7 @@ use items::{
     device_approval_from, device_approval_item, device_approval_key, live, n, profile_from,
     profile_item, profile_key, s, session_item, session_key,
 };
-pub use revocations::{MAX_REVOCATION_SHARDS, RevocationLayout};
+pub use revocations::RevocationLayout;
 
 // === the store ===
 

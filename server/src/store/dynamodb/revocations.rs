@@ -43,14 +43,12 @@ use super::{
     items::{LEGACY_REVOCATIONS_PK, get_n, get_s, n, revocation_from, revocation_item, s},
 };
 use crate::{
-    config::{LegacyRevocations, StoreConfig},
+    config::{LegacyRevocations, MAX_REVOCATION_SHARDS, StoreConfig},
     store::{Revocation, StoreError},
 };
 
 /// The partition key of the index of revocation partitions.
 pub const INDEX_PK: &str = "REVOCATIONS#INDEX";
-/// The most shards `store.revocation_shards` may name (4 digits in keys).
-pub const MAX_REVOCATION_SHARDS: u32 = 1_000;
 /// Index entries cover expiries rounded up to this (seconds), so that a
 /// writer updates an entry about once an hour, not for each revocation.
 const INDEX_EXPIRY_STEP: i64 = 3_600;
