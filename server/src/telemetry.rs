@@ -49,7 +49,7 @@ static SAMPLE_BELOW: AtomicU64 = AtomicU64::new(0);
 const CALL_SPAN: &str = "grpc call";
 
 /// The target of the spans exported below a call's span (issuer requests,
-/// store operations): `info_span!(target: "authd::trace", ...)`.
+/// store operations): `info_span!(target: CHILD_TARGET, ...)`.
 pub(crate) const CHILD_TARGET: &str = "authd::trace";
 
 /// Installs the global subscriber; a second call is a no-op (tests).

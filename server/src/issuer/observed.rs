@@ -17,7 +17,7 @@ impl IssuerClient {
         call: impl Future<Output = Result<T, IssuerError>>,
     ) -> Result<T, IssuerError> {
         let span = tracing::info_span!(
-            target: "authd::trace",
+            target: crate::telemetry::CHILD_TARGET,
             "issuer request",
             otel.kind = "client",
             issuer = %self.issuer,

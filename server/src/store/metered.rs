@@ -30,7 +30,7 @@ impl<S: Store> Metered<S> {
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let span = tracing::info_span!(
-            target: "authd::trace",
+            target: crate::telemetry::CHILD_TARGET,
             "store operation",
             otel.kind = "client",
             db.system = self.kind,
