@@ -48,9 +48,34 @@ pub fn workspace() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// A free loopback port (bound, then released).
+/// A free loopback port for a process that binds it later (bound, then released).
+///
+/// The port comes from below the kernel's ephemeral range: between the release
+/// and the later bind, a port from that range can be taken by any outgoing
+/// connection on the machine (even a TCP self-connect of authd retrying an
+/// issuer that is not up yet), and the later bind then fails. Each call in a
+/// process gets a different port, starting from an offset derived from the pid.
 pub fn free_port() -> Result<u16> {
-    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u32 = 10_000;
+    if ephemeral_start <= LOWEST + 1_000 {
+        return Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port());
+    }
+    let span = ephemeral_start - LOWEST;
+    let offset = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let candidate = LOWEST + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = u16::try_from(candidate)?;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port below the ephemeral range")
 }
 
 // === the issuer ===
