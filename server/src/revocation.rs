@@ -32,9 +32,21 @@ use crate::{
     store::{IssuedToken, Revocation, RevocationKind, Store},
 };
 
-/// How far back each poll reads again, so that a revocation written with a
-/// slightly late clock on another replica is not skipped.
+/// How far back a poll reads again past the newest revocation it has seen,
+/// so that one written by a replica whose clock runs late (or whose write
+/// became visible late) is not skipped: every poll covers this much.
+const RECENT_MARGIN_MS: i64 = 5_000;
+
+/// The clock skew between replicas that revocations survive: a poll every
+/// [`FULL_REREAD_EVERY_MS`] reads this far back.
 const CLOCK_SKEW_MS: i64 = 60_000;
+
+/// How often a poll reads [`CLOCK_SKEW_MS`] back instead of
+/// [`RECENT_MARGIN_MS`]: a revocation written by a replica whose clock is
+/// 5–60 s late is seen within this (plus a poll), one from a replica within
+/// 5 s within a poll. Reading 60 s back on every poll read each revocation
+/// ~60 times; this way it is read ~8 times.
+const FULL_REREAD_EVERY_MS: i64 = 30_000;
 
 /// How many revocations the feed holds for watchers by default
 /// (`watch.buffer`).
@@ -181,6 +193,8 @@ pub struct Revocations {
     write: Mutex<()>,
     /// Unix milliseconds of the last poll that read the store; 0: none yet.
     last_poll_ms: std::sync::atomic::AtomicI64,
+    /// Unix milliseconds of the last poll that read [`CLOCK_SKEW_MS`] back.
+    last_full_poll_ms: std::sync::atomic::AtomicI64,
     /// Each revocation new to this replica, once, in the order learned. A
     /// ring of `feed_capacity`: a receiver further behind learns it lagged.
     feed: broadcast::Sender<Arc<Revocation>>,
@@ -218,6 +232,7 @@ impl Revocations {
             current: ArcSwap::default(),
             write: Mutex::new(()),
             last_poll_ms: std::sync::atomic::AtomicI64::new(0),
+            last_full_poll_ms: std::sync::atomic::AtomicI64::new(0),
             feed: broadcast::channel(feed_capacity).0,
             feed_capacity,
         }
@@ -230,8 +245,18 @@ impl Revocations {
             return;
         }
         let _writer = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = RevocationSet::clone(&self.current.load());
-        let added: Vec<Arc<Revocation>> = revocations.iter().filter_map(|r| next.add(r)).collect();
+        let current = self.current.load();
+        // A poll reads recent revocations again: copy the set only for
+        // what it does not hold yet.
+        let new: Vec<&Revocation> = revocations
+            .iter()
+            .filter(|r| !current.log.contains_key(&r.sort_key()))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        let mut next = RevocationSet::clone(&current);
+        let added: Vec<Arc<Revocation>> = new.into_iter().filter_map(|r| next.add(r)).collect();
         self.current.store(Arc::new(next));
         // Sent after the set is stored and under the writer lock: a watcher
         // that subscribed before reading the set gets each one at least
@@ -295,9 +320,19 @@ impl Revocations {
     /// Reads revocations made since the last poll (with a margin for clock
     /// skew between replicas) and drops expired ones.
     pub async fn poll(&self, store: &dyn Store) -> Result<usize, crate::store::StoreError> {
-        let since = self.current.load().newest_ms.saturating_sub(CLOCK_SKEW_MS);
-        let now = now_ms().div_euclid(1000);
+        use std::sync::atomic::Ordering::Relaxed;
         let polled_at = now_ms();
+        let now = polled_at.div_euclid(1000);
+        // A replica whose clock runs fast must not move the cursor past
+        // what this replica's clock says.
+        let cursor = self.current.load().newest_ms.min(polled_at);
+        let full = polled_at - self.last_full_poll_ms.load(Relaxed) >= FULL_REREAD_EVERY_MS;
+        let margin = if full {
+            CLOCK_SKEW_MS
+        } else {
+            RECENT_MARGIN_MS
+        };
+        let since = cursor.saturating_sub(margin);
         let found = match store.revocations_since(since, now).await {
             Ok(found) => found,
             Err(error) => {
@@ -309,8 +344,10 @@ impl Revocations {
         metrics::counter!("authd_revocation_polls_total", "outcome" => "ok").increment(1);
         self.apply(&found);
         self.prune(now);
-        self.last_poll_ms
-            .store(polled_at, std::sync::atomic::Ordering::Relaxed);
+        self.last_poll_ms.store(polled_at, Relaxed);
+        if full {
+            self.last_full_poll_ms.store(polled_at, Relaxed);
+        }
         Ok(found.len())
     }
 
@@ -485,6 +522,80 @@ mod tests {
         )]);
         assert!(set.check(&id(None, "u", t, "a.b.c")).is_ok());
         assert_eq!(parse_hex(&signed_digest("a.b.c")), Some(sha256("a.b")));
+    }
+
+    /// What a poll sees of revocations written by replicas whose clocks
+    /// are off, read back from a real (embedded) store.
+    #[tokio::test]
+    async fn polls_read_recent_writes_every_time_and_late_clocks_at_the_full_reread() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::embedded::EmbeddedStore::open(dir.path()).expect("store");
+        let set = Revocations::new();
+        let now = now_ms();
+        let expires = now / 1000 + 600;
+        let written = |sid: &str, at_ms: i64| Revocation {
+            at_ms,
+            ..revocation(RevocationKind::SessionId, "https://i/", sid, expires)
+        };
+        let revoked = |set: &Revocations, sid: &str| {
+            set.check(&id(Some(sid), "u", now / 1000, "a.b.c")).is_err()
+        };
+        store
+            .put_revocation(&written("on-time", now))
+            .await
+            .expect("put");
+        set.poll(&store).await.expect("first poll");
+        assert!(revoked(&set, "on-time"));
+
+        // A replica 3 s late: within the margin every poll reads again.
+        store
+            .put_revocation(&written("3s-late", now - 3_000))
+            .await
+            .expect("put");
+        set.poll(&store).await.expect("poll");
+        assert!(revoked(&set, "3s-late"));
+
+        // A replica whose clock runs 2 minutes fast does not move the
+        // cursor past this replica's clock: a write made now still counts.
+        store
+            .put_revocation(&written("fast", now + 120_000))
+            .await
+            .expect("put");
+        set.poll(&store).await.expect("poll");
+        assert!(revoked(&set, "fast"));
+        store
+            .put_revocation(&written("after-fast", now - 1_000))
+            .await
+            .expect("put");
+        set.poll(&store).await.expect("poll");
+        assert!(revoked(&set, "after-fast"));
+
+        // A replica 30 s late is below the recent margin: the next poll that
+        // reads the whole skew window finds it.
+        store
+            .put_revocation(&written("30s-late", now - 30_000))
+            .await
+            .expect("put");
+        set.poll(&store).await.expect("poll");
+        assert!(!revoked(&set, "30s-late"), "read at the full re-read only");
+        set.last_full_poll_ms
+            .store(now_ms() - FULL_REREAD_EVERY_MS, Relaxed);
+        set.poll(&store).await.expect("full poll");
+        assert!(revoked(&set, "30s-late"));
+    }
+
+    #[test]
+    fn applying_what_is_held_already_changes_nothing() {
+        let set = Revocations::new();
+        let t = now_ms() / 1000;
+        let r = revocation(RevocationKind::SessionId, "https://i/", "s1", t + 60);
+        set.apply(std::slice::from_ref(&r));
+        let before = set.current.load_full();
+        let mut feed = set.subscribe();
+        set.apply(&[r]);
+        assert!(Arc::ptr_eq(&before, &set.current.load_full()), "not copied");
+        assert!(feed.try_recv().is_err(), "not sent again");
     }
 
     #[test]
