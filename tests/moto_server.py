@@ -7,20 +7,24 @@ atomic across threads: two PutItem calls with the same `version = :v`
 condition can both succeed under load, which real DynamoDB never allows.
 authd's no-lost-update guarantee rests on that atomicity, so the tests run
 moto's unchanged application behind a lock that serialises requests.
-Connections are still accepted concurrently.
+
+It is served by waitress, not by werkzeug's development server: werkzeug
+closes the connection after every response and starts a thread for each
+new one, so under load (the soak: ~100 store calls a second beside a busy
+driver) its accept loop fell behind, its listen queue overflowed, and
+dropped SYNs came back after 1 s and 3 s of TCP retransmission — store calls
+of seconds that authd rightly reported as STORE_UNAVAILABLE. waitress keeps
+connections alive and serves them from a fixed pool of threads.
 """
 
-import os
+import logging
 import signal
+import os
 import sys
 import threading
 
-from moto.moto_server.werkzeug_app import (
-    DomainDispatcherApplication,
-    MotoRequestHandler,
-    create_backend_app,
-)
-from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from waitress import serve
 
 
 def main() -> None:
@@ -37,7 +41,19 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
-    run_simple(host, port, serialised, threaded=True, request_handler=MotoRequestHandler)
+    logging.basicConfig(level=logging.INFO, format="moto_server: %(message)s")
+    print(f"moto_server: serving on http://{host}:{port}", flush=True)
+    serve(
+        serialised,
+        host=host,
+        port=port,
+        threads=8,
+        backlog=4096,
+        # authd's SDK and the tests' clients keep connections open.
+        connection_limit=4096,
+        asyncore_use_poll=True,
+        ident=None,
+    )
 
 
 if __name__ == "__main__":
