@@ -108,6 +108,9 @@ struct Entry {
     until: Instant,
     /// Insertion number, so that a stale place in `order` is recognised.
     seq: u64,
+    /// The `Inner::revoked_version` it was last checked against: a hit
+    /// with no revocation since skips the check.
+    checked: u64,
 }
 
 /// What the revocation stream has said.
@@ -145,6 +148,8 @@ struct Inner {
     order: VecDeque<(Key, u64)>,
     next_seq: u64,
     revoked: Revoked,
+    /// Counts the revocations added (pruning expired ones only removes).
+    revoked_version: u64,
     watch: Watch,
 }
 
@@ -164,6 +169,7 @@ impl VerifyCache {
                 order: VecDeque::new(),
                 next_seq: 0,
                 revoked: Revoked::default(),
+                revoked_version: 0,
                 watch: Watch {
                     off: config.max_entries == 0,
                     synced: false,
@@ -178,15 +184,25 @@ impl VerifyCache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn key(token: &str, scopes: &[&str]) -> Key {
-        let mut sorted = scopes.to_vec();
-        sorted.sort_unstable();
-        sorted.dedup();
+    pub(crate) fn key<S: AsRef<str>>(token: &str, scopes: &[S]) -> Key {
         let mut ctx = digest::Context::new(&digest::SHA256);
         // Each part is length-prefixed, so parts cannot run into each other.
-        for part in std::iter::once(token).chain(sorted) {
-            ctx.update(&(part.len() as u64).to_be_bytes());
-            ctx.update(part.as_bytes());
+        let mut part = |text: &str| {
+            ctx.update(&(text.len() as u64).to_be_bytes());
+            ctx.update(text.as_bytes());
+        };
+        part(token);
+        // The scope set, in order and once each; no allocation for the
+        // usual none or one.
+        match scopes {
+            [] => {}
+            [one] => part(one.as_ref()),
+            more => {
+                let mut sorted: Vec<&str> = more.iter().map(AsRef::as_ref).collect();
+                sorted.sort_unstable();
+                sorted.dedup();
+                sorted.into_iter().for_each(part);
+            }
         }
         let mut key = [0; 32];
         key.copy_from_slice(ctx.finish().as_ref());
@@ -206,8 +222,12 @@ impl VerifyCache {
         if inner.watch.state(now) != CacheState::Answering {
             return None;
         }
-        let entry = inner.entries.get(key)?;
-        if entry.until > now && !inner.revoked.refuses(&entry.id) {
+        let inner = &mut *inner;
+        let entry = inner.entries.get_mut(key)?;
+        if entry.until > now
+            && (entry.checked == inner.revoked_version || !inner.revoked.refuses(&entry.id))
+        {
+            entry.checked = inner.revoked_version;
             return Some(entry.token.clone());
         }
         inner.entries.remove(key);
@@ -259,6 +279,7 @@ impl VerifyCache {
                 id,
                 until: Instant::now() + ttl,
                 seq,
+                checked: inner.revoked_version,
             },
         );
     }
@@ -268,6 +289,7 @@ impl VerifyCache {
     /// A revocation arrived: from now on no entry it names is answered.
     pub(crate) fn revoked(&self, revocation: &pb::Revocation) {
         let mut inner = self.lock();
+        inner.revoked_version += 1;
         if !inner.revoked.add(revocation) {
             tracing::warn!(
                 kind = revocation.kind,
@@ -350,14 +372,14 @@ mod tests {
         // "t\0read" must not collide with the token "t\0read" and no scope.
         assert_ne!(
             VerifyCache::key("t", &["read"]),
-            VerifyCache::key("t\0read", &[])
+            VerifyCache::key::<&str>("t\0read", &[])
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn entry_lives_no_longer_than_max_ttl() {
         let cache = cache(30, 10);
-        let key = VerifyCache::key("t", &[]);
+        let key = VerifyCache::key::<&str>("t", &[]);
         cache.insert(key, "t", &token(Duration::from_secs(3600)));
         tokio::time::advance(Duration::from_secs(29)).await;
         cache.heartbeat(HEARTBEAT);
@@ -369,7 +391,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn entry_lives_no_longer_than_the_token() {
         let cache = cache(300, 10);
-        let key = VerifyCache::key("t", &[]);
+        let key = VerifyCache::key::<&str>("t", &[]);
         cache.insert(key, "t", &token(Duration::from_secs(10)));
         tokio::time::advance(Duration::from_secs(11)).await;
         cache.heartbeat(HEARTBEAT);
@@ -379,7 +401,7 @@ mod tests {
     #[test]
     fn expired_token_is_not_cached() {
         let cache = cache(300, 10);
-        let key = VerifyCache::key("t", &[]);
+        let key = VerifyCache::key::<&str>("t", &[]);
         let mut expired = token(Duration::ZERO);
         expired.expires_at = SystemTime::now() - Duration::from_secs(5);
         cache.insert(key, "t", &expired);
@@ -391,7 +413,7 @@ mod tests {
         let cache = cache(300, 2);
         let keys: Vec<Key> = ["a", "b", "c"]
             .iter()
-            .map(|t| VerifyCache::key(t, &[]))
+            .map(|t| VerifyCache::key::<&str>(t, &[]))
             .collect();
         for key in &keys {
             cache.insert(*key, "t", &token(Duration::from_secs(60)));
@@ -404,7 +426,7 @@ mod tests {
     #[test]
     fn reinserted_key_is_not_evicted_by_its_stale_place() {
         let cache = cache(300, 3);
-        let [a, b, c, d] = ["a", "b", "c", "d"].map(|t| VerifyCache::key(t, &[]));
+        let [a, b, c, d] = ["a", "b", "c", "d"].map(|t| VerifyCache::key::<&str>(t, &[]));
         let live = token(Duration::from_secs(60));
         cache.insert(a, "t", &live);
         cache.insert(b, "t", &live);
@@ -420,7 +442,7 @@ mod tests {
     #[test]
     fn nothing_is_answered_before_the_first_heartbeat() {
         let cache = VerifyCache::new(CacheConfig::default());
-        let key = VerifyCache::key("t", &[]);
+        let key = VerifyCache::key::<&str>("t", &[]);
         cache.insert(key, "t", &token(Duration::from_secs(60)));
         assert_eq!(cache.state(), CacheState::Syncing);
         assert!(cache.get(&key).is_none());
@@ -432,7 +454,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_stream_stops_answers_until_it_speaks_again() {
         let cache = cache(300, 10);
-        let key = VerifyCache::key("t", &[]);
+        let key = VerifyCache::key::<&str>("t", &[]);
         cache.insert(key, "t", &token(Duration::from_secs(3600)));
         tokio::time::advance(Duration::from_secs(6)).await;
         assert!(
@@ -467,7 +489,10 @@ mod tests {
             revocation(pb::RevocationKind::TokenHash, &hex(sha256(b"h.p.s")), now),
         ] {
             let cache = cache(300, 10);
-            let (key, other) = (VerifyCache::key("h.p.s", &[]), VerifyCache::key("x", &[]));
+            let (key, other) = (
+                VerifyCache::key::<&str>("h.p.s", &[]),
+                VerifyCache::key::<&str>("x", &[]),
+            );
             cache.insert(key, "h.p.s", &token(Duration::from_secs(60)));
             let mut bob = verified("auth0|bob", Some("sid-2"), now);
             bob.expires_at = SystemTime::now() + Duration::from_secs(60);
@@ -488,7 +513,7 @@ mod tests {
     #[test]
     fn a_new_stream_must_catch_up_before_the_cache_answers_again() {
         let cache = cache(300, 10);
-        let key = VerifyCache::key("h.p.s", &[]);
+        let key = VerifyCache::key::<&str>("h.p.s", &[]);
         cache.insert(key, "h.p.s", &token(Duration::from_secs(60)));
         cache.stream_opened();
         // Its replay has begun; a later message may name the token.
@@ -502,7 +527,7 @@ mod tests {
     #[test]
     fn a_revocation_that_cannot_be_matched_empties_the_cache() {
         let cache = cache(300, 10);
-        let key = VerifyCache::key("t", &[]);
+        let key = VerifyCache::key::<&str>("t", &[]);
         cache.insert(key, "t", &token(Duration::from_secs(60)));
         cache.revoked(&revocation(pb::RevocationKind::SignedDigest, "not-hex", 0));
         assert!(cache.get(&key).is_none());
@@ -511,7 +536,7 @@ mod tests {
     #[test]
     fn turned_off_it_neither_keeps_nor_answers() {
         let cache = cache(300, 10);
-        let key = VerifyCache::key("t", &[]);
+        let key = VerifyCache::key::<&str>("t", &[]);
         cache.insert(key, "t", &token(Duration::from_secs(60)));
         cache.turn_off();
         cache.heartbeat(HEARTBEAT);

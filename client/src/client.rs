@@ -370,6 +370,14 @@ impl AuthClient {
         self.cache.as_ref().map_or(CacheState::Off, |c| c.state())
     }
 
+    /// The cache's answer for `token` (without `Bearer `) and these scopes,
+    /// if it gives one now: what the middleware decides without a future.
+    #[cfg(any(feature = "tonic-middleware", feature = "http-middleware"))]
+    pub(crate) fn cached<S: AsRef<str>>(&self, token: &str, scopes: &[S]) -> Option<VerifiedToken> {
+        let cache = self.cache.as_ref()?;
+        cache.get(&VerifyCache::key(token, scopes))
+    }
+
     /// Verifies `token` (a leading `Bearer ` is accepted), requiring every
     /// scope in `required_scopes`. Answered from the cache when it holds
     /// this token and these scopes and its revocation stream is live.

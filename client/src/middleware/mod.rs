@@ -119,13 +119,6 @@ enum Denial {
     Unavailable(AuthError),
 }
 
-/// What the middleware decided for one request.
-enum Decision {
-    Public,
-    Verified(Box<VerifiedToken>),
-    Denied(Denial),
-}
-
 /// The token of an `authorization: Bearer …` header (scheme case-insensitive).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
@@ -133,27 +126,21 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-async fn decide(
-    client: &mut AuthClient,
-    rules: &ScopeRules,
-    path: &str,
-    headers: &HeaderMap,
-) -> Decision {
-    let scopes = match rules.access(path) {
-        Access::Public => return Decision::Public,
-        Access::Scopes(scopes) => scopes,
-    };
-    let Some(token) = bearer(headers) else {
-        return Decision::Denied(Denial::Missing);
-    };
+/// Asks authd (the cache did not answer) and sorts its answer.
+async fn ask(
+    mut client: AuthClient,
+    token: String,
+    scopes: &[String],
+) -> Result<VerifiedToken, Denial> {
     let required: Vec<&str> = scopes.iter().map(String::as_str).collect();
-    match client.verify_token(token, &required).await {
-        Ok(verified) => Decision::Verified(Box::new(verified)),
-        Err(error) => Decision::Denied(match error.code() {
+    client
+        .verify_token(&token, &required)
+        .await
+        .map_err(|error| match error.code() {
             Code::Unauthenticated | Code::InvalidArgument => Denial::Invalid(error),
             Code::PermissionDenied => Denial::Forbidden {
                 error,
-                scopes: scopes.clone(),
+                scopes: scopes.to_vec(),
             },
             // Anything else — authd down, overloaded, broken — cannot vouch
             // for the token: refuse.
@@ -161,8 +148,7 @@ async fn decide(
                 tracing::warn!(%error, "authd could not verify a token: refusing the request");
                 Denial::Unavailable(error)
             }
-        }),
-    }
+        })
 }
 
 /// The future both layers answer with.
@@ -170,9 +156,11 @@ type Answer<R, E> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<::http::Response<R>, E>> + Send>>;
 
 /// The call path both layers share: take the ready service (leaving a fresh
-/// clone in its place), decide with authd, then pass the request on with the
+/// clone in its place), decide, then pass the request on with the
 /// [`VerifiedToken`](crate::VerifiedToken) in its extensions, or answer the
-/// refusal with `refuse`.
+/// refusal with `refuse`. A public path, a missing token and a cache hit
+/// are decided here, before any future is made; only a call to authd
+/// clones the client.
 fn protect<S, B, R>(
     inner: &mut S,
     client: &AuthClient,
@@ -188,17 +176,25 @@ where
 {
     let clone = inner.clone();
     let mut inner = std::mem::replace(inner, clone);
-    let mut client = client.clone();
-    let rules = std::sync::Arc::clone(rules);
+    let scopes = match rules.access(request.uri().path()) {
+        Access::Public => return Box::pin(inner.call(request)),
+        Access::Scopes(scopes) => scopes,
+    };
+    let Some(token) = bearer(request.headers()) else {
+        return Box::pin(async move { Ok(refuse(Denial::Missing)) });
+    };
+    if let Some(verified) = client.cached(token, scopes) {
+        request.extensions_mut().insert(verified);
+        return Box::pin(inner.call(request));
+    }
+    let (token, scopes, client) = (token.to_owned(), scopes.clone(), client.clone());
     Box::pin(async move {
-        let path = request.uri().path().to_owned();
-        match decide(&mut client, &rules, &path, request.headers()).await {
-            Decision::Public => inner.call(request).await,
-            Decision::Verified(token) => {
-                request.extensions_mut().insert(*token);
+        match ask(client, token, &scopes).await {
+            Ok(verified) => {
+                request.extensions_mut().insert(verified);
                 inner.call(request).await
             }
-            Decision::Denied(denial) => Ok(refuse(denial)),
+            Err(denial) => Ok(refuse(denial)),
         }
     })
 }
