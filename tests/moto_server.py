@@ -15,6 +15,14 @@ driver) its accept loop fell behind, its listen queue overflowed, and
 dropped SYNs came back after 1 s and 3 s of TCP retransmission — store calls
 of seconds that authd rightly reported as STORE_UNAVAILABLE. waitress keeps
 connections alive and serves them from a fixed pool of threads.
+
+One more change makes moto's costs DynamoDB's shape without changing its
+answers: a Query on the table itself (no index) looks at the queried
+partition's items only. moto 5.2.5 gathers and sorts every item of the
+table for each such Query, so a query's cost grew with the whole table;
+authd's revocation poll queries every second, and in the soak (whose table
+only grows: moto does not expire items) moto's answers slowed to seconds
+after a few minutes. DynamoDB reads the partition alone.
 """
 
 import logging
@@ -27,9 +35,31 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 from waitress import serve
 
 
+def query_the_partition_only() -> None:
+    """Table.query without an index: the same code over the partition."""
+    from moto.dynamodb.models.table import Table
+
+    query = Table.query
+
+    def partition_query(self, hash_key, *args, **kwargs):
+        index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
+        if index_name is not None or hash_key is None or not self.range_key_attr:
+            return query(self, hash_key, *args, **kwargs)
+        partition = list(self.items.get(hash_key, {}).values())
+        # Requests are serialised (below): no other request sees this.
+        self.all_items = lambda: partition
+        try:
+            return query(self, hash_key, *args, **kwargs)
+        finally:
+            del self.all_items
+
+    Table.query = partition_query
+
+
 def main() -> None:
     host, port = sys.argv[1], int(sys.argv[2])
     os.environ.setdefault("MOTO_PORT", str(port))
+    query_the_partition_only()
     app = DomainDispatcherApplication(create_backend_app)
     lock = threading.Lock()
 
