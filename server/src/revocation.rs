@@ -141,9 +141,8 @@ impl RevocationSet {
             && self.legacy_tokens.is_empty()
     }
 
-    /// Adds `r`; the shared copy when it was new.
-    fn add(&mut self, r: &Revocation) -> Option<Arc<Revocation>> {
-        let key = r.sort_key();
+    /// Adds `r`, whose sort key is `key`; the shared copy when it was new.
+    fn add(&mut self, key: String, r: &Revocation) -> Option<Arc<Revocation>> {
         if self.log.contains_key(&key) {
             return None;
         }
@@ -248,15 +247,19 @@ impl Revocations {
         let current = self.current.load();
         // A poll reads recent revocations again: copy the set only for
         // what it does not hold yet.
-        let new: Vec<&Revocation> = revocations
+        let new: Vec<(String, &Revocation)> = revocations
             .iter()
-            .filter(|r| !current.log.contains_key(&r.sort_key()))
+            .map(|r| (r.sort_key(), r))
+            .filter(|(key, _)| !current.log.contains_key(key))
             .collect();
         if new.is_empty() {
             return;
         }
         let mut next = RevocationSet::clone(&current);
-        let added: Vec<Arc<Revocation>> = new.into_iter().filter_map(|r| next.add(r)).collect();
+        let added: Vec<Arc<Revocation>> = new
+            .into_iter()
+            .filter_map(|(key, r)| next.add(key, r))
+            .collect();
         self.current.store(Arc::new(next));
         // Sent after the set is stored and under the writer lock: a watcher
         // that subscribed before reading the set gets each one at least
@@ -541,43 +544,31 @@ mod tests {
         let revoked = |set: &Revocations, sid: &str| {
             set.check(&id(Some(sid), "u", now / 1000, "a.b.c")).is_err()
         };
-        store
-            .put_revocation(&written("on-time", now))
-            .await
-            .expect("put");
-        set.poll(&store).await.expect("first poll");
+        // Another replica writes `sid` stamped `at_ms`; this one polls.
+        let write_then_poll = async |sid: &str, at_ms: i64| {
+            store
+                .put_revocation(&written(sid, at_ms))
+                .await
+                .expect("put");
+            set.poll(&store).await.expect("poll");
+        };
+        write_then_poll("on-time", now).await;
         assert!(revoked(&set, "on-time"));
 
         // A replica 3 s late: within the margin every poll reads again.
-        store
-            .put_revocation(&written("3s-late", now - 3_000))
-            .await
-            .expect("put");
-        set.poll(&store).await.expect("poll");
+        write_then_poll("3s-late", now - 3_000).await;
         assert!(revoked(&set, "3s-late"));
 
         // A replica whose clock runs 2 minutes fast does not move the
         // cursor past this replica's clock: a write made now still counts.
-        store
-            .put_revocation(&written("fast", now + 120_000))
-            .await
-            .expect("put");
-        set.poll(&store).await.expect("poll");
+        write_then_poll("fast", now + 120_000).await;
         assert!(revoked(&set, "fast"));
-        store
-            .put_revocation(&written("after-fast", now - 1_000))
-            .await
-            .expect("put");
-        set.poll(&store).await.expect("poll");
+        write_then_poll("after-fast", now - 1_000).await;
         assert!(revoked(&set, "after-fast"));
 
         // A replica 30 s late is below the recent margin: the next poll that
         // reads the whole skew window finds it.
-        store
-            .put_revocation(&written("30s-late", now - 30_000))
-            .await
-            .expect("put");
-        set.poll(&store).await.expect("poll");
+        write_then_poll("30s-late", now - 30_000).await;
         assert!(!revoked(&set, "30s-late"), "read at the full re-read only");
         set.last_full_poll_ms
             .store(now_ms() - FULL_REREAD_EVERY_MS, Relaxed);

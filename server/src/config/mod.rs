@@ -253,7 +253,7 @@ impl Config {
         if !(1..=MAX_REVOCATION_SHARDS).contains(&self.store.revocation_shards) {
             return Err(invalid(
                 "store.revocation_shards".to_owned(),
-                &format!("must be 1 to {}", MAX_REVOCATION_SHARDS),
+                &format!("must be 1 to {MAX_REVOCATION_SHARDS}"),
             ));
         }
         let bucket = self.store.revocation_bucket_seconds;
