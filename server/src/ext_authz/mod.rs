@@ -104,6 +104,7 @@ impl ExtAuthz {
             token: token.to_owned(),
             required_scopes: policy.required_scopes.clone(),
             audience: policy.audience.clone(),
+            ..VerifyRequest::default()
         };
         match self.verifier.verify(&request).await {
             Ok(verified) => self.allow(Some(&verified)),

@@ -180,6 +180,7 @@ fn claims_travel_as_base64url_json() {
         issued_at: Some(10),
         expires_at: 20,
         authorized_party: None,
+        binding: None,
         claims: Map::from_iter([("email".to_owned(), json!("a@example.com"))]),
     };
     let encoded = base64url_json(&claims_json(&token));
