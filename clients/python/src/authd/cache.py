@@ -1,0 +1,220 @@
+"""The cache of positive verifications, revocation-aware and on by default.
+
+**The guarantee:** a cached answer is given only while the client's
+WatchRevocations stream has been heard from within `CacheConfig.max_silence`
+and no revocation received on it names the token, so a revoked token stops
+passing from the cache no later than the stream delivers its revocation, and
+never more than ``max_silence`` after the stream falls silent.
+
+A background watcher holds the stream (reconnecting with back-off, resuming
+from its cursor: nothing is missed across a reconnection). Until a stream's
+first heartbeat (each new stream first replays what may have been missed),
+and whenever it has been silent longer than ``max_silence``, every
+verification goes to authd. A revocation matches an entry by the token's
+``sid``, its subject and ``iat`` (issued at or before a subject's
+revocation), the SHA-256 of its signing input (``header.payload``), or the
+SHA-256 of the whole token (older authd). Entries also end with the token's
+``exp`` and `CacheConfig.max_ttl`; refusals are never cached, nor are
+sender-constrained (DPoP, certificate-bound) tokens. Keys are the SHA-256 of
+the whole token and the scope set: the cache never holds a token, and a
+forged token (another signature) cannot hit a genuine entry.
+
+One lock guards the cache; it is never held across I/O or an ``await``, so
+the cache is safe from threads and from asyncio tasks alike.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from ._gen.auth.v1 import auth_pb2 as pb
+from ._revoked import Identity, Revoked
+from .types import VerifiedToken
+
+log = logging.getLogger("authd")
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """How the verification cache behaves."""
+
+    #: The longest an answer is reused, in seconds. Defaults to 30.
+    max_ttl: float = 30.0
+    #: The most answers kept; the oldest goes first. Defaults to 10,000; 0 turns the cache off.
+    max_entries: int = 10_000
+    #: The longest the revocation stream may stay silent (no revocation, no
+    #: heartbeat) while the cache answers, in seconds; at least three of the
+    #: heartbeat intervals authd announces. Defaults to 6 (authd's heartbeat is 2 s).
+    max_silence: float = 6.0
+
+
+#: The default: on, with every setting at its default.
+DEFAULT_CACHE = CacheConfig()
+
+
+class CacheState(enum.Enum):
+    """Whether the cache answers now."""
+
+    #: No cache: turned off, or authd does not let this caller watch revocations.
+    OFF = "off"
+    #: Waiting for the revocation stream's first heartbeat: every call goes to authd.
+    SYNCING = "syncing"
+    #: The stream is live: repeated tokens are answered from memory.
+    ANSWERING = "answering"
+    #: The stream has been silent longer than ``max_silence``: every call goes to authd.
+    SILENT = "silent"
+
+
+def cache_key(token: str, scopes: Sequence[str]) -> bytes:
+    """SHA-256 of the token and the scope set (sorted, once each), each part
+    length-prefixed so that parts cannot run into each other."""
+    h = hashlib.sha256()
+    parts = [token, *(scopes if len(scopes) < 2 else sorted(set(scopes)))]
+    for part in parts:
+        data = part.encode()
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return h.digest()
+
+
+class _Entry:
+    __slots__ = ("checked", "id", "token", "until")
+
+    def __init__(self, token: VerifiedToken, id: Identity, until: float, checked: int) -> None:
+        self.token = token
+        self.id = id
+        self.until = until
+        #: The revocation version it was last checked against.
+        self.checked = checked
+
+
+class VerifyCache:
+    """The cache itself; shared by the threads or tasks using one client."""
+
+    def __init__(self, config: CacheConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._revoked = Revoked()
+        self._revoked_version = 0
+        self._off = config.max_entries <= 0
+        self._synced = False
+        self._last_heard: float | None = None
+        self._silence = config.max_silence
+
+    def _state(self, now: float) -> CacheState:
+        if self._off:
+            return CacheState.OFF
+        if not self._synced:
+            return CacheState.SYNCING
+        if self._last_heard is not None and now - self._last_heard <= self._silence:
+            return CacheState.ANSWERING
+        return CacheState.SILENT
+
+    @property
+    def state(self) -> CacheState:
+        """Whether the cache answers now."""
+        with self._lock:
+            return self._state(self._clock())
+
+    def get(self, key: bytes) -> VerifiedToken | None:
+        """The cached answer for ``key``, while the stream is live and no
+        revocation names it."""
+        now = self._clock()
+        with self._lock:
+            if self._state(now) is not CacheState.ANSWERING:
+                return None
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry.until > now and (
+                entry.checked == self._revoked_version or not self._revoked.refuses(entry.id)
+            ):
+                entry.checked = self._revoked_version
+                return entry.token
+            del self._entries[key]
+            return None
+
+    def insert(self, key: bytes, token: str, verified: VerifiedToken) -> None:
+        """Keeps authd's answer for ``token`` (without its scheme), unless a
+        revocation already names it or the token is sender-constrained."""
+        if verified.binding is not None or self.config.max_entries <= 0:
+            return
+        remaining = (verified.expires_at - datetime.now(timezone.utc)).total_seconds()
+        ttl = min(remaining, self.config.max_ttl)
+        if ttl <= 0:
+            return
+        id = Identity.of(token, verified)
+        with self._lock:
+            # An answer authd gave before a revocation reached it may come
+            # back after the revocation reached this client.
+            if self._off or self._revoked.refuses(id):
+                return
+            self._entries.pop(key, None)
+            while len(self._entries) >= self.config.max_entries:
+                self._entries.popitem(last=False)
+            self._entries[key] = _Entry(verified, id, self._clock() + ttl, self._revoked_version)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    # === what the revocation stream says ===
+
+    def revoked(self, revocation: pb.Revocation) -> None:
+        """A revocation arrived: from now on no entry it names is answered."""
+        with self._lock:
+            self._revoked_version += 1
+            if not self._revoked.add(revocation):
+                log.warning(
+                    "authd sent a revocation this client cannot match (kind %s); "
+                    "emptying the cache",
+                    revocation.kind,
+                )
+                self._entries.clear()
+            self._last_heard = self._clock()
+
+    def stream_opened(self) -> None:
+        """A new stream opened: until its first heartbeat it replays what this
+        client may have missed, so nothing is answered before that. A cache
+        turned off because authd refused the stream is on again."""
+        with self._lock:
+            self._synced = False
+            self._off = self.config.max_entries <= 0
+
+    def heartbeat(self, interval: float) -> None:
+        """A heartbeat arrived (``interval`` seconds announced): every
+        revocation so far is known."""
+        with self._lock:
+            self._synced = True
+            self._last_heard = self._clock()
+            self._silence = max(self.config.max_silence, 3 * interval)
+            self._revoked.prune()
+
+    def turn_off(self) -> bool:
+        """authd will not stream revocations to this caller: no cache.
+        ``True`` when it was on."""
+        with self._lock:
+            was_on = not self._off
+            self._off = True
+            self._entries.clear()
+            return was_on
+
+    def forked(self) -> None:
+        """This process was forked from the one that filled the cache: its
+        stream belongs to the parent, so answer nothing until this process's
+        own stream has caught up. Called in the child right after ``fork``,
+        where a lock another thread of the parent held would stay held."""
+        self._lock = threading.Lock()
+        with self._lock:
+            self._synced = False
+            self._last_heard = None
