@@ -24,7 +24,7 @@ def issuer() -> Iterator[Issuer]:
 
 
 @pytest.fixture(scope="session")
-def authd(issuer: Issuer) -> Iterator[Authd]:
+def authd_server(issuer: Issuer) -> Iterator[Authd]:
     server = Authd(issuer.config(WATCH))
     yield server
     server.close()

@@ -29,8 +29,8 @@ from .harness import Authd, Issuer
 
 
 @pytest.fixture
-def client(authd: Authd) -> AuthClient:
-    return AuthClient(authd.target, cache=None)
+def client(authd_server: Authd) -> AuthClient:
+    return AuthClient(authd_server.target, cache=None)
 
 
 def session_of(client: AuthClient, issuer: Issuer, user: str) -> NewSession:
@@ -169,22 +169,22 @@ def _verify_in_child(target: str, token: str, answers: multiprocessing.Queue[str
 _CLIENT_FOR_FORK: list[AuthClient] = []
 
 
-def test_a_client_built_before_fork_works_in_the_child(authd: Authd, issuer: Issuer) -> None:
+def test_a_client_built_before_fork_works_in_the_child(authd_server: Authd, issuer: Issuer) -> None:
     # gunicorn --preload: the client is built in the master, used in workers.
-    client = AuthClient(authd.target, cache=None)
+    client = AuthClient(authd_server.target, cache=None)
     _CLIENT_FOR_FORK[:] = [client]
     token = issuer.token(sub="auth0|forked")
     context = multiprocessing.get_context("fork")
     answers: multiprocessing.Queue[str] = context.Queue()
-    child = context.Process(target=_verify_in_child, args=(authd.target, token, answers))
+    child = context.Process(target=_verify_in_child, args=(authd_server.target, token, answers))
     child.start()
     child.join(30)
     assert answers.get(timeout=5) == "auth0|forked"
     assert client.verify_token(token).subject == "auth0|forked"
 
 
-async def test_aio_client_answers_the_same(authd: Authd, issuer: Issuer) -> None:
-    async with authd_aio(authd) as client:
+async def test_aio_client_answers_the_same(authd_server: Authd, issuer: Issuer) -> None:
+    async with authd_aio(authd_server) as client:
         token = issuer.token(scope="read:orders", sub="auth0|aio")
         verified = await client.verify_token(token, ["read:orders"])
         assert verified.subject == "auth0|aio"

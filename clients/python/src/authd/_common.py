@@ -196,6 +196,6 @@ def next_interval(poll: DevicePoll, interval: int) -> int:
 
 
 def watch_metadata(source: TokenSource | None) -> tuple[tuple[str, str], ...]:
-    if source is None:
+    if not source:
         return ()
     return bearer(source() if callable(source) else source)

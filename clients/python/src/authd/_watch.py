@@ -66,6 +66,9 @@ class SyncWatcher:
         self._metadata = metadata
         self._stop = threading.Event()
         self._call: Any = None
+        #: Streams opened so far, and the cursor the latest was asked from.
+        self.streams = 0
+        self.resumed_from = ""
         self._thread = threading.Thread(target=self._run, name="authd-watch", daemon=True)
 
     def start(self) -> None:
@@ -96,6 +99,8 @@ class SyncWatcher:
                 for message in self._call:
                     if not opened:
                         self._cache.stream_opened()
+                        self.streams += 1
+                        self.resumed_from = cursor
                         opened = True
                     backoff = FIRST_BACKOFF
                     if _heard(self._cache, message) and message.cursor:
@@ -123,6 +128,9 @@ class AsyncWatcher:
         self._stub = stub
         self._metadata = metadata
         self._task: asyncio.Task[None] | None = None
+        #: Streams opened so far, and the cursor the latest was asked from.
+        self.streams = 0
+        self.resumed_from = ""
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="authd-watch")
@@ -150,6 +158,8 @@ class AsyncWatcher:
                 async for message in call:
                     if not opened:
                         self._cache.stream_opened()
+                        self.streams += 1
+                        self.resumed_from = cursor
                         opened = True
                     backoff = FIRST_BACKOFF
                     if _heard(self._cache, message) and message.cursor:
