@@ -26,12 +26,21 @@ class Clock:
         return self.now
 
 
-def verified(sub: str = "auth0|alice", sid: str | None = "sid-1", iat: int = NOW - 100,
-             lifetime: float = 3600) -> VerifiedToken:
+def verified(
+    sub: str = "auth0|alice",
+    sid: str | None = "sid-1",
+    iat: int = NOW - 100,
+    lifetime: float = 3600,
+) -> VerifiedToken:
     return VerifiedToken(
-        subject=sub, issuer="https://i/", audiences=("a",), scopes=(), permissions=(),
+        subject=sub,
+        issuer="https://i/",
+        audiences=("a",),
+        scopes=(),
+        permissions=(),
         expires_at=datetime.now(timezone.utc) + timedelta(seconds=lifetime),
-        session_id=sid, issued_at=datetime.fromtimestamp(iat, timezone.utc),
+        session_id=sid,
+        issued_at=datetime.fromtimestamp(iat, timezone.utc),
     )
 
 
@@ -179,7 +188,7 @@ def test_threads_hammering_one_cache_see_consistent_answers() -> None:
                 assert hit is None or hit.subject == "auth0|alice"
                 if i % 500 == 0:
                     cache.revoked(revocation(pb.REVOCATION_KIND_SESSION_ID, f"other-{i}"))
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]

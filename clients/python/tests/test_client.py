@@ -101,9 +101,7 @@ def test_revoking_a_users_sessions_needs_a_trusted_service(
     assert client.revoke_session(user_id="auth0|bob", service_token=watch_token) >= 1
 
 
-def test_device_login_runs_the_poll_loop_until_approved(
-    client: AuthClient, issuer: Issuer
-) -> None:
+def test_device_login_runs_the_poll_loop_until_approved(client: AuthClient, issuer: Issuer) -> None:
     issuer.post("__control/device-config", body={"interval": 1})
     shown: list[DeviceLogin] = []
 
@@ -162,7 +160,7 @@ def test_a_paused_authd_misses_the_deadline(own_authd: Authd, issuer: Issuer) ->
 def _verify_in_child(target: str, token: str, answers: multiprocessing.Queue[str]) -> None:
     try:
         answers.put(_CLIENT_FOR_FORK[0].verify_token(token).subject)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         answers.put(f"error: {e!r}")
 
 

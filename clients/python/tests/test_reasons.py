@@ -13,7 +13,7 @@ from authd._gen.auth.v1 import auth_pb2
 def test_every_protocol_reason_is_a_member_and_nothing_else_is() -> None:
     protocol = {
         name.removeprefix("ERROR_REASON_")
-        for name in auth_pb2.ErrorReason.keys()
+        for name in auth_pb2.ErrorReason.DESCRIPTOR.values_by_name
         if name != "ERROR_REASON_UNSPECIFIED"
     }
     assert len(protocol) >= 36

@@ -60,7 +60,9 @@ def test_repeated_tokens_come_from_memory_and_a_revoked_session_is_refused(
         assert client.verify_token(session.access_token).subject == "auth0|alice"
     assert authd_server.verifications() - before == 1, "four of five answered from the cache"
 
-    AuthClient(authd_server.target, cache=None).revoke_session(session_handle=session.session_handle)
+    AuthClient(authd_server.target, cache=None).revoke_session(
+        session_handle=session.session_handle
+    )
     refused_within(BOUND, lambda: client.verify_token(session.access_token))
     assert client.cache_state is CacheState.ANSWERING
     client.close()
@@ -76,7 +78,9 @@ def test_a_revoked_session_is_refused_through_fastapi_with_a_warm_cache(
     from authd.fastapi import Authorize
 
     app = FastAPI()
-    app.state.authd = authd_client = authd.aio.AuthClient(authd_server.target, watch_token=watch_token)
+    app.state.authd = authd_client = authd.aio.AuthClient(
+        authd_server.target, watch_token=watch_token
+    )
 
     @app.get("/me")
     async def me(token: VerifiedToken = Authorize()) -> dict[str, str]:
@@ -153,7 +157,7 @@ def test_after_an_authd_restart_the_stream_resumes_from_its_cursor(
     client.revoke_session(session_handle=first.session_handle)
     refused_within(BOUND, lambda: client.verify_token(first.access_token))
     assert client.verify_token(second.access_token).subject == "auth0|bob"
-    watcher = client._process.watcher if client._process else None  # noqa: SLF001
+    watcher = client._process.watcher if client._process else None
     assert watcher is not None and watcher.streams == 1
 
     own_authd.restart()
@@ -169,8 +173,6 @@ def test_after_an_authd_restart_the_stream_resumes_from_its_cursor(
     for _ in range(3):
         client.verify_token(second.access_token)
     assert own_authd.verifications() - before <= 1
-    AuthClient(own_authd.target, cache=None).revoke_session(
-        session_handle=second.session_handle
-    )
+    AuthClient(own_authd.target, cache=None).revoke_session(session_handle=second.session_handle)
     refused_within(BOUND, lambda: client.verify_token(second.access_token))
     client.close()

@@ -48,7 +48,7 @@ class Authorizer:
         self.client = client
         self.dpop_origin = dpop_origin
 
-    async def __call__(self, request: Request, _: Any = Depends(_bearer)) -> VerifiedToken:  # noqa: B008
+    async def __call__(self, request: Request, _: Any = Depends(_bearer)) -> VerifiedToken:
         client = self.client or getattr(request.app.state, "authd", None)
         if client is None:
             raise RuntimeError("authd.fastapi.Authorize: pass client= or set app.state.authd")
