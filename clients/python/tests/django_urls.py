@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from authd import VerifiedToken
 from authd.drf import AuthdAuthentication
 
 
@@ -28,7 +29,9 @@ class Orders(APIView):
     required_scopes = ["read:orders"]
 
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return Response({"subject": request.auth.subject})
+        token = request.auth
+        assert isinstance(token, VerifiedToken)
+        return Response({"subject": token.subject})
 
 
 urlpatterns = [

@@ -7,7 +7,7 @@ answer (never a pass-through), and public paths untouched."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import django
@@ -138,15 +138,15 @@ def _django(target: str, watch: str, middleware: list[str], prefix: str) -> Iter
         yield call
 
 
-def django_app(target: str, watch: str) -> Iterator[Call]:
-    return _django(target, watch, ["authd.django.AuthMiddleware"], "")  # type: ignore[return-value]
+def django_app(target: str, watch: str) -> AbstractContextManager[Call]:
+    return _django(target, watch, ["authd.django.AuthMiddleware"], "")
 
 
-def drf_app(target: str, watch: str) -> Iterator[Call]:
-    return _django(target, watch, [], "/api")  # type: ignore[return-value]
+def drf_app(target: str, watch: str) -> AbstractContextManager[Call]:
+    return _django(target, watch, [], "/api")
 
 
-FRAMEWORKS = {
+FRAMEWORKS: dict[str, Callable[[str, str], AbstractContextManager[Call]]] = {
     "fastapi": fastapi_app,
     "starlette": starlette_app,
     "flask": flask_app,
@@ -166,7 +166,7 @@ def test_every_answer(
     good = issuer.token(scope="read:orders", sub=f"auth0|{framework}")
     narrow = issuer.token(scope="write:orders")
     expired = issuer.token(scope="read:orders", expires_in="-120")
-    with FRAMEWORKS[framework](authd_server.target, watch_token) as get:  # type: ignore[operator]
+    with FRAMEWORKS[framework](authd_server.target, watch_token) as get:
         ok = get("/orders", {"Authorization": f"Bearer {good}"})
         assert (ok.status, f"auth0|{framework}" in ok.body) == (200, True), ok
         again = get("/orders", {"Authorization": f"bearer {good}"})
@@ -196,7 +196,7 @@ def test_authd_not_answering_is_503_never_a_pass_through(
     framework: str, issuer: Issuer, unreachable: str
 ) -> None:
     good = issuer.token(scope="read:orders")
-    with FRAMEWORKS[framework](unreachable, "") as get:  # type: ignore[operator]
+    with FRAMEWORKS[framework](unreachable, "") as get:
         down = get("/orders", {"Authorization": f"Bearer {good}"})
         assert down.status == 503, down
         assert down.challenge is None
