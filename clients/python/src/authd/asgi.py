@@ -85,7 +85,7 @@ class AuthMiddleware:
             _header(scope, b"authorization"),
             _header(scope, b"dpop"),
             method,
-            scope.get("root_path", "") + path,
+            path,
             self.dpop_origin,
         )
         try:

@@ -25,14 +25,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import Depends, HTTPException, Request
-from fastapi.security import HTTPBearer
 
+from .asgi import _header
 from .middleware import AnyClient, Refusal, missing, presented, verify_async
 from .types import VerifiedToken
-
-# Declares the bearer scheme in the OpenAPI document; the dependency reads
-# the header itself (DPoP too).
-_bearer = HTTPBearer(auto_error=False, description="An access token authd verifies")
 
 
 class Authorizer:
@@ -48,15 +44,18 @@ class Authorizer:
         self.client = client
         self.dpop_origin = dpop_origin
 
-    async def __call__(self, request: Request, _: Any = Depends(_bearer)) -> VerifiedToken:
+    async def __call__(self, request: Request) -> VerifiedToken:
         client = self.client or getattr(request.app.state, "authd", None)
         if client is None:
             raise RuntimeError("authd.fastapi.Authorize: pass client= or set app.state.authd")
+        # Read from the ASGI scope: what Request.headers and Request.url
+        # would build costs more than the cache hit itself.
+        scope = request.scope
         p = presented(
-            request.headers.get("authorization"),
-            ",".join(request.headers.getlist("dpop")) or None,
-            request.method,
-            request.scope.get("root_path", "") + request.url.path,
+            _header(scope, b"authorization"),
+            _header(scope, b"dpop"),
+            scope.get("method", "GET"),
+            scope.get("path", ""),
             self.dpop_origin,
         )
         try:
