@@ -1,0 +1,347 @@
+package authd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	authv1 "authd.dev/client/gen/auth/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+)
+
+// Client is a client of auth.v1.AuthService. It is safe for concurrent use;
+// make one per process and Close it when done (that also ends the cache's
+// WatchRevocations stream).
+type Client struct {
+	conn   *grpc.ClientConn
+	rpc    authv1.AuthServiceClient
+	cfg    config
+	cache  *verifyCache // nil: no cache
+	status watchStatus
+
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
+	closeOnce sync.Once
+}
+
+// New returns a client of authd at target ("authd.internal:50051",
+// "dns:///authd.internal:50051", any grpc-go target). It connects on first
+// use and reconnects as needed, so it is made even while authd is down.
+// With the cache on (the default) it starts watching revocations at once.
+func New(target string, opts ...Option) (*Client, error) {
+	cfg := defaultConfig()
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	if target == "" {
+		return nil, localError(codes.InvalidArgument, "no authd target")
+	}
+	var creds credentials.TransportCredentials
+	switch {
+	case cfg.insecure:
+		creds = insecure.NewCredentials()
+	case cfg.tls != nil:
+		creds = credentials.NewTLS(cfg.tls)
+	default:
+		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
+	}
+	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, cfg.dialOptions...)
+	conn, err := grpc.NewClient(target, dial...)
+	if err != nil {
+		return nil, localError(codes.InvalidArgument, "%s: %v", target, err)
+	}
+	c := &Client{conn: conn, rpc: authv1.NewAuthServiceClient(conn), cfg: cfg}
+	if cfg.cache != nil && cfg.cache.MaxEntries > 0 {
+		c.cache = newVerifyCache(*cfg.cache)
+		ctx, cancel := context.WithCancel(context.Background())
+		c.stopWatch, c.watchDone = cancel, make(chan struct{})
+		go func() {
+			defer close(c.watchDone)
+			c.watch(ctx)
+		}()
+	}
+	return c, nil
+}
+
+// Close ends the revocation stream and the connection.
+func (c *Client) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		if c.stopWatch != nil {
+			c.stopWatch()
+			<-c.watchDone
+		}
+		err = c.conn.Close()
+	})
+	return err
+}
+
+// Raw returns the generated client, for what the typed methods do not cover.
+func (c *Client) Raw() authv1.AuthServiceClient { return c.rpc }
+
+// CacheState reports whether the verification cache answers now.
+func (c *Client) CacheState() CacheState {
+	if c.cache == nil {
+		return CacheOff
+	}
+	return c.cache.state()
+}
+
+// VerifyRequest is a VerifyToken call with every option.
+type VerifyRequest struct {
+	// Token is the access token; a leading "Bearer " is accepted.
+	Token string
+	// Scopes must all be held by the token (scope, scp or permissions).
+	Scopes []string
+	// Audience, when set, must be in the token's aud and be one of the
+	// issuer's configured audiences. A request with an Audience is not
+	// answered from the cache.
+	Audience string
+}
+
+// VerifyToken verifies token (a leading "Bearer " is accepted), requiring
+// every scope in scopes. It is answered from the cache when the cache holds
+// this token with these scopes and its revocation stream is live.
+func (c *Client) VerifyToken(ctx context.Context, token string, scopes ...string) (*VerifiedToken, error) {
+	return c.Verify(ctx, VerifyRequest{Token: token, Scopes: scopes})
+}
+
+// Verify is VerifyToken with every option of [VerifyRequest].
+func (c *Client) Verify(ctx context.Context, req VerifyRequest) (*VerifiedToken, error) {
+	token := bare(req.Token)
+	cacheable := c.cache != nil && req.Audience == ""
+	var key cacheKey
+	if cacheable {
+		key = keyOf(token, req.Scopes)
+		if hit := c.cache.get(key); hit != nil {
+			return hit, nil
+		}
+	}
+	msg := &authv1.VerifyTokenRequest{Token: req.Token, RequiredScopes: req.Scopes}
+	if req.Audience != "" {
+		msg.Audience = &req.Audience
+	}
+	res, err := unary(ctx, c, true, "", msg, c.rpc.VerifyToken)
+	if err != nil {
+		return nil, err
+	}
+	verified := verifiedFromProto(res)
+	if cacheable {
+		c.cache.insert(key, token, verified)
+	}
+	return verified, nil
+}
+
+// cached returns the cache's answer for token and scopes, if it gives one
+// now: what the middleware decides without a call.
+func (c *Client) cached(token string, scopes []string) *VerifiedToken {
+	if c.cache == nil {
+		return nil
+	}
+	return c.cache.get(keyOf(bare(token), scopes))
+}
+
+// SessionGrant is how CreateSession's caller proves the user signed in:
+// an [AuthorizationCode] or [ExistingTokens].
+type SessionGrant interface {
+	apply(*authv1.CreateSessionRequest)
+}
+
+// AuthorizationCode is the result of a browser sign-in, exchanged by authd.
+type AuthorizationCode struct {
+	Code         Secret
+	RedirectURI  string
+	CodeVerifier Secret // PKCE (RFC 7636), when used
+	Nonce        string // the authorization request's nonce, when used
+}
+
+func (g AuthorizationCode) apply(r *authv1.CreateSessionRequest) {
+	r.Grant = &authv1.CreateSessionRequest_AuthorizationCode{AuthorizationCode: &authv1.AuthorizationCodeGrant{
+		Code: g.Code.Reveal(), RedirectUri: g.RedirectURI, CodeVerifier: g.CodeVerifier.Reveal(), Nonce: g.Nonce,
+	}}
+}
+
+// ExistingTokens hands authd tokens the caller obtained itself.
+type ExistingTokens struct {
+	RefreshToken Secret
+	IDToken      Secret
+	AccessToken  Secret // optional
+	Nonce        string // optional
+}
+
+func (g ExistingTokens) apply(r *authv1.CreateSessionRequest) {
+	r.Grant = &authv1.CreateSessionRequest_ExistingTokens{ExistingTokens: &authv1.ExistingTokens{
+		RefreshToken: g.RefreshToken.Reveal(), IdToken: g.IDToken.Reveal(), AccessToken: g.AccessToken.Reveal(), Nonce: g.Nonce,
+	}}
+}
+
+// CreateSession starts a session (never retried). issuer may be empty when
+// authd has one issuer.
+func (c *Client) CreateSession(ctx context.Context, grant SessionGrant, issuer string) (*NewSession, error) {
+	req := &authv1.CreateSessionRequest{Issuer: issuer}
+	grant.apply(req)
+	res, err := unary(ctx, c, false, "", req, c.rpc.CreateSession)
+	if err != nil {
+		return nil, err
+	}
+	if res.GetSession() == nil {
+		return nil, localError(codes.Internal, "authd sent no session")
+	}
+	return newSessionFromProto(res.GetSession()), nil
+}
+
+// RefreshSession returns a fresh access token for a session handle (never
+// retried).
+func (c *Client) RefreshSession(ctx context.Context, handle Secret) (*Refreshed, error) {
+	return c.refresh(ctx, &authv1.RefreshSessionRequest{
+		Credential: &authv1.RefreshSessionRequest_SessionHandle{SessionHandle: handle.Reveal()},
+	})
+}
+
+// RefreshToken forwards a raw refresh token to the issuer and returns the
+// rotated one with the new access token (never retried: the issuer may have
+// rotated it already).
+func (c *Client) RefreshToken(ctx context.Context, refreshToken Secret, issuer string) (*Refreshed, error) {
+	return c.refresh(ctx, &authv1.RefreshSessionRequest{
+		Credential: &authv1.RefreshSessionRequest_RefreshToken{RefreshToken: refreshToken.Reveal()},
+		Issuer:     issuer,
+	})
+}
+
+func (c *Client) refresh(ctx context.Context, req *authv1.RefreshSessionRequest) (*Refreshed, error) {
+	res, err := unary(ctx, c, false, "", req, c.rpc.RefreshSession)
+	if err != nil {
+		return nil, err
+	}
+	return &Refreshed{
+		AccessToken:  Secret(res.GetAccessToken()),
+		ExpiresAt:    timeOf(res.GetExpiresAt()),
+		IDToken:      Secret(res.GetIdToken()),
+		RefreshToken: Secret(res.GetRefreshToken()),
+		Scopes:       res.GetScopes(),
+	}, nil
+}
+
+// RevokeSession ends one session; answers how many were revoked.
+func (c *Client) RevokeSession(ctx context.Context, handle Secret) (uint32, error) {
+	res, err := unary(ctx, c, true, "", &authv1.RevokeSessionRequest{
+		Target: &authv1.RevokeSessionRequest_SessionHandle{SessionHandle: handle.Reveal()},
+	}, c.rpc.RevokeSession)
+	return res.GetRevokedSessions(), err
+}
+
+// RevokeUserSessions ends every session of userID, for a trusted service
+// proven by its certificate or by serviceToken (sent as authorization:
+// Bearer; empty: none).
+func (c *Client) RevokeUserSessions(ctx context.Context, userID string, serviceToken Secret) (uint32, error) {
+	res, err := unary(ctx, c, true, serviceToken.Reveal(), &authv1.RevokeSessionRequest{
+		Target: &authv1.RevokeSessionRequest_UserId{UserId: userID},
+	}, c.rpc.RevokeSession)
+	return res.GetRevokedSessions(), err
+}
+
+// GetProfile returns the profile of the user accessToken belongs to.
+func (c *Client) GetProfile(ctx context.Context, accessToken string) (*Profile, error) {
+	return c.profile(ctx, "", &authv1.GetProfileRequest{
+		Subject: &authv1.GetProfileRequest_AccessToken{AccessToken: accessToken},
+	})
+}
+
+// GetProfileByID returns any user's profile, for a trusted service proven
+// by its certificate or by serviceToken (empty: none).
+func (c *Client) GetProfileByID(ctx context.Context, userID string, serviceToken Secret) (*Profile, error) {
+	return c.profile(ctx, serviceToken.Reveal(), &authv1.GetProfileRequest{
+		Subject: &authv1.GetProfileRequest_UserId{UserId: userID},
+	})
+}
+
+func (c *Client) profile(ctx context.Context, authz string, req *authv1.GetProfileRequest) (*Profile, error) {
+	res, err := unary(ctx, c, true, authz, req, c.rpc.GetProfile)
+	if err != nil {
+		return nil, err
+	}
+	if res.GetProfile() == nil {
+		return nil, localError(codes.Internal, "authd sent no profile")
+	}
+	return profileFromProto(res.GetProfile()), nil
+}
+
+// WatchRevocations opens a raw WatchRevocations stream from cursor (empty:
+// every revocation in force), with serviceToken as authorization (empty:
+// none). The cache holds its own stream; this is for callers that keep
+// their own revocation state.
+func (c *Client) WatchRevocations(ctx context.Context, cursor string, serviceToken Secret) (grpc.ServerStreamingClient[authv1.WatchRevocationsResponse], error) {
+	stream, err := c.rpc.WatchRevocations(withAuthorization(ctx, serviceToken.Reveal()), &authv1.WatchRevocationsRequest{Cursor: cursor})
+	if err != nil {
+		return nil, fromStatus(err)
+	}
+	return stream, nil
+}
+
+func withAuthorization(ctx context.Context, token string) context.Context {
+	if token == "" {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+}
+
+// unary makes one call: a deadline per attempt, authorization metadata when
+// given, retries on UNAVAILABLE when the call is idempotent.
+func unary[Req, Res any](
+	ctx context.Context, c *Client, idempotent bool, authz string, req Req,
+	rpc func(context.Context, Req, ...grpc.CallOption) (Res, error),
+) (Res, error) {
+	ctx = withAuthorization(ctx, authz)
+	attempts := 1
+	if idempotent {
+		attempts = max(c.cfg.retry.MaxAttempts, 1)
+	}
+	for attempt := 1; ; attempt++ {
+		callCtx, cancel := ctx, context.CancelFunc(func() {})
+		if c.cfg.timeout > 0 {
+			callCtx, cancel = context.WithTimeout(ctx, c.cfg.timeout)
+		}
+		res, err := rpc(callCtx, req)
+		cancel()
+		if err == nil {
+			return res, nil
+		}
+		authErr := fromStatus(err)
+		if authErr.Code != codes.Unavailable || attempt >= attempts {
+			return res, authErr
+		}
+		wait := time.NewTimer(c.cfg.retry.backoff(attempt, rand.Float64))
+		select {
+		case <-ctx.Done():
+			wait.Stop()
+			return res, authErr
+		case <-wait.C:
+		}
+	}
+}
+
+// bare is token without a leading "Bearer" (any case) and surrounding
+// white space, as authd reads it: the compact JWT a revocation may name.
+func bare(token string) string {
+	token = strings.TrimSpace(token)
+	if len(token) >= 6 && strings.EqualFold(token[:6], "bearer") &&
+		(len(token) == 6 || token[6] == ' ' || token[6] == '\t') {
+		return strings.TrimLeft(token[6:], " \t")
+	}
+	return token
+}
+
+// ErrDeviceLoginDenied is returned by AwaitDeviceLogin when the user refused.
+var ErrDeviceLoginDenied = errors.New("authd: the user denied the device login")
+
+// ErrDeviceLoginExpired is returned by AwaitDeviceLogin when the device code
+// expired before the user answered.
+var ErrDeviceLoginExpired = errors.New("authd: the device code expired")
