@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -278,12 +279,28 @@ func (c *Client) profile(ctx context.Context, authz string, req *authv1.GetProfi
 // every revocation in force), with serviceToken as authorization (empty:
 // none). The cache holds its own stream; this is for callers that keep
 // their own revocation state.
-func (c *Client) WatchRevocations(ctx context.Context, cursor string, serviceToken Secret) (grpc.ServerStreamingClient[authv1.WatchRevocationsResponse], error) {
+func (c *Client) WatchRevocations(ctx context.Context, cursor string, serviceToken Secret) (*RevocationStream, error) {
 	stream, err := c.rpc.WatchRevocations(withAuthorization(ctx, serviceToken.Reveal()), &authv1.WatchRevocationsRequest{Cursor: cursor})
 	if err != nil {
 		return nil, fromStatus(err)
 	}
-	return stream, nil
+	return &RevocationStream{stream: stream}, nil
+}
+
+// RevocationStream is a WatchRevocations stream whose errors are
+// [*AuthError]s.
+type RevocationStream struct {
+	stream grpc.ServerStreamingClient[authv1.WatchRevocationsResponse]
+}
+
+// Recv returns the next message: a revocation or a heartbeat, each with the
+// cursor to resume from. io.EOF when authd ended the stream.
+func (s *RevocationStream) Recv() (*authv1.WatchRevocationsResponse, error) {
+	msg, err := s.stream.Recv()
+	if err != nil && err != io.EOF {
+		return nil, fromStatus(err)
+	}
+	return msg, err
 }
 
 func withAuthorization(ctx context.Context, token string) context.Context {
