@@ -5,86 +5,86 @@ package authd
 // The reasons of auth.v1.ErrorReason, as authd sends them in
 // google.rpc.ErrorInfo.
 const (
-	// ReasonTokenMissing: The request carried no token (INVALID_ARGUMENT).
+	// ReasonTokenMissing (ERROR_REASON_TOKEN_MISSING): The request carried no token (INVALID_ARGUMENT).
 	ReasonTokenMissing Reason = "TOKEN_MISSING"
-	// ReasonTokenTooLarge: The token is larger than the configured maximum (INVALID_ARGUMENT);
+	// ReasonTokenTooLarge (ERROR_REASON_TOKEN_TOO_LARGE): The token is larger than the configured maximum (INVALID_ARGUMENT);
 	// metadata `max_bytes`.
 	ReasonTokenTooLarge Reason = "TOKEN_TOO_LARGE"
-	// ReasonMalformedToken: The token is not a well-formed JWS compact JWT, a claim has the wrong
+	// ReasonMalformedToken (ERROR_REASON_MALFORMED_TOKEN): The token is not a well-formed JWS compact JWT, a claim has the wrong
 	// type, or the header asks for something authd refuses (`jku`, `x5u`,
 	// embedded `jwk`, unknown `crit`) (UNAUTHENTICATED); metadata `detail`.
 	ReasonMalformedToken Reason = "MALFORMED_TOKEN"
-	// ReasonBadSignature: The signature does not verify (UNAUTHENTICATED).
+	// ReasonBadSignature (ERROR_REASON_BAD_SIGNATURE): The signature does not verify (UNAUTHENTICATED).
 	ReasonBadSignature Reason = "BAD_SIGNATURE"
-	// ReasonUnknownKey: No key of the issuer has the token's `kid`, even after refetching the
+	// ReasonUnknownKey (ERROR_REASON_UNKNOWN_KEY): No key of the issuer has the token's `kid`, even after refetching the
 	// key set (UNAUTHENTICATED); metadata `issuer`, `kid`.
 	ReasonUnknownKey Reason = "UNKNOWN_KEY"
-	// ReasonAlgorithmNotAllowed: The token's `alg` is not one configured for the issuer, or does not fit
+	// ReasonAlgorithmNotAllowed (ERROR_REASON_ALGORITHM_NOT_ALLOWED): The token's `alg` is not one configured for the issuer, or does not fit
 	// the key (UNAUTHENTICATED); metadata `alg`.
 	ReasonAlgorithmNotAllowed Reason = "ALGORITHM_NOT_ALLOWED"
-	// ReasonTokenExpired: `exp` is in the past (UNAUTHENTICATED); metadata `expired_at`.
+	// ReasonTokenExpired (ERROR_REASON_TOKEN_EXPIRED): `exp` is in the past (UNAUTHENTICATED); metadata `expired_at`.
 	ReasonTokenExpired Reason = "TOKEN_EXPIRED"
-	// ReasonTokenNotYetValid: `nbf` or `iat` is in the future (UNAUTHENTICATED).
+	// ReasonTokenNotYetValid (ERROR_REASON_TOKEN_NOT_YET_VALID): `nbf` or `iat` is in the future (UNAUTHENTICATED).
 	ReasonTokenNotYetValid Reason = "TOKEN_NOT_YET_VALID"
-	// ReasonWrongIssuer: `iss` is not exactly one of the configured issuers (UNAUTHENTICATED).
+	// ReasonWrongIssuer (ERROR_REASON_WRONG_ISSUER): `iss` is not exactly one of the configured issuers (UNAUTHENTICATED).
 	ReasonWrongIssuer Reason = "WRONG_ISSUER"
-	// ReasonWrongAudience: `aud` holds none of the accepted audiences (UNAUTHENTICATED); metadata
+	// ReasonWrongAudience (ERROR_REASON_WRONG_AUDIENCE): `aud` holds none of the accepted audiences (UNAUTHENTICATED); metadata
 	// `expected`.
 	ReasonWrongAudience Reason = "WRONG_AUDIENCE"
-	// ReasonInsufficientScope: A required scope or permission is missing (PERMISSION_DENIED); metadata
+	// ReasonInsufficientScope (ERROR_REASON_INSUFFICIENT_SCOPE): A required scope or permission is missing (PERMISSION_DENIED); metadata
 	// `missing`.
 	ReasonInsufficientScope Reason = "INSUFFICIENT_SCOPE"
-	// ReasonSessionRevoked: The token's session was revoked, or the token was issued before all of
+	// ReasonSessionRevoked (ERROR_REASON_SESSION_REVOKED): The token's session was revoked, or the token was issued before all of
 	// its user's sessions were revoked (UNAUTHENTICATED).
 	ReasonSessionRevoked Reason = "SESSION_REVOKED"
-	// ReasonKeysUnavailable: No key could be had for the issuer and the issuer is unreachable
+	// ReasonKeysUnavailable (ERROR_REASON_KEYS_UNAVAILABLE): No key could be had for the issuer and the issuer is unreachable
 	// (UNAVAILABLE); metadata `issuer`.
 	ReasonKeysUnavailable Reason = "KEYS_UNAVAILABLE"
-	// ReasonInvalidRequest: A request field is missing or invalid (INVALID_ARGUMENT); metadata
+	// ReasonInvalidRequest (ERROR_REASON_INVALID_REQUEST): A request field is missing or invalid (INVALID_ARGUMENT); metadata
 	// `field`.
 	ReasonInvalidRequest Reason = "INVALID_REQUEST"
-	// ReasonSessionNotFound: The session handle is unknown (NOT_FOUND / UNAUTHENTICATED).
+	// ReasonSessionNotFound (ERROR_REASON_SESSION_NOT_FOUND): The session handle is unknown (NOT_FOUND / UNAUTHENTICATED).
 	ReasonSessionNotFound Reason = "SESSION_NOT_FOUND"
-	// ReasonSessionExpired: The session has expired (UNAUTHENTICATED).
+	// ReasonSessionExpired (ERROR_REASON_SESSION_EXPIRED): The session has expired (UNAUTHENTICATED).
 	ReasonSessionExpired Reason = "SESSION_EXPIRED"
-	// ReasonUserNotFound: No profile exists for that user (NOT_FOUND).
+	// ReasonUserNotFound (ERROR_REASON_USER_NOT_FOUND): No profile exists for that user (NOT_FOUND).
 	ReasonUserNotFound Reason = "USER_NOT_FOUND"
-	// ReasonCallerNotTrusted: The caller is not a trusted service for this request (PERMISSION_DENIED).
+	// ReasonCallerNotTrusted (ERROR_REASON_CALLER_NOT_TRUSTED): The caller is not a trusted service for this request (PERMISSION_DENIED).
 	ReasonCallerNotTrusted Reason = "CALLER_NOT_TRUSTED"
-	// ReasonGrantRejected: The issuer refused the grant: bad code, reused or revoked refresh token,
+	// ReasonGrantRejected (ERROR_REASON_GRANT_REJECTED): The issuer refused the grant: bad code, reused or revoked refresh token,
 	// wrong client credentials (UNAUTHENTICATED).
 	ReasonGrantRejected Reason = "GRANT_REJECTED"
-	// ReasonIssuerUnavailable: The issuer could not be reached or failed (UNAVAILABLE).
+	// ReasonIssuerUnavailable (ERROR_REASON_ISSUER_UNAVAILABLE): The issuer could not be reached or failed (UNAVAILABLE).
 	ReasonIssuerUnavailable Reason = "ISSUER_UNAVAILABLE"
-	// ReasonRateLimited: The issuer or authd limits the rate of this request (RESOURCE_EXHAUSTED).
+	// ReasonRateLimited (ERROR_REASON_RATE_LIMITED): The issuer or authd limits the rate of this request (RESOURCE_EXHAUSTED).
 	ReasonRateLimited Reason = "RATE_LIMITED"
-	// ReasonStoreUnavailable: The store could not be reached (UNAVAILABLE).
+	// ReasonStoreUnavailable (ERROR_REASON_STORE_UNAVAILABLE): The store could not be reached (UNAVAILABLE).
 	ReasonStoreUnavailable Reason = "STORE_UNAVAILABLE"
-	// ReasonConflict: A concurrent change won; retrying is safe (ABORTED).
+	// ReasonConflict (ERROR_REASON_CONFLICT): A concurrent change won; retrying is safe (ABORTED).
 	ReasonConflict Reason = "CONFLICT"
-	// ReasonNotImplemented: This authd does not implement the method yet (UNIMPLEMENTED).
+	// ReasonNotImplemented (ERROR_REASON_NOT_IMPLEMENTED): This authd does not implement the method yet (UNIMPLEMENTED).
 	ReasonNotImplemented Reason = "NOT_IMPLEMENTED"
-	// ReasonInternal: An unexpected failure inside authd; details are in its log (INTERNAL).
+	// ReasonInternal (ERROR_REASON_INTERNAL): An unexpected failure inside authd; details are in its log (INTERNAL).
 	ReasonInternal Reason = "INTERNAL"
-	// ReasonRequestTooLarge: The request message is larger than authd accepts for this RPC
+	// ReasonRequestTooLarge (ERROR_REASON_REQUEST_TOO_LARGE): The request message is larger than authd accepts for this RPC
 	// (INVALID_ARGUMENT), refused before it is read; metadata `length`,
 	// `max_bytes`.
 	ReasonRequestTooLarge Reason = "REQUEST_TOO_LARGE"
-	// ReasonMalformedRequest: The request is not exactly one well-formed, uncompressed protobuf
+	// ReasonMalformedRequest (ERROR_REASON_MALFORMED_REQUEST): The request is not exactly one well-formed, uncompressed protobuf
 	// message of the RPC's type (INVALID_ARGUMENT); metadata `detail`.
 	ReasonMalformedRequest Reason = "MALFORMED_REQUEST"
-	// ReasonOverloaded: authd is at its bound of calls in flight and sheds this one at once
+	// ReasonOverloaded (ERROR_REASON_OVERLOADED): authd is at its bound of calls in flight and sheds this one at once
 	// rather than queue it (RESOURCE_EXHAUSTED); retrying later is safe.
 	ReasonOverloaded Reason = "OVERLOADED"
-	// ReasonDeadlineExceeded: The call's deadline (the caller's `grpc-timeout`, or authd's own
+	// ReasonDeadlineExceeded (ERROR_REASON_DEADLINE_EXCEEDED): The call's deadline (the caller's `grpc-timeout`, or authd's own
 	// request timeout) passed, or its request message did not arrive in time
 	// (DEADLINE_EXCEEDED); metadata `waiting_for`.
 	ReasonDeadlineExceeded Reason = "DEADLINE_EXCEEDED"
-	// ReasonWatcherTooSlow: A WatchRevocations stream fell more than `watch.buffer` revocations
+	// ReasonWatcherTooSlow (ERROR_REASON_WATCHER_TOO_SLOW): A WatchRevocations stream fell more than `watch.buffer` revocations
 	// behind (its caller reads too slowly) and was ended (RESOURCE_EXHAUSTED);
 	// metadata `buffer`. Reconnect with the last cursor received.
 	ReasonWatcherTooSlow Reason = "WATCHER_TOO_SLOW"
-	// ReasonTooManyWatchers: authd already serves `watch.max_watchers` WatchRevocations streams
+	// ReasonTooManyWatchers (ERROR_REASON_TOO_MANY_WATCHERS): authd already serves `watch.max_watchers` WatchRevocations streams
 	// (RESOURCE_EXHAUSTED); metadata `max_watchers`. Retry later.
 	ReasonTooManyWatchers Reason = "TOO_MANY_WATCHERS"
 )

@@ -1,11 +1,13 @@
 // Command genreasons writes reasons.go: one Reason constant per value of the
 // generated auth.v1.ErrorReason enum, documented with the proto's comment.
-// Run from clients/go: go run ./internal/genreasons (scripts/generate does).
+// Run from clients/go: go run ./internal/genreasons [-out FILE]
+// (scripts/generate does).
 package main
 
 import (
 	"bufio"
 	"bytes"
+	"flag"
 	"fmt"
 	"go/format"
 	"log"
@@ -58,6 +60,8 @@ func camel(name string) string {
 }
 
 func main() {
+	out := flag.String("out", "reasons.go", "where to write")
+	flag.Parse()
 	docs := comments()
 	values := authv1.File_auth_v1_auth_proto.Enums().ByName("ErrorReason").Values()
 	var b bytes.Buffer
@@ -81,7 +85,7 @@ func main() {
 		}
 		ident := "Reason" + camel(name)
 		names = append(names, ident)
-		fmt.Fprintf(&b, "\t// %s: %s\n", ident, strings.Join(doc, "\n\t// "))
+		fmt.Fprintf(&b, "\t// %s (%s): %s\n", ident, full, strings.Join(doc, "\n\t// "))
 		fmt.Fprintf(&b, "\t%s Reason = %q\n", ident, name)
 	}
 	b.WriteString(")\n\n")
@@ -95,7 +99,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if err := os.WriteFile("reasons.go", src, 0o644); err != nil {
+	if err := os.WriteFile(*out, src, 0o644); err != nil {
 		log.Fatal(err)
 	}
 }
