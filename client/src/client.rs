@@ -396,7 +396,7 @@ impl AuthClient {
         let request = pb::VerifyTokenRequest {
             token: token.to_owned(),
             required_scopes: required_scopes.iter().map(|s| (*s).to_owned()).collect(),
-            audience: None,
+            ..pb::VerifyTokenRequest::default()
         };
         let response = self
             .unary(true, None, request, |mut c, r| async move {

@@ -122,6 +122,7 @@ fn bench_alg(c: &mut Criterion, alg: Algorithm) {
                     token: tokens[i].clone(),
                     required_scopes: vec!["read:orders".to_owned()],
                     audience: None,
+                    ..VerifyRequest::default()
                 };
                 async move { black_box(verifier.verify(&request).await.expect("valid")) }
             })
@@ -131,6 +132,7 @@ fn bench_alg(c: &mut Criterion, alg: Algorithm) {
         token: tokens[0].clone(),
         required_scopes: vec!["read:orders".to_owned()],
         audience: None,
+        ..VerifyRequest::default()
     };
     group.bench_function("verify_repeated_token", |b| {
         b.to_async(&runtime).iter(|| {

@@ -165,6 +165,37 @@ pub enum Error {
         /// `watch.max_watchers`.
         max_watchers: usize,
     },
+    /// The token is sender-constrained and the call did not prove it.
+    #[error("the token is bound to a key or certificate the call does not prove: {problem}")]
+    TokenBindingMismatch {
+        /// `jkt`, `x5t#S256` or `cnf`.
+        binding: &'static str,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// The DPoP proof fails a check.
+    #[error("invalid DPoP proof: {detail}")]
+    DpopProofInvalid {
+        /// The check that failed (`htu`, `ath`, `iat`, `signature`, …).
+        problem: &'static str,
+        /// What is wrong, in words.
+        detail: &'static str,
+    },
+    /// The DPoP proof was used before.
+    #[error("the DPoP proof was used before; every request needs a fresh proof")]
+    DpopProofReplayed,
+    /// A server nonce is required in DPoP proofs.
+    #[error("the DPoP proof must carry the server's current nonce")]
+    DpopNonceRequired {
+        /// The nonce to use.
+        nonce: String,
+    },
+    /// The token's type is not accepted as an access token.
+    #[error("a token of type {typ:?} is not accepted as an access token here")]
+    TokenTypeNotAllowed {
+        /// The token's `typ` (`events` for a token with an `events` claim).
+        typ: String,
+    },
 }
 
 /// The stable reasons of `google.rpc.ErrorInfo`, mirrored by the protocol's
@@ -232,6 +263,16 @@ pub enum Reason {
     WatcherTooSlow,
     /// See [`Error::TooManyWatchers`].
     TooManyWatchers,
+    /// See [`Error::TokenBindingMismatch`].
+    TokenBindingMismatch,
+    /// See [`Error::DpopProofInvalid`].
+    DpopProofInvalid,
+    /// See [`Error::DpopProofReplayed`].
+    DpopProofReplayed,
+    /// See [`Error::DpopNonceRequired`].
+    DpopNonceRequired,
+    /// See [`Error::TokenTypeNotAllowed`].
+    TokenTypeNotAllowed,
 }
 
 impl Reason {
@@ -285,6 +326,11 @@ impl Reason {
             Reason::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Reason::WatcherTooSlow => "WATCHER_TOO_SLOW",
             Reason::TooManyWatchers => "TOO_MANY_WATCHERS",
+            Reason::TokenBindingMismatch => "TOKEN_BINDING_MISMATCH",
+            Reason::DpopProofInvalid => "DPOP_PROOF_INVALID",
+            Reason::DpopProofReplayed => "DPOP_PROOF_REPLAYED",
+            Reason::DpopNonceRequired => "DPOP_NONCE_REQUIRED",
+            Reason::TokenTypeNotAllowed => "TOKEN_TYPE_NOT_ALLOWED",
         }
     }
 }
@@ -323,6 +369,11 @@ impl Error {
             Error::DeadlineExceeded { .. } => Reason::DeadlineExceeded,
             Error::WatcherTooSlow { .. } => Reason::WatcherTooSlow,
             Error::TooManyWatchers { .. } => Reason::TooManyWatchers,
+            Error::TokenBindingMismatch { .. } => Reason::TokenBindingMismatch,
+            Error::DpopProofInvalid { .. } => Reason::DpopProofInvalid,
+            Error::DpopProofReplayed => Reason::DpopProofReplayed,
+            Error::DpopNonceRequired { .. } => Reason::DpopNonceRequired,
+            Error::TokenTypeNotAllowed { .. } => Reason::TokenTypeNotAllowed,
         }
     }
 
@@ -367,7 +418,15 @@ impl Error {
             Error::TooManyWatchers { max_watchers } => {
                 vec![("max_watchers", max_watchers.to_string())]
             }
+            Error::TokenBindingMismatch { binding, problem } => vec![
+                ("binding", (*binding).to_owned()),
+                ("problem", (*problem).to_owned()),
+            ],
+            Error::DpopProofInvalid { problem, .. } => vec![("problem", (*problem).to_owned())],
+            Error::DpopNonceRequired { nonce } => vec![("nonce", nonce.clone())],
+            Error::TokenTypeNotAllowed { typ } => vec![("typ", typ.clone())],
             Error::TokenMissing
+            | Error::DpopProofReplayed
             | Error::BadSignature
             | Error::StoreUnavailable
             | Error::SessionRevoked

@@ -4,6 +4,9 @@
 //! - [`config`]: typed configuration (TOML + `AUTHD_*` environment).
 //! - [`jwks`]: issuers' key sets — discovery, fetching, rotation, staleness.
 //! - [`verify`]: the VerifyToken pipeline, free of protobuf types.
+//! - [`dpop`]: sender-constrained tokens on that pipeline — the binding
+//!   check, the replica's DPoP replay cache and server nonces (the proof
+//!   checks themselves are the `authd-jose` crate's, shared with the client).
 //! - [`issuer`]: HTTP calls to an issuer (discovery, JWKS, userinfo).
 //! - [`store`]: profiles and sessions — one trait, embedded and DynamoDB.
 //! - [`session`]: sessions — create, refresh (single-flight, leases), revoke.
@@ -28,6 +31,7 @@
 pub mod callers;
 pub mod config;
 pub mod dangerous;
+pub mod dpop;
 pub mod error;
 pub mod ext_authz;
 #[cfg(feature = "fuzzing")]

@@ -146,6 +146,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 token,
                 required_scopes: scopes,
                 audience: None,
+                ..VerifyRequest::default()
             };
             return Ok(match verifier.verify(&request).await {
                 Ok(token) => {

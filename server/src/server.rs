@@ -203,13 +203,27 @@ async fn verifier(
     }
     let (policies, clients) = issuers(config)?;
     let revocations = Revocations::with_feed_capacity(config.watch.buffer);
-    let verifier = Arc::new(Verifier::with_revocations(
-        policies,
-        config,
-        Arc::clone(&revocations),
-    ));
+    let mut verifier = Verifier::with_revocations(policies, config, Arc::clone(&revocations));
+    if let Some(source) = &config.dpop.nonce_secret {
+        verifier = verifier.with_nonce_secret(config, &nonce_secret(source)?);
+    }
+    let verifier = Arc::new(verifier);
     fetch_key_sets(&verifier, config).await;
     Ok((verifier, revocations, clients))
+}
+
+/// The DPoP nonce key of `dpop.nonce_secret`: base64 of at least 32 bytes.
+fn nonce_secret(source: &crate::config::KeySource) -> Result<Vec<u8>, StartError> {
+    use base64::{Engine as _, engine::general_purpose::STANDARD};
+    let problem = |what: String| StartError::Setup(format!("dpop.nonce_secret: {what}"));
+    let text = source.read().map_err(problem)?;
+    let bytes = STANDARD
+        .decode(text.trim())
+        .map_err(|_| problem("not base64".to_owned()))?;
+    if bytes.len() < 32 {
+        return Err(problem("must be at least 32 bytes".to_owned()));
+    }
+    Ok(bytes)
 }
 
 /// Every configured issuer's policy (rules and key set, not fetched yet)

@@ -22,6 +22,7 @@ use tokio::{
     sync::oneshot,
 };
 
+pub mod dpop;
 pub mod envoy;
 pub mod h2raw;
 pub mod pki;

@@ -527,7 +527,7 @@ async fn oversized_malformed_doubled_and_truncated_messages_are_invalid_argument
         .error_info()
         .cloned()
         .context("info")?;
-    assert_eq!(info.metadata["max_bytes"], "16384");
+    assert_eq!(info.metadata["max_bytes"], "32768");
     // A token just over verify.max_token_bytes still gets its own reason.
     let big = h2raw::grpc_message(&verify_message(&"a".repeat(9000)));
     assert_eq!(

@@ -135,6 +135,7 @@ async fn verify(client: &mut Client, token: &str, audience: Option<&str>) -> ton
         token: token.to_owned(),
         required_scopes: vec![],
         audience: audience.map(str::to_owned),
+        ..VerifyTokenRequest::default()
     };
     match client.verify_token(request).await {
         Ok(_) => tonic::Code::Ok,
@@ -589,6 +590,7 @@ async fn verify_in_trace(
         token: token.to_owned(),
         required_scopes: vec![],
         audience: None,
+        ..VerifyTokenRequest::default()
     });
     let flags = if sampled { "01" } else { "00" };
     request.metadata_mut().insert(

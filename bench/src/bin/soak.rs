@@ -182,6 +182,7 @@ async fn run(args: &Args) -> anyhow::Result<u64> {
         token: tokens::read(&args.tokens, Some(1))?.remove(0),
         required_scopes: vec![mix::SCOPE.to_owned()],
         audience: None,
+        ..VerifyTokenRequest::default()
     };
     let answer = clients[0].clone().verify_token(check).await;
     if let Err(status) = &answer {

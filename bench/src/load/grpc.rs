@@ -216,6 +216,7 @@ pub fn requests(tokens: &[String], required_scopes: &[String]) -> Arc<[VerifyTok
             token: token.clone(),
             required_scopes: required_scopes.to_vec(),
             audience: None,
+            ..VerifyTokenRequest::default()
         })
         .collect()
 }

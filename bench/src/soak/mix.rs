@@ -114,6 +114,7 @@ fn request(token: String, scope: &str) -> VerifyTokenRequest {
         token,
         required_scopes: vec![scope.to_owned()],
         audience: None,
+        ..VerifyTokenRequest::default()
     }
 }
 

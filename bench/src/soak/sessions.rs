@@ -220,6 +220,7 @@ impl Sessions {
             token: token.to_owned(),
             required_scopes: vec![super::mix::SCOPE.to_owned()],
             audience: None,
+            ..VerifyTokenRequest::default()
         };
         let refresh = || RefreshSessionRequest {
             credential: Some(refresh_session_request::Credential::SessionHandle(

@@ -201,6 +201,7 @@ async fn token_identity(
         token: token.to_owned(),
         required_scopes: Vec::new(),
         audience: None,
+        ..VerifyRequest::default()
     };
     Some(verifier.verify(&request).await.map(|verified| {
         let mut permissions = verified.scopes.clone();

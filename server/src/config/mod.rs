@@ -27,6 +27,9 @@ pub struct Config {
     /// How key sets are fetched and kept.
     #[serde(default)]
     pub jwks: JwksConfig,
+    /// DPoP proofs: their window, the replay cache, server nonces.
+    #[serde(default)]
+    pub dpop: DpopConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -68,11 +71,12 @@ mod sections;
 pub use sections::*;
 
 /// The sections of [`Config`], which `AUTHD_*` variables may override.
-const SECTIONS: [&str; 15] = [
+const SECTIONS: [&str; 16] = [
     "server",
     "issuers",
     "verify",
     "jwks",
+    "dpop",
     "log",
     "store",
     "secrets",
@@ -169,6 +173,28 @@ impl Config {
                     "must not be empty",
                 ));
             }
+            if issuer.dpop_algorithms.is_empty() {
+                return Err(invalid(
+                    format!("issuers[{i}].dpop_algorithms"),
+                    "must not be empty",
+                ));
+            }
+            if let Some(bad) = issuer
+                .token_types
+                .iter()
+                .find(|typ| crate::verify::never_an_access_token(typ))
+            {
+                return Err(invalid(
+                    format!("issuers[{i}].token_types"),
+                    &format!("{bad:?} is never an access token"),
+                ));
+            }
+            if issuer.token_types.is_empty() {
+                return Err(invalid(
+                    format!("issuers[{i}].token_types"),
+                    "must not be empty",
+                ));
+            }
             if self.issuers[..i]
                 .iter()
                 .any(|other| other.issuer == issuer.issuer)
@@ -218,6 +244,16 @@ impl Config {
                 "store.revocation_read_concurrency",
                 self.store.revocation_read_concurrency as u64,
             ),
+            ("dpop.max_age_seconds", self.dpop.max_age_seconds),
+            (
+                "dpop.replay_cache_max_entries",
+                self.dpop.replay_cache_max_entries as u64,
+            ),
+            (
+                "dpop.replay_cache_max_per_key",
+                self.dpop.replay_cache_max_per_key as u64,
+            ),
+            ("dpop.nonce_window_seconds", self.dpop.nonce_window_seconds),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(invalid((*key).to_owned(), "must be positive"));
@@ -228,11 +264,14 @@ impl Config {
                 "must be at least 1024",
             ));
         }
-        // A token at the verify limit must fit in a VerifyToken message.
-        if limits.max_verify_message_bytes < self.verify.max_token_bytes + 256 {
+        // A token at the verify limit and a DPoP proof at its own must fit
+        // in a VerifyToken message.
+        if limits.max_verify_message_bytes
+            < self.verify.max_token_bytes + authd_jose::dpop::MAX_PROOF_BYTES + 256
+        {
             return Err(invalid(
                 "limits.max_verify_message_bytes".to_owned(),
-                "must exceed verify.max_token_bytes by at least 256",
+                "must exceed verify.max_token_bytes by at least 8448 (a DPoP proof and the rest)",
             ));
         }
         if limits.max_message_bytes < 4096 {
@@ -458,7 +497,7 @@ mod tests {
     fn limits_take_documented_defaults_and_refuse_zero() {
         let config = Config::from_toml(MINIMAL).expect("valid");
         assert_eq!(config.limits.max_concurrent_streams, 100);
-        assert_eq!(config.limits.max_verify_message_bytes, 16384);
+        assert_eq!(config.limits.max_verify_message_bytes, 32768);
         assert_eq!(config.limits.handshake_timeout_ms, 10_000);
         let text = format!("{MINIMAL}[limits]\nmax_calls_in_flight = 0\n");
         let err = Config::from_toml(&text).expect_err("zero");
@@ -466,7 +505,7 @@ mod tests {
             err.to_string().contains("limits.max_calls_in_flight"),
             "{err}"
         );
-        let text = format!("{MINIMAL}[verify]\nmax_token_bytes = 20000\n");
+        let text = format!("{MINIMAL}[verify]\nmax_token_bytes = 30000\n");
         let err = Config::from_toml(&text).expect_err("token cannot fit");
         assert!(
             err.to_string().contains("limits.max_verify_message_bytes"),

@@ -199,9 +199,10 @@ pub struct LimitsConfig {
     /// Defaults to `4096`.
     pub max_calls_in_flight: usize,
     /// The largest gRPC request message of VerifyToken (a token of
-    /// `verify.max_token_bytes` and its scopes fit well). Larger is
-    /// `INVALID_ARGUMENT` (`REQUEST_TOO_LARGE`), refused before it is read.
-    /// Defaults to `16384`.
+    /// `verify.max_token_bytes`, a DPoP proof of up to 8192 bytes, a client
+    /// certificate and the scopes fit). Larger is `INVALID_ARGUMENT`
+    /// (`REQUEST_TOO_LARGE`), refused before it is read. Defaults to
+    /// `32768`.
     pub max_verify_message_bytes: usize,
     /// The largest gRPC request message of every other RPC. Defaults to
     /// `65536`.
@@ -239,7 +240,7 @@ impl Default for LimitsConfig {
             max_connections: 10_000,
             max_concurrent_streams: 100,
             max_calls_in_flight: 4096,
-            max_verify_message_bytes: 16 * 1024,
+            max_verify_message_bytes: 32 * 1024,
             max_message_bytes: 64 * 1024,
             max_header_list_bytes: 16 * 1024,
             handshake_timeout_ms: 10_000,
@@ -323,6 +324,34 @@ pub struct IssuerConfig {
     /// Defaults to `5000`.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_ms: u64,
+    /// The algorithms a DPoP proof presented with this issuer's tokens may be
+    /// signed with (asymmetric only). Defaults to `["ES256", "ES384",
+    /// "PS256", "RS256", "EdDSA"]`.
+    #[serde(default = "default_dpop_algorithms")]
+    pub dpop_algorithms: Vec<Algorithm>,
+    /// The JOSE `typ` values accepted on this issuer's access tokens,
+    /// compared without case and without an `application/` prefix. A token
+    /// with no `typ` counts as `JWT`. Defaults to `["JWT", "at+jwt"]`;
+    /// `["at+jwt"]` enforces RFC 9068: the `typ` and the claims `iss`, `exp`,
+    /// `aud`, `sub`, `client_id`, `iat` and `jti` are required. Whatever this
+    /// says, DPoP proofs, logout tokens and security event tokens (and any
+    /// token with an `events` claim) are refused.
+    #[serde(default = "default_token_types")]
+    pub token_types: Vec<String>,
+}
+
+fn default_dpop_algorithms() -> Vec<Algorithm> {
+    vec![
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::PS256,
+        Algorithm::RS256,
+        Algorithm::EdDSA,
+    ]
+}
+
+fn default_token_types() -> Vec<String> {
+    vec!["JWT".to_owned(), "at+jwt".to_owned()]
 }
 
 fn default_request_timeout() -> u64 {
@@ -368,6 +397,51 @@ impl Default for VerifyConfig {
             cache_max_bytes: 64 << 20,
             cache_max_ttl_seconds: 300,
             cache_admit_after: 2,
+        }
+    }
+}
+
+/// `[dpop]`: sender-constrained tokens (RFC 9449).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpopConfig {
+    /// How old a proof's `iat` may be. Defaults to `60`.
+    pub max_age_seconds: u64,
+    /// Clock skew allowed on a proof's `iat`, both ways. Defaults to `5`.
+    pub leeway_seconds: u64,
+    /// Proofs remembered at most per replica, to accept each `jti` once;
+    /// each stays `max_age_seconds + 2 × leeway_seconds` at most (about 40
+    /// bytes each). When full, new proofs are refused (`OVERLOADED`), never
+    /// an entry forgotten early. Defaults to `2000000`.
+    pub replay_cache_max_entries: usize,
+    /// The share of the replay cache one DPoP key may hold; past it that
+    /// key's proofs are refused (`RATE_LIMITED`) until its older ones expire.
+    /// Defaults to `200000`.
+    pub replay_cache_max_per_key: usize,
+    /// Require a server nonce in every proof (RFC 9449 §8): a proof without a
+    /// current one is refused with `DPOP_NONCE_REQUIRED` and the nonce to
+    /// use. Defaults to `false`.
+    pub require_nonce: bool,
+    /// The key nonces are derived from, base64 of at least 32 bytes, from
+    /// `{ env = "VAR" }`, `{ file = "PATH" }` or `{ value = "..." }`: replicas
+    /// that share it accept each other's nonces. Without it each replica
+    /// draws its own at start.
+    pub nonce_secret: Option<KeySource>,
+    /// How long one nonce is current; the previous one is still accepted.
+    /// Defaults to `300`.
+    pub nonce_window_seconds: u64,
+}
+
+impl Default for DpopConfig {
+    fn default() -> Self {
+        DpopConfig {
+            max_age_seconds: 60,
+            leeway_seconds: 5,
+            replay_cache_max_entries: 2_000_000,
+            replay_cache_max_per_key: 200_000,
+            require_nonce: false,
+            nonce_secret: None,
+            nonce_window_seconds: 300,
         }
     }
 }
@@ -671,6 +745,8 @@ impl IssuerConfig {
             revocation_uri: None,
             device_authorization_uri: None,
             request_timeout_ms: default_request_timeout(),
+            dpop_algorithms: default_dpop_algorithms(),
+            token_types: default_token_types(),
         }
     }
 
@@ -727,6 +803,14 @@ pub struct ExtAuthzConfig {
     /// headers) unless the route sets `allow_anonymous`. A token that is
     /// present must still verify. Defaults to `false`.
     pub allow_anonymous: bool,
+    /// The hosts (`api.example.com`, or with a port) a DPoP proof's `htu`
+    /// may name, unless the route sets `dpop_hosts` (space-separated). The
+    /// `htu` is built from the scheme, host and path Envoy reports, never
+    /// from `X-Forwarded-*`; a host not listed here refuses the proof, so a
+    /// proof made for another service behind the same Envoy is useless
+    /// here. Defaults to none: DPoP requests are refused at Check until
+    /// hosts are configured.
+    pub dpop_hosts: Vec<String>,
 }
 
 impl Default for ExtAuthzConfig {
@@ -744,6 +828,7 @@ impl Default for ExtAuthzConfig {
             required_scopes: Vec::new(),
             audience: None,
             allow_anonymous: false,
+            dpop_hosts: Vec::new(),
         }
     }
 }

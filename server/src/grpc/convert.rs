@@ -128,6 +128,11 @@ pub(crate) fn verify_request(message: pb::VerifyTokenRequest) -> VerifyRequest {
         token: message.token,
         required_scopes: message.required_scopes,
         audience: message.audience,
+        dpop_proof: (!message.dpop_proof.is_empty()).then_some(message.dpop_proof),
+        http_method: message.http_method,
+        http_uri: message.http_uri,
+        client_certificate: (!message.client_certificate.is_empty())
+            .then_some(message.client_certificate),
     }
 }
 
@@ -144,6 +149,10 @@ pub(crate) fn verified_token(token: &VerifiedToken) -> pb::VerifyTokenResponse {
         expires_at: Some(timestamp(token.expires_at)),
         claims: Some(to_struct(&token.claims)),
         authorized_party: token.authorized_party.clone().unwrap_or_default(),
+        binding: token.binding.as_ref().map(|binding| pb::TokenBinding {
+            jkt: binding.jkt.clone().unwrap_or_default(),
+            x5t_s256: binding.x5t_s256.clone().unwrap_or_default(),
+        }),
     }
 }
 

@@ -23,7 +23,12 @@ pub fn code(reason: Reason) -> Code {
         | Reason::TokenExpired
         | Reason::TokenNotYetValid
         | Reason::WrongIssuer
-        | Reason::WrongAudience => Code::Unauthenticated,
+        | Reason::WrongAudience
+        | Reason::TokenBindingMismatch
+        | Reason::DpopProofInvalid
+        | Reason::DpopProofReplayed
+        | Reason::DpopNonceRequired
+        | Reason::TokenTypeNotAllowed => Code::Unauthenticated,
         Reason::InsufficientScope => Code::PermissionDenied,
         Reason::KeysUnavailable | Reason::IssuerUnavailable | Reason::StoreUnavailable => {
             Code::Unavailable
@@ -73,7 +78,12 @@ mod tests {
     use super::*;
     use authd_proto::pb::ErrorReason;
 
-    const ALL: [Reason; 30] = [
+    const ALL: [Reason; 35] = [
+        Reason::TokenBindingMismatch,
+        Reason::DpopProofInvalid,
+        Reason::DpopProofReplayed,
+        Reason::DpopNonceRequired,
+        Reason::TokenTypeNotAllowed,
         Reason::SessionRevoked,
         Reason::SessionNotFound,
         Reason::SessionExpired,

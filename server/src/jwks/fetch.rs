@@ -2,7 +2,7 @@
 
 use std::{future::Future, pin::Pin};
 
-use super::key::Jwk;
+use authd_jose::key::Jwk;
 
 /// A boxed future, so that fetchers can sit behind `dyn`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -5,7 +5,6 @@
 //! The hot path ([`IssuerKeys::get`]) is a lock-free load of the current set.
 
 mod fetch;
-mod key;
 
 use std::{
     collections::HashMap,
@@ -17,8 +16,8 @@ use tracing::Instrument as _;
 use arc_swap::ArcSwapOption;
 use tokio::{sync::watch, time::Instant};
 
+pub use authd_jose::key::{Algorithm, Jwk, KeyError, VerifyingKey};
 pub use fetch::{BoxFuture, FetchError, FetchKeys, StaticKeys};
-pub use key::{Algorithm, Jwk, KeyError, VerifyingKey};
 
 use crate::{config::JwksConfig, error::Error};
 

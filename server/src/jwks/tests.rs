@@ -238,20 +238,29 @@ fn unusable_jwks_are_skipped() {
         VerifyingKey::from_jwk(&jwk, &[Algorithm::RS256]).expect_err("not RSA"),
         KeyError::NotUsable
     );
-    let enc = Jwk {
-        use_: Some("enc".to_owned()),
-        ..serde_json::from_value(rsa("r").public_jwk()).expect("jwk")
+    let with = |member: &str, value: serde_json::Value| -> Jwk {
+        let mut json = rsa("r").public_jwk();
+        json[member] = value;
+        serde_json::from_value(json).expect("jwk")
     };
+    let enc = with("use", "enc".into());
     assert_eq!(
         VerifyingKey::from_jwk(&enc, &[Algorithm::RS256]).expect_err("encryption key"),
         KeyError::NotUsable
     );
-    let broken = Jwk {
-        kty: "RSA".to_owned(),
-        n: Some("!!!".to_owned()),
-        e: Some("AQAB".to_owned()),
-        ..Jwk::default()
-    };
+    // Wycheproof's rejectWrongKeyOps: `key_ops` without `verify`.
+    let sign_only = with("key_ops", serde_json::json!(["sign"]));
+    assert_eq!(
+        VerifyingKey::from_jwk(&sign_only, &[Algorithm::RS256]).expect_err("key_ops"),
+        KeyError::NotUsable
+    );
+    let verify = with("key_ops", serde_json::json!(["verify"]));
+    assert!(VerifyingKey::from_jwk(&verify, &[Algorithm::RS256]).is_ok());
+    let private = with("d", "AQAB".into());
+    assert!(VerifyingKey::from_jwk(&private, &[Algorithm::RS256]).is_err());
+    let broken: Jwk =
+        serde_json::from_value(serde_json::json!({"kty": "RSA", "n": "!!!", "e": "AQAB"}))
+            .expect("jwk");
     assert!(VerifyingKey::from_jwk(&broken, &[Algorithm::RS256]).is_err());
 }
 

@@ -15,10 +15,12 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use authd_jose::binding::{Confirmation, split_authorization};
 use serde_json::{Map, Value};
 
 use crate::{
     config::{Config, IssuerConfig},
+    dpop::{DpopGuard, Presentation},
     error::{Error, truncate},
     jwks::{Algorithm, IssuerKeys},
     revocation::{Revocations, SignedIdentity},
@@ -27,12 +29,22 @@ use crate::{
 /// What the caller asks of a token.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyRequest {
-    /// The token, optionally prefixed with `Bearer `.
+    /// The token: the `Authorization` value as the protected service received
+    /// it (`Bearer …`, `DPoP …`) or the bare token.
     pub token: String,
     /// Scopes or permissions the token must all hold.
     pub required_scopes: Vec<String>,
     /// An audience the token must carry; one of the issuer's configured ones.
     pub audience: Option<String>,
+    /// The request's `DPoP` header, when it had one.
+    pub dpop_proof: Option<String>,
+    /// The request's method, for the proof's `htm`.
+    pub http_method: String,
+    /// The request's URI, for the proof's `htu`.
+    pub http_uri: String,
+    /// The client certificate (DER) the protected service received, for
+    /// certificate-bound tokens.
+    pub client_certificate: Option<Vec<u8>>,
 }
 
 /// A token that passed every check.
@@ -58,6 +70,8 @@ pub struct VerifiedToken {
     pub expires_at: i64,
     /// `azp` or `client_id`.
     pub authorized_party: Option<String>,
+    /// `cnf`: what the token is bound to; `None` for a bearer token.
+    pub binding: Option<Confirmation>,
     /// Every other claim.
     pub claims: Map<String, Value>,
 }
@@ -82,6 +96,8 @@ pub struct IssuerPolicy {
     algorithms: Vec<Algorithm>,
     audiences: Vec<String>,
     leeway: i64,
+    dpop_algorithms: Vec<Algorithm>,
+    token_types: TokenTypes,
     keys: Arc<IssuerKeys>,
     /// `authd_verify_total` of this issuer's valid tokens, registered once.
     valid: metrics::Counter,
@@ -94,6 +110,8 @@ impl IssuerPolicy {
             algorithms: config.algorithms.clone(),
             audiences: config.audiences.clone(),
             leeway: i64::try_from(config.leeway_seconds).unwrap_or(i64::MAX),
+            dpop_algorithms: config.dpop_algorithms.clone(),
+            token_types: TokenTypes::new(&config.token_types),
             valid: metrics::counter!(
                 "authd_verify_total",
                 "issuer" => keys.issuer().clone(),
@@ -113,6 +131,11 @@ impl IssuerPolicy {
     pub fn audiences(&self) -> &[String] {
         &self.audiences
     }
+
+    /// The algorithms DPoP proofs with this issuer's tokens may use.
+    pub fn dpop_algorithms(&self) -> &[Algorithm] {
+        &self.dpop_algorithms
+    }
 }
 
 /// Verifies access tokens of the configured issuers.
@@ -121,6 +144,7 @@ pub struct Verifier {
     issuers: HashMap<String, IssuerPolicy>,
     max_token_bytes: usize,
     revocations: Arc<Revocations>,
+    dpop: DpopGuard,
     cache: Option<cache::VerifiedCache>,
     cache_hits: metrics::Counter,
     cache_misses: metrics::Counter,
@@ -143,6 +167,7 @@ impl Verifier {
             issuers,
             max_token_bytes: v.max_token_bytes,
             revocations,
+            dpop: DpopGuard::new(&config.dpop, None),
             cache: (v.cache_max_entries > 0).then(|| {
                 cache::VerifiedCache::new(
                     v.cache_max_entries,
@@ -154,6 +179,18 @@ impl Verifier {
             cache_hits: metrics::counter!("authd_verify_cache_hits_total"),
             cache_misses: metrics::counter!("authd_verify_cache_misses_total"),
         }
+    }
+
+    /// Derives DPoP nonces from `secret` (`dpop.nonce_secret`), so that
+    /// replicas sharing it accept each other's nonces.
+    pub fn with_nonce_secret(mut self, config: &Config, secret: &[u8]) -> Self {
+        self.dpop = DpopGuard::new(&config.dpop, Some(secret));
+        self
+    }
+
+    /// The replica's DPoP state.
+    pub fn dpop(&self) -> &DpopGuard {
+        &self.dpop
     }
 
     /// How many verified tokens are cached.
@@ -173,7 +210,9 @@ impl Verifier {
 
     /// Verifies `request` now.
     pub async fn verify(&self, request: &VerifyRequest) -> Result<Arc<VerifiedToken>, Error> {
-        self.verify_at(request, unix_now()).await
+        let now = unix_now_precise();
+        self.verify_at_precise(request, now.floor() as i64, now)
+            .await
     }
 
     /// Verifies `request` as of `now` (unix seconds), counted in
@@ -184,8 +223,21 @@ impl Verifier {
         request: &VerifyRequest,
         now: i64,
     ) -> Result<Arc<VerifiedToken>, Error> {
+        self.verify_at_precise(request, now, now as f64).await
+    }
+
+    /// [`Self::verify_at`] with the clock also as fractional seconds, which
+    /// DPoP proofs' `iat` is compared with.
+    async fn verify_at_precise(
+        &self,
+        request: &VerifyRequest,
+        now: i64,
+        now_precise: f64,
+    ) -> Result<Arc<VerifiedToken>, Error> {
         let mut issuer = None;
-        let result = self.verify_counted(request, now, &mut issuer).await;
+        let result = self
+            .verify_counted(request, now, now_precise, &mut issuer)
+            .await;
         match (&result, issuer) {
             (Ok(_), Some(policy)) => policy.valid.increment(1),
             (result, issuer) => {
@@ -219,10 +271,19 @@ impl Verifier {
         &'a self,
         request: &VerifyRequest,
         now: i64,
+        now_precise: f64,
         issuer: &mut Option<&'a IssuerPolicy>,
     ) -> Result<Arc<VerifiedToken>, Error> {
-        let token = strip_bearer(&request.token);
+        let (scheme, token) = split_authorization(&request.token);
         self.check_size(token)?;
+        let presented = Presentation {
+            scheme,
+            token,
+            proof: request.dpop_proof.as_deref(),
+            method: &request.http_method,
+            uri: &request.http_uri,
+            client_certificate: request.client_certificate.as_deref(),
+        };
         let key = self.cache.as_ref().map(|_| cache::key(token));
         if let (Some(cache), Some(key)) = (&self.cache, &key)
             && let Some(entry) = cache.get(key, now)
@@ -235,6 +296,17 @@ impl Verifier {
                 .ok_or_else(|| Error::WrongIssuer(truncate(&hit.issuer, 256)))?;
             *issuer = Some(policy);
             let expected = expected_audiences(policy, request)?;
+            if now > hit.expires_at.saturating_add(policy.leeway) {
+                return Err(Error::TokenExpired {
+                    expired_at: hit.expires_at,
+                });
+            }
+            self.dpop.check(
+                hit.binding.as_ref(),
+                &presented,
+                &policy.dpop_algorithms,
+                now_precise,
+            )?;
             recheck(hit, policy.leeway, expected, &request.required_scopes, now)?;
             self.revocations.check(&hit.signed_identity(token))?;
             return Ok(Arc::clone(hit));
@@ -242,13 +314,20 @@ impl Verifier {
         if self.cache.is_some() {
             self.cache_misses.increment(1);
         }
-        let (claims, policy) = self.authenticate(token, issuer).await?;
+        let (claims, typ, policy) = self.authenticate(token, issuer).await?;
+        policy.token_types.check(typ.as_deref(), &claims)?;
         // The cached entry is checked against the issuer's audiences; a
         // request's own audience and scopes are checked on every hit.
         let verified = Arc::new(check_claims(claims, policy.leeway, &policy.audiences, now)?);
         if let (Some(cache), Some(key)) = (&self.cache, key) {
             cache.insert(key, &verified, token.len(), now);
         }
+        self.dpop.check(
+            verified.binding.as_ref(),
+            &presented,
+            &policy.dpop_algorithms,
+            now_precise,
+        )?;
         let expected = expected_audiences(policy, request)?;
         recheck(
             &verified,
@@ -278,7 +357,7 @@ impl Verifier {
         let request = VerifyRequest {
             token: token.to_owned(),
             required_scopes: vec![permission.to_owned()],
-            audience: None,
+            ..VerifyRequest::default()
         };
         self.verify(&request).await.map_err(|error| match error {
             Error::KeysUnavailable { .. } => error,
@@ -299,7 +378,7 @@ impl Verifier {
         nonce: Option<&str>,
     ) -> Result<VerifiedToken, Error> {
         self.check_size(id_token)?;
-        let (claims, policy) = self.authenticate(id_token, &mut None).await?;
+        let (claims, _, policy) = self.authenticate(id_token, &mut None).await?;
         if claims.iss != issuer {
             return Err(Error::WrongIssuer(truncate(&claims.iss, 256)));
         }
@@ -329,13 +408,13 @@ impl Verifier {
     }
 
     /// Steps 2–3 on a token [`Self::check_size`] passed: shape, issuer,
-    /// algorithm, key and signature. The claims returned are authentic but
-    /// not yet checked.
+    /// algorithm, key and signature. The claims and header `typ` returned
+    /// are authentic but not yet checked.
     async fn authenticate<'a>(
         &'a self,
         token: &str,
         issuer: &mut Option<&'a IssuerPolicy>,
-    ) -> Result<(token::Claims, &'a IssuerPolicy), Error> {
+    ) -> Result<(token::Claims, Option<String>, &'a IssuerPolicy), Error> {
         let parsed = token::parse(token)?;
         let policy = self
             .issuers
@@ -357,21 +436,91 @@ impl Verifier {
         if !key.verify(alg, parsed.signing_input, &parsed.signature) {
             return Err(Error::BadSignature);
         }
-        Ok((parsed.claims, policy))
+        Ok((parsed.claims, parsed.header.typ, policy))
     }
 }
 
-/// Accepts `Bearer ` in any case, and surrounding white space.
+/// The token without its `Authorization` scheme (`Bearer`, `DPoP`, any
+/// case) and surrounding white space.
 pub(crate) fn strip_bearer(token: &str) -> &str {
-    let token = token.trim();
-    match token.get(..6) {
-        Some(prefix)
-            if prefix.eq_ignore_ascii_case("bearer")
-                && token[6..].chars().next().is_none_or(char::is_whitespace) =>
-        {
-            token[6..].trim_start()
+    split_authorization(token).1
+}
+
+/// Whether a JOSE `typ` names a token that is never an access token,
+/// whatever an issuer's `token_types` say: a DPoP proof, a back-channel
+/// logout token, a security event token. Issuers sign all of these with the
+/// same keys as their access tokens.
+pub fn never_an_access_token(typ: &str) -> bool {
+    let typ = media_type(typ);
+    ["dpop+jwt", "logout+jwt", "secevent+jwt"]
+        .iter()
+        .any(|refused| typ.eq_ignore_ascii_case(refused))
+}
+
+/// A `typ` without its optional `application/` prefix (RFC 7515 §4.1.9).
+fn media_type(typ: &str) -> &str {
+    match typ.get(..12) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &typ[12..],
+        _ => typ,
+    }
+}
+
+/// The `typ`s an issuer's access tokens may carry (`[[issuers]]
+/// token_types`), and whether RFC 9068's profile is enforced.
+#[derive(Debug)]
+struct TokenTypes {
+    accepted: Vec<String>,
+    /// Only `at+jwt`: the `typ` and RFC 9068's claims are required.
+    strict: bool,
+}
+
+impl TokenTypes {
+    fn new(configured: &[String]) -> TokenTypes {
+        let accepted: Vec<String> = configured
+            .iter()
+            .map(|typ| media_type(typ).to_ascii_lowercase())
+            .collect();
+        let strict = !accepted.iter().any(|typ| typ == "jwt");
+        TokenTypes { accepted, strict }
+    }
+
+    /// Refuses a token whose header `typ` is not accepted (an absent `typ`
+    /// counts as `JWT`), any token that is a proof, logout token or security
+    /// event, and under the RFC 9068 profile a token missing its claims.
+    fn check(&self, typ: Option<&str>, claims: &token::Claims) -> Result<(), Error> {
+        let refused = |typ: &str| Error::TokenTypeNotAllowed {
+            typ: truncate(typ, 64),
+        };
+        if claims.extra.contains_key("events") {
+            return Err(refused("events"));
         }
-        _ => token,
+        let named = typ.unwrap_or("JWT");
+        if never_an_access_token(named)
+            || !self
+                .accepted
+                .iter()
+                .any(|accepted| media_type(named).eq_ignore_ascii_case(accepted))
+        {
+            return Err(refused(named));
+        }
+        if self.strict {
+            let missing = [
+                ("sub", claims.sub.is_none()),
+                ("client_id", claims.client_id.is_none()),
+                ("iat", claims.iat.is_none()),
+                ("jti", claims.jti.is_none()),
+                ("aud", claims.aud.is_none()),
+                ("exp", claims.exp.is_none()),
+            ]
+            .into_iter()
+            .find(|(_, missing)| *missing);
+            if let Some((claim, _)) = missing {
+                return Err(Error::MalformedToken(format!(
+                    "an at+jwt access token must carry {claim} (RFC 9068)"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -380,6 +529,13 @@ fn unix_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+fn unix_now_precise() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// NumericDate may be fractional (RFC 7519 §2); whole seconds are enough.
@@ -485,6 +641,9 @@ fn check_claims(
         (None, None) => Vec::new(),
     };
     let permissions = claims.permissions.unwrap_or_default();
+    let mut extra = claims.extra;
+    let binding = Confirmation::from_claim(extra.get("cnf"))?;
+    extra.remove("cnf");
     Ok(VerifiedToken {
         subject: claims.sub.unwrap_or_default(),
         issuer: claims.iss,
@@ -499,7 +658,8 @@ fn check_claims(
         issued_at: claims.iat.map(seconds),
         expires_at,
         authorized_party: claims.azp.or(claims.client_id),
-        claims: claims.extra,
+        binding,
+        claims: extra,
     })
 }
 

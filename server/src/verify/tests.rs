@@ -105,6 +105,7 @@ async fn check(
         token: token.to_owned(),
         required_scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
         audience: None,
+        ..VerifyRequest::default()
     };
     v.verify_at(&request, NOW).await
 }
@@ -645,6 +646,7 @@ async fn cache_hit_still_checks_expiry_scopes_and_audience() {
             token: token.clone(),
             required_scopes: vec!["read:orders".to_owned()],
             audience: None,
+            ..VerifyRequest::default()
         };
         let v = &v;
         async move { v.verify_at(&request, now).await }
@@ -808,3 +810,5 @@ async fn es384_twins_verify_and_a_digest_revocation_refuses_both() {
     assert_eq!(reason(&v, &token).await, Reason::SessionRevoked);
     assert_eq!(reason(&v, &twin).await, Reason::SessionRevoked);
 }
+
+mod binding;

@@ -20,6 +20,8 @@ pub(crate) struct Header {
     #[serde(default)]
     pub(crate) kid: Option<String>,
     #[serde(default)]
+    pub(crate) typ: Option<String>,
+    #[serde(default)]
     crit: Option<Vec<String>>,
     #[serde(default)]
     jku: Option<IgnoredAny>,

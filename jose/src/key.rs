@@ -8,7 +8,7 @@ use std::fmt;
 
 use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::IgnoredAny};
 
 /// A JWS signature algorithm authd can verify. Symmetric (`HS*`) and `none`
 /// are deliberately absent: a key set holds public keys only.
@@ -128,6 +128,86 @@ pub struct Jwk {
     /// EC y coordinate.
     #[serde(default)]
     pub y: Option<String>,
+    /// The operations the key is meant for (RFC 7517 §4.3); when present it
+    /// must hold `verify`.
+    #[serde(default)]
+    pub key_ops: Option<Vec<String>>,
+    /// Private members (`d`, `p`, `q`, `dp`, `dq`, `qi`, `oth`) and the
+    /// symmetric `k`: their mere presence makes the JWK unusable.
+    #[serde(flatten)]
+    private: PrivateMembers,
+}
+
+/// The members only a private or symmetric JWK has. Read, never used: a JWK
+/// carrying any of them is refused.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct PrivateMembers {
+    #[serde(default)]
+    d: Option<IgnoredAny>,
+    #[serde(default)]
+    p: Option<IgnoredAny>,
+    #[serde(default)]
+    q: Option<IgnoredAny>,
+    #[serde(default)]
+    dp: Option<IgnoredAny>,
+    #[serde(default)]
+    dq: Option<IgnoredAny>,
+    #[serde(default)]
+    qi: Option<IgnoredAny>,
+    #[serde(default)]
+    oth: Option<IgnoredAny>,
+    #[serde(default)]
+    k: Option<IgnoredAny>,
+}
+
+impl PrivateMembers {
+    fn any(&self) -> bool {
+        [
+            &self.d, &self.p, &self.q, &self.dp, &self.dq, &self.qi, &self.oth, &self.k,
+        ]
+        .iter()
+        .any(|member| member.is_some())
+    }
+}
+
+impl Jwk {
+    /// Whether the JWK carries a private or symmetric member.
+    pub fn has_private_members(&self) -> bool {
+        self.private.any()
+    }
+
+    /// The RFC 7638 thumbprint: base64url(SHA-256) of the key's required
+    /// members, in lexicographic order, as JSON without white space.
+    pub fn thumbprint(&self) -> Result<String, KeyError> {
+        fn required<'a>(
+            value: &'a Option<String>,
+            what: &'static str,
+        ) -> Result<&'a str, KeyError> {
+            value.as_deref().ok_or(KeyError::Invalid(what))
+        }
+        let json = |text: &str| serde_json::Value::from(text).to_string();
+        let canonical = match self.kty.as_str() {
+            "RSA" => format!(
+                r#"{{"e":{},"kty":"RSA","n":{}}}"#,
+                json(required(&self.e, "member e")?),
+                json(required(&self.n, "member n")?)
+            ),
+            "EC" => format!(
+                r#"{{"crv":{},"kty":"EC","x":{},"y":{}}}"#,
+                json(required(&self.crv, "member crv")?),
+                json(required(&self.x, "member x")?),
+                json(required(&self.y, "member y")?)
+            ),
+            "OKP" => format!(
+                r#"{{"crv":{},"kty":"OKP","x":{}}}"#,
+                json(required(&self.crv, "member crv")?),
+                json(required(&self.x, "member x")?)
+            ),
+            _ => return Err(KeyError::NotUsable),
+        };
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
+        Ok(URL_SAFE_NO_PAD.encode(digest.as_ref()))
+    }
 }
 
 /// Why a JWK cannot be used; such keys are skipped with a log line.
@@ -160,7 +240,19 @@ impl fmt::Debug for VerifyingKey {
 impl VerifyingKey {
     /// Prepares `jwk` for each algorithm in `allowed` that fits it.
     pub fn from_jwk(jwk: &Jwk, allowed: &[Algorithm]) -> Result<VerifyingKey, KeyError> {
+        if jwk.has_private_members() {
+            return Err(KeyError::Invalid("has a private or symmetric member"));
+        }
         if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
+            return Err(KeyError::NotUsable);
+        }
+        // Project Wycheproof's `rejectWrongKeyOps`: a key published for other
+        // operations is not a verification key, whatever its type.
+        if jwk
+            .key_ops
+            .as_ref()
+            .is_some_and(|ops| !ops.iter().any(|op| op == "verify"))
+        {
             return Err(KeyError::NotUsable);
         }
         let kid = jwk.kid.clone().unwrap_or_default();
