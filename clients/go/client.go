@@ -96,9 +96,11 @@ func (c *Client) CacheState() CacheState {
 	return c.cache.state()
 }
 
-// VerifyRequest is a VerifyToken call with every option.
+// VerifyRequest is a VerifyToken call with every option: what a protected
+// service's request presents.
 type VerifyRequest struct {
-	// Token is the access token; a leading "Bearer " is accepted.
+	// Token is the access token, or the request's whole Authorization
+	// value: a leading "Bearer " or "DPoP " scheme is accepted.
 	Token string
 	// Scopes must all be held by the token (scope, scp or permissions).
 	Scopes []string
@@ -106,19 +108,44 @@ type VerifyRequest struct {
 	// issuer's configured audiences. A request with an Audience is not
 	// answered from the cache.
 	Audience string
+	// DPoPProof is the request's DPoP header, verbatim (RFC 9449); empty
+	// when it had none. With it, HTTPMethod and HTTPURI are required.
+	DPoPProof string
+	// HTTPMethod is the request's method ("POST" for a gRPC call).
+	HTTPMethod string
+	// HTTPURI is the request's URI as its client addressed it
+	// ("https://api.example.com/orders"; for gRPC
+	// "https://HOST/package.Service/Method"), never taken from the request's
+	// own Host header.
+	HTTPURI string
+	// ClientCertificate is the DER certificate the service's TLS received
+	// from its client, for certificate-bound tokens (RFC 8705).
+	ClientCertificate []byte
+}
+
+// usesDPoP reports whether the request presents DPoP (a proof, or the DPoP
+// scheme).
+func (r *VerifyRequest) usesDPoP() bool {
+	scheme, _, _ := strings.Cut(strings.TrimSpace(r.Token), " ")
+	return r.DPoPProof != "" || strings.EqualFold(scheme, "dpop")
 }
 
 // VerifyToken verifies token (a leading "Bearer " is accepted), requiring
 // every scope in scopes. It is answered from the cache when the cache holds
-// this token with these scopes and its revocation stream is live.
+// this token with these scopes and its revocation stream is live. A
+// sender-constrained token (DPoP or certificate-bound) is refused this way:
+// pass what proves its binding with [Client.Verify].
 func (c *Client) VerifyToken(ctx context.Context, token string, scopes ...string) (*VerifiedToken, error) {
 	return c.Verify(ctx, VerifyRequest{Token: token, Scopes: scopes})
 }
 
-// Verify is VerifyToken with every option of [VerifyRequest].
+// Verify is VerifyToken with every option of [VerifyRequest]. Only plain
+// bearer tokens are answered from the cache: a request presenting DPoP,
+// or a token bound to a key or a certificate, always asks authd, which
+// checks the proof (and its replay) or the certificate.
 func (c *Client) Verify(ctx context.Context, req VerifyRequest) (*VerifiedToken, error) {
 	token := bare(req.Token)
-	cacheable := c.cache != nil && req.Audience == ""
+	cacheable := c.cache != nil && req.Audience == "" && !req.usesDPoP()
 	var key cacheKey
 	if cacheable {
 		key = keyOf(token, req.Scopes)
@@ -126,7 +153,11 @@ func (c *Client) Verify(ctx context.Context, req VerifyRequest) (*VerifiedToken,
 			return hit, nil
 		}
 	}
-	msg := &authv1.VerifyTokenRequest{Token: req.Token, RequiredScopes: req.Scopes}
+	msg := &authv1.VerifyTokenRequest{
+		Token: req.Token, RequiredScopes: req.Scopes,
+		DpopProof: req.DPoPProof, HttpMethod: req.HTTPMethod, HttpUri: req.HTTPURI,
+		ClientCertificate: req.ClientCertificate,
+	}
 	if req.Audience != "" {
 		msg.Audience = &req.Audience
 	}
@@ -135,19 +166,19 @@ func (c *Client) Verify(ctx context.Context, req VerifyRequest) (*VerifiedToken,
 		return nil, err
 	}
 	verified := verifiedFromProto(res)
-	if cacheable {
+	if cacheable && verified.Binding == nil {
 		c.cache.insert(key, token, verified)
 	}
 	return verified, nil
 }
 
-// cached returns the cache's answer for token and scopes, if it gives one
-// now: what the middleware decides without a call.
-func (c *Client) cached(token string, scopes []string) *VerifiedToken {
-	if c.cache == nil {
+// cached returns the cache's answer for req, if it gives one now: what the
+// middleware decides without a call.
+func (c *Client) cached(req *VerifyRequest) *VerifiedToken {
+	if c.cache == nil || req.usesDPoP() {
 		return nil
 	}
-	return c.cache.get(keyOf(bare(token), scopes))
+	return c.cache.get(keyOf(bare(req.Token), req.Scopes))
 }
 
 // SessionGrant is how CreateSession's caller proves the user signed in:
@@ -345,13 +376,17 @@ func unary[Req, Res any](
 	}
 }
 
-// bare is token without a leading "Bearer" (any case) and surrounding
-// white space, as authd reads it: the compact JWT a revocation may name.
+// bare is token without a leading "Bearer" or "DPoP" scheme (any case)
+// and surrounding white space, as authd reads it: the compact JWT a
+// revocation may name.
 func bare(token string) string {
 	token = strings.TrimSpace(token)
-	if len(token) >= 6 && strings.EqualFold(token[:6], "bearer") &&
-		(len(token) == 6 || token[6] == ' ' || token[6] == '\t') {
-		return strings.TrimLeft(token[6:], " \t")
+	for _, scheme := range []string{"bearer", "dpop"} {
+		n := len(scheme)
+		if len(token) >= n && strings.EqualFold(token[:n], scheme) &&
+			(len(token) == n || token[n] == ' ' || token[n] == '\t') {
+			return strings.TrimLeft(token[n:], " \t")
+		}
 	}
 	return token
 }

@@ -35,23 +35,27 @@ type Decision struct {
 	// Err is authd's refusal (or the failure to ask it) otherwise; nil for
 	// Missing.
 	Err *AuthError
+	// DPoP: the request presented DPoP (the scheme or a proof), so its
+	// challenge is a DPoP one (RFC 9449 §7.1).
+	DPoP bool
 }
 
-// Authorize decides a request carrying authorization (the header or
-// metadata value, "Bearer …"; empty when absent) that needs scopes. A cache
-// hit is decided without a call. It fails closed: any answer but a verified
-// token, a refused token or a missing scope is Unavailable.
-func (c *Client) Authorize(ctx context.Context, authorization string, scopes []string) Decision {
-	token, ok := BearerToken(authorization)
-	if !ok {
+// Authorize decides a request: req.Token is its Authorization value
+// ("Bearer …" or "DPoP …"; empty when absent), with the DPoP proof, method,
+// URI and client certificate it presents. A cache hit is decided without a
+// call. It fails closed: any answer but a verified token, a refused token or
+// a missing scope is Unavailable.
+func (c *Client) Authorize(ctx context.Context, req VerifyRequest) Decision {
+	if _, ok := Credential(req.Token); !ok {
 		return Decision{Verdict: Missing}
 	}
-	if hit := c.cached(token, scopes); hit != nil {
+	dpop := req.usesDPoP()
+	if hit := c.cached(&req); hit != nil {
 		return Decision{Verdict: Allowed, Token: hit}
 	}
-	verified, err := c.VerifyToken(ctx, token, scopes...)
+	verified, err := c.Verify(ctx, req)
 	if err == nil {
-		return Decision{Verdict: Allowed, Token: verified}
+		return Decision{Verdict: Allowed, Token: verified, DPoP: dpop}
 	}
 	var authErr *AuthError
 	if !errors.As(err, &authErr) {
@@ -59,13 +63,24 @@ func (c *Client) Authorize(ctx context.Context, authorization string, scopes []s
 	}
 	switch authErr.Code {
 	case codes.Unauthenticated, codes.InvalidArgument:
-		return Decision{Verdict: Invalid, Err: authErr}
+		return Decision{Verdict: Invalid, Err: authErr, DPoP: dpop}
 	case codes.PermissionDenied:
-		return Decision{Verdict: Forbidden, Err: authErr}
+		return Decision{Verdict: Forbidden, Err: authErr, DPoP: dpop}
 	default:
 		c.cfg.logger.Warn("authd could not verify a token: refusing the request", "error", authErr.Error())
-		return Decision{Verdict: Unavailable, Err: authErr}
+		return Decision{Verdict: Unavailable, Err: authErr, DPoP: dpop}
 	}
+}
+
+// Credential returns the token of an Authorization value whose scheme is
+// Bearer or DPoP (any case); false when there is none.
+func Credential(authorization string) (string, bool) {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(authorization), " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") && !strings.EqualFold(scheme, "dpop") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
 }
 
 // BearerToken returns the token of an "authorization: Bearer …" value (the

@@ -87,6 +87,28 @@ const (
 	// ReasonTooManyWatchers (ERROR_REASON_TOO_MANY_WATCHERS): authd already serves `watch.max_watchers` WatchRevocations streams
 	// (RESOURCE_EXHAUSTED); metadata `max_watchers`. Retry later.
 	ReasonTooManyWatchers Reason = "TOO_MANY_WATCHERS"
+	// ReasonTokenBindingMismatch (ERROR_REASON_TOKEN_BINDING_MISMATCH): The token is sender-constrained (its `cnf` claim binds it to a DPoP key
+	// or a client certificate) and the call did not prove that binding: no
+	// DPoP proof, a proof by another key, no certificate or another one, the
+	// `Bearer` scheme for a DPoP-bound token, the `DPoP` scheme for a token that
+	// is not DPoP-bound, or a `cnf` member authd does not know
+	// (UNAUTHENTICATED); metadata `binding` (`jkt`, `x5t#S256`, `cnf`) and
+	// `problem`.
+	ReasonTokenBindingMismatch Reason = "TOKEN_BINDING_MISMATCH"
+	// ReasonDpopProofInvalid (ERROR_REASON_DPOP_PROOF_INVALID): The DPoP proof fails a check of RFC 9449 §4.3 (UNAUTHENTICATED); metadata
+	// `problem` names the check (e.g. `htu`, `ath`, `iat`, `signature`).
+	ReasonDpopProofInvalid Reason = "DPOP_PROOF_INVALID"
+	// ReasonDpopProofReplayed (ERROR_REASON_DPOP_PROOF_REPLAYED): The DPoP proof's `jti` was seen before within its validity window
+	// (UNAUTHENTICATED): every request needs a fresh proof.
+	ReasonDpopProofReplayed Reason = "DPOP_PROOF_REPLAYED"
+	// ReasonDpopNonceRequired (ERROR_REASON_DPOP_NONCE_REQUIRED): authd requires a server nonce in DPoP proofs and the proof has none or a
+	// stale one (UNAUTHENTICATED); metadata `nonce`: the nonce to use, which the
+	// protected service returns in its `DPoP-Nonce` header.
+	ReasonDpopNonceRequired Reason = "DPOP_NONCE_REQUIRED"
+	// ReasonTokenTypeNotAllowed (ERROR_REASON_TOKEN_TYPE_NOT_ALLOWED): The token's `typ` is not one the issuer's `token_types` accepts, or the
+	// token is a DPoP proof, a logout token or a security event token rather
+	// than an access token (UNAUTHENTICATED); metadata `typ`.
+	ReasonTokenTypeNotAllowed Reason = "TOKEN_TYPE_NOT_ALLOWED"
 )
 
 // knownReasons lists every reason above, in the enum's order.
@@ -122,4 +144,9 @@ var knownReasons = []Reason{
 	ReasonDeadlineExceeded,
 	ReasonWatcherTooSlow,
 	ReasonTooManyWatchers,
+	ReasonTokenBindingMismatch,
+	ReasonDpopProofInvalid,
+	ReasonDpopProofReplayed,
+	ReasonDpopNonceRequired,
+	ReasonTokenTypeNotAllowed,
 }

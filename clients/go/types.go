@@ -32,8 +32,21 @@ type VerifiedToken struct {
 	IssuedAt time.Time
 	// ExpiresAt is `exp`.
 	ExpiresAt time.Time
+	// Binding is what the token is bound to (its cnf claim), which the
+	// request proved; nil for a bearer token.
+	Binding *TokenBinding
 	// Claims holds every other claim of the payload, as JSON values.
 	Claims map[string]any
+}
+
+// TokenBinding is the confirmation (cnf, RFC 7800) of a sender-constrained
+// token.
+type TokenBinding struct {
+	// JKT is cnf.jkt: the RFC 7638 thumbprint of the DPoP key (RFC 9449).
+	JKT string
+	// X5TS256 is cnf["x5t#S256"]: the base64url SHA-256 of the client
+	// certificate (RFC 8705).
+	X5TS256 string
 }
 
 // HasScope reports whether the token holds scope in its scopes or its
@@ -72,7 +85,15 @@ func verifiedFromProto(r *authv1.VerifyTokenResponse) *VerifiedToken {
 		IssuedAt:        timeOf(r.GetIssuedAt()),
 		ExpiresAt:       timeOf(r.GetExpiresAt()),
 		Claims:          r.GetClaims().AsMap(),
+		Binding:         bindingFromProto(r.GetBinding()),
 	}
+}
+
+func bindingFromProto(b *authv1.TokenBinding) *TokenBinding {
+	if b.GetJkt() == "" && b.GetX5TS256() == "" {
+		return nil
+	}
+	return &TokenBinding{JKT: b.GetJkt(), X5TS256: b.GetX5TS256()}
 }
 
 type tokenKey struct{}

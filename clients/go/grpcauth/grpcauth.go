@@ -1,5 +1,6 @@
 // Package grpcauth protects a grpc-go server with authd: unary and stream
-// server interceptors read the authorization metadata ("Bearer …"), verify
+// server interceptors read the authorization metadata ("Bearer …", or
+// "DPoP …" with the dpop metadata) and the client certificate, verify
 // the token (from the client's revocation-aware cache when it can, else by
 // asking authd) with the scopes the method requires, and either call the
 // handler with the [authd.VerifiedToken] in its context (authd.FromContext)
@@ -24,7 +25,9 @@ import (
 	authd "authd.dev/client"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -57,11 +60,20 @@ func Public(path string) Option {
 	return func(i *Interceptor) { i.paths[path] = access{public: true} }
 }
 
+// DPoPOrigin sets the scheme and authority clients address this server by
+// ("https://api.example.com"): a DPoP proof's htu must name it with the
+// method's path. Without it, calls with DPoP are refused: the call's own
+// :authority is never trusted for this.
+func DPoPOrigin(origin string) Option {
+	return func(i *Interceptor) { i.origin = strings.TrimRight(origin, "/") }
+}
+
 // Interceptor verifies calls with an [authd.Client].
 type Interceptor struct {
 	client   *authd.Client
 	fallback access
 	paths    map[string]access
+	origin   string
 }
 
 // New returns interceptors verifying with client.
@@ -91,13 +103,26 @@ func (i *Interceptor) authorize(ctx context.Context, method string) (context.Con
 	if a.public {
 		return ctx, nil
 	}
-	var authorization string
+	req := authd.VerifyRequest{Scopes: a.scopes}
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		if values := md.Get("authorization"); len(values) > 0 {
-			authorization = values[0]
+			req.Token = values[0]
+		}
+		// Several DPoP values are joined for authd to refuse.
+		req.DPoPProof = strings.Join(md.Get("dpop"), ",")
+	}
+	if req.DPoPProof != "" || strings.HasPrefix(strings.ToLower(strings.TrimSpace(req.Token)), "dpop ") {
+		req.HTTPMethod = "POST"
+		if i.origin != "" {
+			req.HTTPURI = i.origin + method
 		}
 	}
-	d := i.client.Authorize(ctx, authorization, a.scopes)
+	if p, ok := peer.FromContext(ctx); ok {
+		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(info.State.PeerCertificates) > 0 {
+			req.ClientCertificate = info.State.PeerCertificates[0].Raw
+		}
+	}
+	d := i.client.Authorize(ctx, req)
 	switch d.Verdict {
 	case authd.Allowed:
 		return authd.NewContext(ctx, d.Token), nil

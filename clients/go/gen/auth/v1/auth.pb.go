@@ -122,6 +122,28 @@ const (
 	// authd already serves `watch.max_watchers` WatchRevocations streams
 	// (RESOURCE_EXHAUSTED); metadata `max_watchers`. Retry later.
 	ErrorReason_ERROR_REASON_TOO_MANY_WATCHERS ErrorReason = 31
+	// The token is sender-constrained (its `cnf` claim binds it to a DPoP key
+	// or a client certificate) and the call did not prove that binding: no
+	// DPoP proof, a proof by another key, no certificate or another one, the
+	// `Bearer` scheme for a DPoP-bound token, the `DPoP` scheme for a token that
+	// is not DPoP-bound, or a `cnf` member authd does not know
+	// (UNAUTHENTICATED); metadata `binding` (`jkt`, `x5t#S256`, `cnf`) and
+	// `problem`.
+	ErrorReason_ERROR_REASON_TOKEN_BINDING_MISMATCH ErrorReason = 32
+	// The DPoP proof fails a check of RFC 9449 §4.3 (UNAUTHENTICATED); metadata
+	// `problem` names the check (e.g. `htu`, `ath`, `iat`, `signature`).
+	ErrorReason_ERROR_REASON_DPOP_PROOF_INVALID ErrorReason = 33
+	// The DPoP proof's `jti` was seen before within its validity window
+	// (UNAUTHENTICATED): every request needs a fresh proof.
+	ErrorReason_ERROR_REASON_DPOP_PROOF_REPLAYED ErrorReason = 34
+	// authd requires a server nonce in DPoP proofs and the proof has none or a
+	// stale one (UNAUTHENTICATED); metadata `nonce`: the nonce to use, which the
+	// protected service returns in its `DPoP-Nonce` header.
+	ErrorReason_ERROR_REASON_DPOP_NONCE_REQUIRED ErrorReason = 35
+	// The token's `typ` is not one the issuer's `token_types` accepts, or the
+	// token is a DPoP proof, a logout token or a security event token rather
+	// than an access token (UNAUTHENTICATED); metadata `typ`.
+	ErrorReason_ERROR_REASON_TOKEN_TYPE_NOT_ALLOWED ErrorReason = 36
 )
 
 // Enum value maps for ErrorReason.
@@ -159,40 +181,50 @@ var (
 		29: "ERROR_REASON_DEADLINE_EXCEEDED",
 		30: "ERROR_REASON_WATCHER_TOO_SLOW",
 		31: "ERROR_REASON_TOO_MANY_WATCHERS",
+		32: "ERROR_REASON_TOKEN_BINDING_MISMATCH",
+		33: "ERROR_REASON_DPOP_PROOF_INVALID",
+		34: "ERROR_REASON_DPOP_PROOF_REPLAYED",
+		35: "ERROR_REASON_DPOP_NONCE_REQUIRED",
+		36: "ERROR_REASON_TOKEN_TYPE_NOT_ALLOWED",
 	}
 	ErrorReason_value = map[string]int32{
-		"ERROR_REASON_UNSPECIFIED":           0,
-		"ERROR_REASON_TOKEN_MISSING":         1,
-		"ERROR_REASON_TOKEN_TOO_LARGE":       2,
-		"ERROR_REASON_MALFORMED_TOKEN":       3,
-		"ERROR_REASON_BAD_SIGNATURE":         4,
-		"ERROR_REASON_UNKNOWN_KEY":           5,
-		"ERROR_REASON_ALGORITHM_NOT_ALLOWED": 6,
-		"ERROR_REASON_TOKEN_EXPIRED":         7,
-		"ERROR_REASON_TOKEN_NOT_YET_VALID":   8,
-		"ERROR_REASON_WRONG_ISSUER":          9,
-		"ERROR_REASON_WRONG_AUDIENCE":        10,
-		"ERROR_REASON_INSUFFICIENT_SCOPE":    11,
-		"ERROR_REASON_SESSION_REVOKED":       12,
-		"ERROR_REASON_KEYS_UNAVAILABLE":      13,
-		"ERROR_REASON_INVALID_REQUEST":       14,
-		"ERROR_REASON_SESSION_NOT_FOUND":     15,
-		"ERROR_REASON_SESSION_EXPIRED":       16,
-		"ERROR_REASON_USER_NOT_FOUND":        17,
-		"ERROR_REASON_CALLER_NOT_TRUSTED":    18,
-		"ERROR_REASON_GRANT_REJECTED":        19,
-		"ERROR_REASON_ISSUER_UNAVAILABLE":    20,
-		"ERROR_REASON_RATE_LIMITED":          21,
-		"ERROR_REASON_STORE_UNAVAILABLE":     22,
-		"ERROR_REASON_CONFLICT":              23,
-		"ERROR_REASON_NOT_IMPLEMENTED":       24,
-		"ERROR_REASON_INTERNAL":              25,
-		"ERROR_REASON_REQUEST_TOO_LARGE":     26,
-		"ERROR_REASON_MALFORMED_REQUEST":     27,
-		"ERROR_REASON_OVERLOADED":            28,
-		"ERROR_REASON_DEADLINE_EXCEEDED":     29,
-		"ERROR_REASON_WATCHER_TOO_SLOW":      30,
-		"ERROR_REASON_TOO_MANY_WATCHERS":     31,
+		"ERROR_REASON_UNSPECIFIED":            0,
+		"ERROR_REASON_TOKEN_MISSING":          1,
+		"ERROR_REASON_TOKEN_TOO_LARGE":        2,
+		"ERROR_REASON_MALFORMED_TOKEN":        3,
+		"ERROR_REASON_BAD_SIGNATURE":          4,
+		"ERROR_REASON_UNKNOWN_KEY":            5,
+		"ERROR_REASON_ALGORITHM_NOT_ALLOWED":  6,
+		"ERROR_REASON_TOKEN_EXPIRED":          7,
+		"ERROR_REASON_TOKEN_NOT_YET_VALID":    8,
+		"ERROR_REASON_WRONG_ISSUER":           9,
+		"ERROR_REASON_WRONG_AUDIENCE":         10,
+		"ERROR_REASON_INSUFFICIENT_SCOPE":     11,
+		"ERROR_REASON_SESSION_REVOKED":        12,
+		"ERROR_REASON_KEYS_UNAVAILABLE":       13,
+		"ERROR_REASON_INVALID_REQUEST":        14,
+		"ERROR_REASON_SESSION_NOT_FOUND":      15,
+		"ERROR_REASON_SESSION_EXPIRED":        16,
+		"ERROR_REASON_USER_NOT_FOUND":         17,
+		"ERROR_REASON_CALLER_NOT_TRUSTED":     18,
+		"ERROR_REASON_GRANT_REJECTED":         19,
+		"ERROR_REASON_ISSUER_UNAVAILABLE":     20,
+		"ERROR_REASON_RATE_LIMITED":           21,
+		"ERROR_REASON_STORE_UNAVAILABLE":      22,
+		"ERROR_REASON_CONFLICT":               23,
+		"ERROR_REASON_NOT_IMPLEMENTED":        24,
+		"ERROR_REASON_INTERNAL":               25,
+		"ERROR_REASON_REQUEST_TOO_LARGE":      26,
+		"ERROR_REASON_MALFORMED_REQUEST":      27,
+		"ERROR_REASON_OVERLOADED":             28,
+		"ERROR_REASON_DEADLINE_EXCEEDED":      29,
+		"ERROR_REASON_WATCHER_TOO_SLOW":       30,
+		"ERROR_REASON_TOO_MANY_WATCHERS":      31,
+		"ERROR_REASON_TOKEN_BINDING_MISMATCH": 32,
+		"ERROR_REASON_DPOP_PROOF_INVALID":     33,
+		"ERROR_REASON_DPOP_PROOF_REPLAYED":    34,
+		"ERROR_REASON_DPOP_NONCE_REQUIRED":    35,
+		"ERROR_REASON_TOKEN_TYPE_NOT_ALLOWED": 36,
 	}
 )
 
@@ -364,9 +396,26 @@ type VerifyTokenRequest struct {
 	// When set, the token's `aud` must contain this audience, which must also
 	// be one of the issuer's configured audiences. When unset, any configured
 	// audience of the issuer is accepted.
-	Audience      *string `protobuf:"bytes,3,opt,name=audience,proto3,oneof" json:"audience,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Audience *string `protobuf:"bytes,3,opt,name=audience,proto3,oneof" json:"audience,omitempty"`
+	// The `DPoP` header of the request the protected service received (RFC
+	// 9449), verbatim; empty when it had none. With it, `token` may carry the
+	// `DPoP ` scheme, and a DPoP-bound token is accepted only with a valid,
+	// fresh proof by the key the token is bound to.
+	DpopProof string `protobuf:"bytes,4,opt,name=dpop_proof,json=dpopProof,proto3" json:"dpop_proof,omitempty"`
+	// The method of that request (`GET`, `POST`, …; `POST` for a gRPC call),
+	// checked against the proof's `htm`. Required with `dpop_proof`.
+	HttpMethod string `protobuf:"bytes,5,opt,name=http_method,json=httpMethod,proto3" json:"http_method,omitempty"`
+	// The URI of that request as its client addressed it
+	// (`https://api.example.com/orders?page=2`; for a gRPC call
+	// `https://HOST/package.Service/Method`), checked against the proof's
+	// `htu` without query and fragment. Required with `dpop_proof`.
+	HttpUri string `protobuf:"bytes,6,opt,name=http_uri,json=httpUri,proto3" json:"http_uri,omitempty"`
+	// The client certificate (DER) the protected service's TLS received from
+	// its client, for certificate-bound tokens (RFC 8705). authd never uses
+	// the certificate of its own caller for this.
+	ClientCertificate []byte `protobuf:"bytes,7,opt,name=client_certificate,json=clientCertificate,proto3" json:"client_certificate,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *VerifyTokenRequest) Reset() {
@@ -420,6 +469,34 @@ func (x *VerifyTokenRequest) GetAudience() string {
 	return ""
 }
 
+func (x *VerifyTokenRequest) GetDpopProof() string {
+	if x != nil {
+		return x.DpopProof
+	}
+	return ""
+}
+
+func (x *VerifyTokenRequest) GetHttpMethod() string {
+	if x != nil {
+		return x.HttpMethod
+	}
+	return ""
+}
+
+func (x *VerifyTokenRequest) GetHttpUri() string {
+	if x != nil {
+		return x.HttpUri
+	}
+	return ""
+}
+
+func (x *VerifyTokenRequest) GetClientCertificate() []byte {
+	if x != nil {
+		return x.ClientCertificate
+	}
+	return nil
+}
+
 // VerifyTokenResponse describes a token that passed every check.
 type VerifyTokenResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -445,8 +522,11 @@ type VerifyTokenResponse struct {
 	Claims *structpb.Struct `protobuf:"bytes,10,opt,name=claims,proto3" json:"claims,omitempty"`
 	// `azp` (or `client_id`): the client the token was issued to, when present.
 	AuthorizedParty string `protobuf:"bytes,11,opt,name=authorized_party,json=authorizedParty,proto3" json:"authorized_party,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The key or certificate the token is bound to (its `cnf` claim), which
+	// this call proved; unset for a bearer token.
+	Binding       *TokenBinding `protobuf:"bytes,12,opt,name=binding,proto3" json:"binding,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VerifyTokenResponse) Reset() {
@@ -556,6 +636,70 @@ func (x *VerifyTokenResponse) GetAuthorizedParty() string {
 	return ""
 }
 
+func (x *VerifyTokenResponse) GetBinding() *TokenBinding {
+	if x != nil {
+		return x.Binding
+	}
+	return nil
+}
+
+// TokenBinding is the confirmation (`cnf`, RFC 7800) of a sender-constrained
+// token.
+type TokenBinding struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// `cnf.jkt`: the RFC 7638 thumbprint of the DPoP key (RFC 9449).
+	Jkt string `protobuf:"bytes,1,opt,name=jkt,proto3" json:"jkt,omitempty"`
+	// `cnf["x5t#S256"]`: the base64url SHA-256 of the client certificate (RFC
+	// 8705).
+	X5TS256       string `protobuf:"bytes,2,opt,name=x5t_s256,json=x5tS256,proto3" json:"x5t_s256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenBinding) Reset() {
+	*x = TokenBinding{}
+	mi := &file_auth_v1_auth_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenBinding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenBinding) ProtoMessage() {}
+
+func (x *TokenBinding) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenBinding.ProtoReflect.Descriptor instead.
+func (*TokenBinding) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *TokenBinding) GetJkt() string {
+	if x != nil {
+		return x.Jkt
+	}
+	return ""
+}
+
+func (x *TokenBinding) GetX5TS256() string {
+	if x != nil {
+		return x.X5TS256
+	}
+	return ""
+}
+
 // CreateSessionRequest starts a session in one of several ways.
 type CreateSessionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -574,7 +718,7 @@ type CreateSessionRequest struct {
 
 func (x *CreateSessionRequest) Reset() {
 	*x = CreateSessionRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[2]
+	mi := &file_auth_v1_auth_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -586,7 +730,7 @@ func (x *CreateSessionRequest) String() string {
 func (*CreateSessionRequest) ProtoMessage() {}
 
 func (x *CreateSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[2]
+	mi := &file_auth_v1_auth_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -599,7 +743,7 @@ func (x *CreateSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSessionRequest.ProtoReflect.Descriptor instead.
 func (*CreateSessionRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{2}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateSessionRequest) GetGrant() isCreateSessionRequest_Grant {
@@ -669,7 +813,7 @@ type AuthorizationCodeGrant struct {
 
 func (x *AuthorizationCodeGrant) Reset() {
 	*x = AuthorizationCodeGrant{}
-	mi := &file_auth_v1_auth_proto_msgTypes[3]
+	mi := &file_auth_v1_auth_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -681,7 +825,7 @@ func (x *AuthorizationCodeGrant) String() string {
 func (*AuthorizationCodeGrant) ProtoMessage() {}
 
 func (x *AuthorizationCodeGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[3]
+	mi := &file_auth_v1_auth_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -694,7 +838,7 @@ func (x *AuthorizationCodeGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizationCodeGrant.ProtoReflect.Descriptor instead.
 func (*AuthorizationCodeGrant) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{3}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AuthorizationCodeGrant) GetCode() string {
@@ -742,7 +886,7 @@ type ExistingTokens struct {
 
 func (x *ExistingTokens) Reset() {
 	*x = ExistingTokens{}
-	mi := &file_auth_v1_auth_proto_msgTypes[4]
+	mi := &file_auth_v1_auth_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +898,7 @@ func (x *ExistingTokens) String() string {
 func (*ExistingTokens) ProtoMessage() {}
 
 func (x *ExistingTokens) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[4]
+	mi := &file_auth_v1_auth_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +911,7 @@ func (x *ExistingTokens) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExistingTokens.ProtoReflect.Descriptor instead.
 func (*ExistingTokens) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{4}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ExistingTokens) GetRefreshToken() string {
@@ -820,7 +964,7 @@ type NewSession struct {
 
 func (x *NewSession) Reset() {
 	*x = NewSession{}
-	mi := &file_auth_v1_auth_proto_msgTypes[5]
+	mi := &file_auth_v1_auth_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +976,7 @@ func (x *NewSession) String() string {
 func (*NewSession) ProtoMessage() {}
 
 func (x *NewSession) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[5]
+	mi := &file_auth_v1_auth_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +989,7 @@ func (x *NewSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NewSession.ProtoReflect.Descriptor instead.
 func (*NewSession) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{5}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *NewSession) GetSessionHandle() string {
@@ -911,7 +1055,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_auth_v1_auth_proto_msgTypes[6]
+	mi := &file_auth_v1_auth_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -923,7 +1067,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[6]
+	mi := &file_auth_v1_auth_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -936,7 +1080,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{6}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Session) GetSessionId() string {
@@ -992,7 +1136,7 @@ type CreateSessionResponse struct {
 
 func (x *CreateSessionResponse) Reset() {
 	*x = CreateSessionResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[7]
+	mi := &file_auth_v1_auth_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1004,7 +1148,7 @@ func (x *CreateSessionResponse) String() string {
 func (*CreateSessionResponse) ProtoMessage() {}
 
 func (x *CreateSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[7]
+	mi := &file_auth_v1_auth_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1017,7 +1161,7 @@ func (x *CreateSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSessionResponse.ProtoReflect.Descriptor instead.
 func (*CreateSessionResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{7}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateSessionResponse) GetSession() *NewSession {
@@ -1046,7 +1190,7 @@ type RefreshSessionRequest struct {
 
 func (x *RefreshSessionRequest) Reset() {
 	*x = RefreshSessionRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[8]
+	mi := &file_auth_v1_auth_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1202,7 @@ func (x *RefreshSessionRequest) String() string {
 func (*RefreshSessionRequest) ProtoMessage() {}
 
 func (x *RefreshSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[8]
+	mi := &file_auth_v1_auth_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1215,7 @@ func (x *RefreshSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshSessionRequest.ProtoReflect.Descriptor instead.
 func (*RefreshSessionRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{8}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RefreshSessionRequest) GetCredential() isRefreshSessionRequest_Credential {
@@ -1146,7 +1290,7 @@ type RefreshSessionResponse struct {
 
 func (x *RefreshSessionResponse) Reset() {
 	*x = RefreshSessionResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[9]
+	mi := &file_auth_v1_auth_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1158,7 +1302,7 @@ func (x *RefreshSessionResponse) String() string {
 func (*RefreshSessionResponse) ProtoMessage() {}
 
 func (x *RefreshSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[9]
+	mi := &file_auth_v1_auth_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1171,7 +1315,7 @@ func (x *RefreshSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshSessionResponse.ProtoReflect.Descriptor instead.
 func (*RefreshSessionResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{9}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RefreshSessionResponse) GetAccessToken() string {
@@ -1225,7 +1369,7 @@ type RevokeSessionRequest struct {
 
 func (x *RevokeSessionRequest) Reset() {
 	*x = RevokeSessionRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[10]
+	mi := &file_auth_v1_auth_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1381,7 @@ func (x *RevokeSessionRequest) String() string {
 func (*RevokeSessionRequest) ProtoMessage() {}
 
 func (x *RevokeSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[10]
+	mi := &file_auth_v1_auth_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1394,7 @@ func (x *RevokeSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSessionRequest.ProtoReflect.Descriptor instead.
 func (*RevokeSessionRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{10}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RevokeSessionRequest) GetTarget() isRevokeSessionRequest_Target {
@@ -1307,7 +1451,7 @@ type RevokeSessionResponse struct {
 
 func (x *RevokeSessionResponse) Reset() {
 	*x = RevokeSessionResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[11]
+	mi := &file_auth_v1_auth_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1319,7 +1463,7 @@ func (x *RevokeSessionResponse) String() string {
 func (*RevokeSessionResponse) ProtoMessage() {}
 
 func (x *RevokeSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[11]
+	mi := &file_auth_v1_auth_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1332,7 +1476,7 @@ func (x *RevokeSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSessionResponse.ProtoReflect.Descriptor instead.
 func (*RevokeSessionResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{11}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RevokeSessionResponse) GetRevokedSessions() uint32 {
@@ -1358,7 +1502,7 @@ type GetProfileRequest struct {
 
 func (x *GetProfileRequest) Reset() {
 	*x = GetProfileRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[12]
+	mi := &file_auth_v1_auth_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1370,7 +1514,7 @@ func (x *GetProfileRequest) String() string {
 func (*GetProfileRequest) ProtoMessage() {}
 
 func (x *GetProfileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[12]
+	mi := &file_auth_v1_auth_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1383,7 +1527,7 @@ func (x *GetProfileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProfileRequest.ProtoReflect.Descriptor instead.
 func (*GetProfileRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{12}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetProfileRequest) GetSubject() isGetProfileRequest_Subject {
@@ -1441,7 +1585,7 @@ type GetProfileResponse struct {
 
 func (x *GetProfileResponse) Reset() {
 	*x = GetProfileResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[13]
+	mi := &file_auth_v1_auth_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1453,7 +1597,7 @@ func (x *GetProfileResponse) String() string {
 func (*GetProfileResponse) ProtoMessage() {}
 
 func (x *GetProfileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[13]
+	mi := &file_auth_v1_auth_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1466,7 +1610,7 @@ func (x *GetProfileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProfileResponse.ProtoReflect.Descriptor instead.
 func (*GetProfileResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{13}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetProfileResponse) GetProfile() *Profile {
@@ -1504,7 +1648,7 @@ type Profile struct {
 
 func (x *Profile) Reset() {
 	*x = Profile{}
-	mi := &file_auth_v1_auth_proto_msgTypes[14]
+	mi := &file_auth_v1_auth_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1516,7 +1660,7 @@ func (x *Profile) String() string {
 func (*Profile) ProtoMessage() {}
 
 func (x *Profile) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[14]
+	mi := &file_auth_v1_auth_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1529,7 +1673,7 @@ func (x *Profile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Profile.ProtoReflect.Descriptor instead.
 func (*Profile) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{14}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Profile) GetUserId() string {
@@ -1610,7 +1754,7 @@ type StartDeviceLoginRequest struct {
 
 func (x *StartDeviceLoginRequest) Reset() {
 	*x = StartDeviceLoginRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[15]
+	mi := &file_auth_v1_auth_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1622,7 +1766,7 @@ func (x *StartDeviceLoginRequest) String() string {
 func (*StartDeviceLoginRequest) ProtoMessage() {}
 
 func (x *StartDeviceLoginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[15]
+	mi := &file_auth_v1_auth_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1635,7 +1779,7 @@ func (x *StartDeviceLoginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartDeviceLoginRequest.ProtoReflect.Descriptor instead.
 func (*StartDeviceLoginRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{15}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StartDeviceLoginRequest) GetScopes() []string {
@@ -1680,7 +1824,7 @@ type StartDeviceLoginResponse struct {
 
 func (x *StartDeviceLoginResponse) Reset() {
 	*x = StartDeviceLoginResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[16]
+	mi := &file_auth_v1_auth_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +1836,7 @@ func (x *StartDeviceLoginResponse) String() string {
 func (*StartDeviceLoginResponse) ProtoMessage() {}
 
 func (x *StartDeviceLoginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[16]
+	mi := &file_auth_v1_auth_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,7 +1849,7 @@ func (x *StartDeviceLoginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartDeviceLoginResponse.ProtoReflect.Descriptor instead.
 func (*StartDeviceLoginResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{16}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StartDeviceLoginResponse) GetDeviceCode() string {
@@ -1769,7 +1913,7 @@ type PollDeviceLoginRequest struct {
 
 func (x *PollDeviceLoginRequest) Reset() {
 	*x = PollDeviceLoginRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[17]
+	mi := &file_auth_v1_auth_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1781,7 +1925,7 @@ func (x *PollDeviceLoginRequest) String() string {
 func (*PollDeviceLoginRequest) ProtoMessage() {}
 
 func (x *PollDeviceLoginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[17]
+	mi := &file_auth_v1_auth_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1794,7 +1938,7 @@ func (x *PollDeviceLoginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PollDeviceLoginRequest.ProtoReflect.Descriptor instead.
 func (*PollDeviceLoginRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{17}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PollDeviceLoginRequest) GetDeviceCode() string {
@@ -1833,7 +1977,7 @@ type PollDeviceLoginResponse struct {
 
 func (x *PollDeviceLoginResponse) Reset() {
 	*x = PollDeviceLoginResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[18]
+	mi := &file_auth_v1_auth_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1845,7 +1989,7 @@ func (x *PollDeviceLoginResponse) String() string {
 func (*PollDeviceLoginResponse) ProtoMessage() {}
 
 func (x *PollDeviceLoginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[18]
+	mi := &file_auth_v1_auth_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1858,7 +2002,7 @@ func (x *PollDeviceLoginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PollDeviceLoginResponse.ProtoReflect.Descriptor instead.
 func (*PollDeviceLoginResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{18}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PollDeviceLoginResponse) GetState() DeviceLoginState {
@@ -1897,7 +2041,7 @@ type WatchRevocationsRequest struct {
 
 func (x *WatchRevocationsRequest) Reset() {
 	*x = WatchRevocationsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[19]
+	mi := &file_auth_v1_auth_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1909,7 +2053,7 @@ func (x *WatchRevocationsRequest) String() string {
 func (*WatchRevocationsRequest) ProtoMessage() {}
 
 func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[19]
+	mi := &file_auth_v1_auth_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1922,7 +2066,7 @@ func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{19}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WatchRevocationsRequest) GetCursor() string {
@@ -1950,7 +2094,7 @@ type WatchRevocationsResponse struct {
 
 func (x *WatchRevocationsResponse) Reset() {
 	*x = WatchRevocationsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[20]
+	mi := &file_auth_v1_auth_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1962,7 +2106,7 @@ func (x *WatchRevocationsResponse) String() string {
 func (*WatchRevocationsResponse) ProtoMessage() {}
 
 func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[20]
+	mi := &file_auth_v1_auth_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1975,7 +2119,7 @@ func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsResponse.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{20}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WatchRevocationsResponse) GetEvent() isWatchRevocationsResponse_Event {
@@ -2048,7 +2192,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_auth_v1_auth_proto_msgTypes[21]
+	mi := &file_auth_v1_auth_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2060,7 +2204,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[21]
+	mi := &file_auth_v1_auth_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2073,7 +2217,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{21}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Revocation) GetKind() RevocationKind {
@@ -2122,7 +2266,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_auth_v1_auth_proto_msgTypes[22]
+	mi := &file_auth_v1_auth_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2134,7 +2278,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[22]
+	mi := &file_auth_v1_auth_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2147,7 +2291,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{22}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Heartbeat) GetIntervalMs() uint32 {
@@ -2161,12 +2305,18 @@ var File_auth_v1_auth_proto protoreflect.FileDescriptor
 
 const file_auth_v1_auth_proto_rawDesc = "" +
 	"\n" +
-	"\x12auth/v1/auth.proto\x12\aauth.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x01\n" +
+	"\x12auth/v1/auth.proto\x12\aauth.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x02\n" +
 	"\x12VerifyTokenRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12'\n" +
 	"\x0frequired_scopes\x18\x02 \x03(\tR\x0erequiredScopes\x12\x1f\n" +
-	"\baudience\x18\x03 \x01(\tH\x00R\baudience\x88\x01\x01B\v\n" +
-	"\t_audience\"\xa9\x03\n" +
+	"\baudience\x18\x03 \x01(\tH\x00R\baudience\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"dpop_proof\x18\x04 \x01(\tR\tdpopProof\x12\x1f\n" +
+	"\vhttp_method\x18\x05 \x01(\tR\n" +
+	"httpMethod\x12\x19\n" +
+	"\bhttp_uri\x18\x06 \x01(\tR\ahttpUri\x12-\n" +
+	"\x12client_certificate\x18\a \x01(\fR\x11clientCertificateB\v\n" +
+	"\t_audience\"\xda\x03\n" +
 	"\x13VerifyTokenResponse\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x16\n" +
 	"\x06issuer\x18\x02 \x01(\tR\x06issuer\x12\x1c\n" +
@@ -2181,7 +2331,11 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12/\n" +
 	"\x06claims\x18\n" +
 	" \x01(\v2\x17.google.protobuf.StructR\x06claims\x12)\n" +
-	"\x10authorized_party\x18\v \x01(\tR\x0fauthorizedParty\"\xcd\x01\n" +
+	"\x10authorized_party\x18\v \x01(\tR\x0fauthorizedParty\x12/\n" +
+	"\abinding\x18\f \x01(\v2\x15.auth.v1.TokenBindingR\abinding\";\n" +
+	"\fTokenBinding\x12\x10\n" +
+	"\x03jkt\x18\x01 \x01(\tR\x03jkt\x12\x19\n" +
+	"\bx5t_s256\x18\x02 \x01(\tR\ax5tS256\"\xcd\x01\n" +
 	"\x14CreateSessionRequest\x12P\n" +
 	"\x12authorization_code\x18\x01 \x01(\v2\x1f.auth.v1.AuthorizationCodeGrantH\x00R\x11authorizationCode\x12B\n" +
 	"\x0fexisting_tokens\x18\x02 \x01(\v2\x17.auth.v1.ExistingTokensH\x00R\x0eexistingTokens\x12\x16\n" +
@@ -2298,7 +2452,8 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\",\n" +
 	"\tHeartbeat\x12\x1f\n" +
 	"\vinterval_ms\x18\x01 \x01(\rR\n" +
-	"intervalMs*\xc4\b\n" +
+	"intervalMs*\x87\n" +
+	"\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aERROR_REASON_TOKEN_MISSING\x10\x01\x12 \n" +
@@ -2332,7 +2487,12 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x17ERROR_REASON_OVERLOADED\x10\x1c\x12\"\n" +
 	"\x1eERROR_REASON_DEADLINE_EXCEEDED\x10\x1d\x12!\n" +
 	"\x1dERROR_REASON_WATCHER_TOO_SLOW\x10\x1e\x12\"\n" +
-	"\x1eERROR_REASON_TOO_MANY_WATCHERS\x10\x1f*\xd8\x01\n" +
+	"\x1eERROR_REASON_TOO_MANY_WATCHERS\x10\x1f\x12'\n" +
+	"#ERROR_REASON_TOKEN_BINDING_MISMATCH\x10 \x12#\n" +
+	"\x1fERROR_REASON_DPOP_PROOF_INVALID\x10!\x12$\n" +
+	" ERROR_REASON_DPOP_PROOF_REPLAYED\x10\"\x12$\n" +
+	" ERROR_REASON_DPOP_NONCE_REQUIRED\x10#\x12'\n" +
+	"#ERROR_REASON_TOKEN_TYPE_NOT_ALLOWED\x10$*\xd8\x01\n" +
 	"\x10DeviceLoginState\x12\"\n" +
 	"\x1eDEVICE_LOGIN_STATE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aDEVICE_LOGIN_STATE_PENDING\x10\x01\x12 \n" +
@@ -2371,83 +2531,85 @@ func file_auth_v1_auth_proto_rawDescGZIP() []byte {
 }
 
 var file_auth_v1_auth_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_auth_v1_auth_proto_goTypes = []any{
 	(ErrorReason)(0),                 // 0: auth.v1.ErrorReason
 	(DeviceLoginState)(0),            // 1: auth.v1.DeviceLoginState
 	(RevocationKind)(0),              // 2: auth.v1.RevocationKind
 	(*VerifyTokenRequest)(nil),       // 3: auth.v1.VerifyTokenRequest
 	(*VerifyTokenResponse)(nil),      // 4: auth.v1.VerifyTokenResponse
-	(*CreateSessionRequest)(nil),     // 5: auth.v1.CreateSessionRequest
-	(*AuthorizationCodeGrant)(nil),   // 6: auth.v1.AuthorizationCodeGrant
-	(*ExistingTokens)(nil),           // 7: auth.v1.ExistingTokens
-	(*NewSession)(nil),               // 8: auth.v1.NewSession
-	(*Session)(nil),                  // 9: auth.v1.Session
-	(*CreateSessionResponse)(nil),    // 10: auth.v1.CreateSessionResponse
-	(*RefreshSessionRequest)(nil),    // 11: auth.v1.RefreshSessionRequest
-	(*RefreshSessionResponse)(nil),   // 12: auth.v1.RefreshSessionResponse
-	(*RevokeSessionRequest)(nil),     // 13: auth.v1.RevokeSessionRequest
-	(*RevokeSessionResponse)(nil),    // 14: auth.v1.RevokeSessionResponse
-	(*GetProfileRequest)(nil),        // 15: auth.v1.GetProfileRequest
-	(*GetProfileResponse)(nil),       // 16: auth.v1.GetProfileResponse
-	(*Profile)(nil),                  // 17: auth.v1.Profile
-	(*StartDeviceLoginRequest)(nil),  // 18: auth.v1.StartDeviceLoginRequest
-	(*StartDeviceLoginResponse)(nil), // 19: auth.v1.StartDeviceLoginResponse
-	(*PollDeviceLoginRequest)(nil),   // 20: auth.v1.PollDeviceLoginRequest
-	(*PollDeviceLoginResponse)(nil),  // 21: auth.v1.PollDeviceLoginResponse
-	(*WatchRevocationsRequest)(nil),  // 22: auth.v1.WatchRevocationsRequest
-	(*WatchRevocationsResponse)(nil), // 23: auth.v1.WatchRevocationsResponse
-	(*Revocation)(nil),               // 24: auth.v1.Revocation
-	(*Heartbeat)(nil),                // 25: auth.v1.Heartbeat
-	(*timestamppb.Timestamp)(nil),    // 26: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),          // 27: google.protobuf.Struct
+	(*TokenBinding)(nil),             // 5: auth.v1.TokenBinding
+	(*CreateSessionRequest)(nil),     // 6: auth.v1.CreateSessionRequest
+	(*AuthorizationCodeGrant)(nil),   // 7: auth.v1.AuthorizationCodeGrant
+	(*ExistingTokens)(nil),           // 8: auth.v1.ExistingTokens
+	(*NewSession)(nil),               // 9: auth.v1.NewSession
+	(*Session)(nil),                  // 10: auth.v1.Session
+	(*CreateSessionResponse)(nil),    // 11: auth.v1.CreateSessionResponse
+	(*RefreshSessionRequest)(nil),    // 12: auth.v1.RefreshSessionRequest
+	(*RefreshSessionResponse)(nil),   // 13: auth.v1.RefreshSessionResponse
+	(*RevokeSessionRequest)(nil),     // 14: auth.v1.RevokeSessionRequest
+	(*RevokeSessionResponse)(nil),    // 15: auth.v1.RevokeSessionResponse
+	(*GetProfileRequest)(nil),        // 16: auth.v1.GetProfileRequest
+	(*GetProfileResponse)(nil),       // 17: auth.v1.GetProfileResponse
+	(*Profile)(nil),                  // 18: auth.v1.Profile
+	(*StartDeviceLoginRequest)(nil),  // 19: auth.v1.StartDeviceLoginRequest
+	(*StartDeviceLoginResponse)(nil), // 20: auth.v1.StartDeviceLoginResponse
+	(*PollDeviceLoginRequest)(nil),   // 21: auth.v1.PollDeviceLoginRequest
+	(*PollDeviceLoginResponse)(nil),  // 22: auth.v1.PollDeviceLoginResponse
+	(*WatchRevocationsRequest)(nil),  // 23: auth.v1.WatchRevocationsRequest
+	(*WatchRevocationsResponse)(nil), // 24: auth.v1.WatchRevocationsResponse
+	(*Revocation)(nil),               // 25: auth.v1.Revocation
+	(*Heartbeat)(nil),                // 26: auth.v1.Heartbeat
+	(*timestamppb.Timestamp)(nil),    // 27: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),          // 28: google.protobuf.Struct
 }
 var file_auth_v1_auth_proto_depIdxs = []int32{
-	26, // 0: auth.v1.VerifyTokenResponse.issued_at:type_name -> google.protobuf.Timestamp
-	26, // 1: auth.v1.VerifyTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	27, // 2: auth.v1.VerifyTokenResponse.claims:type_name -> google.protobuf.Struct
-	6,  // 3: auth.v1.CreateSessionRequest.authorization_code:type_name -> auth.v1.AuthorizationCodeGrant
-	7,  // 4: auth.v1.CreateSessionRequest.existing_tokens:type_name -> auth.v1.ExistingTokens
-	9,  // 5: auth.v1.NewSession.session:type_name -> auth.v1.Session
-	26, // 6: auth.v1.NewSession.access_token_expires_at:type_name -> google.protobuf.Timestamp
-	17, // 7: auth.v1.NewSession.profile:type_name -> auth.v1.Profile
-	26, // 8: auth.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	26, // 9: auth.v1.Session.refreshed_at:type_name -> google.protobuf.Timestamp
-	26, // 10: auth.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
-	8,  // 11: auth.v1.CreateSessionResponse.session:type_name -> auth.v1.NewSession
-	26, // 12: auth.v1.RefreshSessionResponse.expires_at:type_name -> google.protobuf.Timestamp
-	17, // 13: auth.v1.GetProfileResponse.profile:type_name -> auth.v1.Profile
-	26, // 14: auth.v1.Profile.created_at:type_name -> google.protobuf.Timestamp
-	26, // 15: auth.v1.Profile.updated_at:type_name -> google.protobuf.Timestamp
-	27, // 16: auth.v1.Profile.attributes:type_name -> google.protobuf.Struct
-	1,  // 17: auth.v1.PollDeviceLoginResponse.state:type_name -> auth.v1.DeviceLoginState
-	8,  // 18: auth.v1.PollDeviceLoginResponse.session:type_name -> auth.v1.NewSession
-	24, // 19: auth.v1.WatchRevocationsResponse.revocation:type_name -> auth.v1.Revocation
-	25, // 20: auth.v1.WatchRevocationsResponse.heartbeat:type_name -> auth.v1.Heartbeat
-	2,  // 21: auth.v1.Revocation.kind:type_name -> auth.v1.RevocationKind
-	26, // 22: auth.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
-	26, // 23: auth.v1.Revocation.expires_at:type_name -> google.protobuf.Timestamp
-	3,  // 24: auth.v1.AuthService.VerifyToken:input_type -> auth.v1.VerifyTokenRequest
-	5,  // 25: auth.v1.AuthService.CreateSession:input_type -> auth.v1.CreateSessionRequest
-	11, // 26: auth.v1.AuthService.RefreshSession:input_type -> auth.v1.RefreshSessionRequest
-	13, // 27: auth.v1.AuthService.RevokeSession:input_type -> auth.v1.RevokeSessionRequest
-	15, // 28: auth.v1.AuthService.GetProfile:input_type -> auth.v1.GetProfileRequest
-	18, // 29: auth.v1.AuthService.StartDeviceLogin:input_type -> auth.v1.StartDeviceLoginRequest
-	20, // 30: auth.v1.AuthService.PollDeviceLogin:input_type -> auth.v1.PollDeviceLoginRequest
-	22, // 31: auth.v1.AuthService.WatchRevocations:input_type -> auth.v1.WatchRevocationsRequest
-	4,  // 32: auth.v1.AuthService.VerifyToken:output_type -> auth.v1.VerifyTokenResponse
-	10, // 33: auth.v1.AuthService.CreateSession:output_type -> auth.v1.CreateSessionResponse
-	12, // 34: auth.v1.AuthService.RefreshSession:output_type -> auth.v1.RefreshSessionResponse
-	14, // 35: auth.v1.AuthService.RevokeSession:output_type -> auth.v1.RevokeSessionResponse
-	16, // 36: auth.v1.AuthService.GetProfile:output_type -> auth.v1.GetProfileResponse
-	19, // 37: auth.v1.AuthService.StartDeviceLogin:output_type -> auth.v1.StartDeviceLoginResponse
-	21, // 38: auth.v1.AuthService.PollDeviceLogin:output_type -> auth.v1.PollDeviceLoginResponse
-	23, // 39: auth.v1.AuthService.WatchRevocations:output_type -> auth.v1.WatchRevocationsResponse
-	32, // [32:40] is the sub-list for method output_type
-	24, // [24:32] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	27, // 0: auth.v1.VerifyTokenResponse.issued_at:type_name -> google.protobuf.Timestamp
+	27, // 1: auth.v1.VerifyTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	28, // 2: auth.v1.VerifyTokenResponse.claims:type_name -> google.protobuf.Struct
+	5,  // 3: auth.v1.VerifyTokenResponse.binding:type_name -> auth.v1.TokenBinding
+	7,  // 4: auth.v1.CreateSessionRequest.authorization_code:type_name -> auth.v1.AuthorizationCodeGrant
+	8,  // 5: auth.v1.CreateSessionRequest.existing_tokens:type_name -> auth.v1.ExistingTokens
+	10, // 6: auth.v1.NewSession.session:type_name -> auth.v1.Session
+	27, // 7: auth.v1.NewSession.access_token_expires_at:type_name -> google.protobuf.Timestamp
+	18, // 8: auth.v1.NewSession.profile:type_name -> auth.v1.Profile
+	27, // 9: auth.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	27, // 10: auth.v1.Session.refreshed_at:type_name -> google.protobuf.Timestamp
+	27, // 11: auth.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
+	9,  // 12: auth.v1.CreateSessionResponse.session:type_name -> auth.v1.NewSession
+	27, // 13: auth.v1.RefreshSessionResponse.expires_at:type_name -> google.protobuf.Timestamp
+	18, // 14: auth.v1.GetProfileResponse.profile:type_name -> auth.v1.Profile
+	27, // 15: auth.v1.Profile.created_at:type_name -> google.protobuf.Timestamp
+	27, // 16: auth.v1.Profile.updated_at:type_name -> google.protobuf.Timestamp
+	28, // 17: auth.v1.Profile.attributes:type_name -> google.protobuf.Struct
+	1,  // 18: auth.v1.PollDeviceLoginResponse.state:type_name -> auth.v1.DeviceLoginState
+	9,  // 19: auth.v1.PollDeviceLoginResponse.session:type_name -> auth.v1.NewSession
+	25, // 20: auth.v1.WatchRevocationsResponse.revocation:type_name -> auth.v1.Revocation
+	26, // 21: auth.v1.WatchRevocationsResponse.heartbeat:type_name -> auth.v1.Heartbeat
+	2,  // 22: auth.v1.Revocation.kind:type_name -> auth.v1.RevocationKind
+	27, // 23: auth.v1.Revocation.revoked_at:type_name -> google.protobuf.Timestamp
+	27, // 24: auth.v1.Revocation.expires_at:type_name -> google.protobuf.Timestamp
+	3,  // 25: auth.v1.AuthService.VerifyToken:input_type -> auth.v1.VerifyTokenRequest
+	6,  // 26: auth.v1.AuthService.CreateSession:input_type -> auth.v1.CreateSessionRequest
+	12, // 27: auth.v1.AuthService.RefreshSession:input_type -> auth.v1.RefreshSessionRequest
+	14, // 28: auth.v1.AuthService.RevokeSession:input_type -> auth.v1.RevokeSessionRequest
+	16, // 29: auth.v1.AuthService.GetProfile:input_type -> auth.v1.GetProfileRequest
+	19, // 30: auth.v1.AuthService.StartDeviceLogin:input_type -> auth.v1.StartDeviceLoginRequest
+	21, // 31: auth.v1.AuthService.PollDeviceLogin:input_type -> auth.v1.PollDeviceLoginRequest
+	23, // 32: auth.v1.AuthService.WatchRevocations:input_type -> auth.v1.WatchRevocationsRequest
+	4,  // 33: auth.v1.AuthService.VerifyToken:output_type -> auth.v1.VerifyTokenResponse
+	11, // 34: auth.v1.AuthService.CreateSession:output_type -> auth.v1.CreateSessionResponse
+	13, // 35: auth.v1.AuthService.RefreshSession:output_type -> auth.v1.RefreshSessionResponse
+	15, // 36: auth.v1.AuthService.RevokeSession:output_type -> auth.v1.RevokeSessionResponse
+	17, // 37: auth.v1.AuthService.GetProfile:output_type -> auth.v1.GetProfileResponse
+	20, // 38: auth.v1.AuthService.StartDeviceLogin:output_type -> auth.v1.StartDeviceLoginResponse
+	22, // 39: auth.v1.AuthService.PollDeviceLogin:output_type -> auth.v1.PollDeviceLoginResponse
+	24, // 40: auth.v1.AuthService.WatchRevocations:output_type -> auth.v1.WatchRevocationsResponse
+	33, // [33:41] is the sub-list for method output_type
+	25, // [25:33] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_auth_v1_auth_proto_init() }
@@ -2456,23 +2618,23 @@ func file_auth_v1_auth_proto_init() {
 		return
 	}
 	file_auth_v1_auth_proto_msgTypes[0].OneofWrappers = []any{}
-	file_auth_v1_auth_proto_msgTypes[2].OneofWrappers = []any{
+	file_auth_v1_auth_proto_msgTypes[3].OneofWrappers = []any{
 		(*CreateSessionRequest_AuthorizationCode)(nil),
 		(*CreateSessionRequest_ExistingTokens)(nil),
 	}
-	file_auth_v1_auth_proto_msgTypes[8].OneofWrappers = []any{
+	file_auth_v1_auth_proto_msgTypes[9].OneofWrappers = []any{
 		(*RefreshSessionRequest_SessionHandle)(nil),
 		(*RefreshSessionRequest_RefreshToken)(nil),
 	}
-	file_auth_v1_auth_proto_msgTypes[10].OneofWrappers = []any{
+	file_auth_v1_auth_proto_msgTypes[11].OneofWrappers = []any{
 		(*RevokeSessionRequest_SessionHandle)(nil),
 		(*RevokeSessionRequest_UserId)(nil),
 	}
-	file_auth_v1_auth_proto_msgTypes[12].OneofWrappers = []any{
+	file_auth_v1_auth_proto_msgTypes[13].OneofWrappers = []any{
 		(*GetProfileRequest_AccessToken)(nil),
 		(*GetProfileRequest_UserId)(nil),
 	}
-	file_auth_v1_auth_proto_msgTypes[20].OneofWrappers = []any{
+	file_auth_v1_auth_proto_msgTypes[21].OneofWrappers = []any{
 		(*WatchRevocationsResponse_Revocation)(nil),
 		(*WatchRevocationsResponse_Heartbeat)(nil),
 	}
@@ -2482,7 +2644,7 @@ func file_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auth_v1_auth_proto_rawDesc), len(file_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
