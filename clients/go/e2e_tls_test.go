@@ -1,12 +1,17 @@
 package authd_test
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/base64"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
 	authd "authd.dev/client"
+	"authd.dev/client/httpauth"
 	"authd.dev/client/internal/testenv"
 	"google.golang.org/grpc/codes"
 )
@@ -56,4 +61,54 @@ func authdCode(err error) codes.Code {
 		return e.Code
 	}
 	return codes.OK
+}
+
+// The HTTP middleware passes the TLS client certificate of the request to
+// authd: a certificate-bound token (RFC 8705) passes over a connection with
+// that certificate only.
+func TestE2EHTTPMiddlewarePassesTheClientCertificate(t *testing.T) {
+	a := startAuthd(t, fastWatch, "")
+	c := watching(t, a.Addr, authd.DefaultCacheConfig())
+	pki, err := testenv.NewPKI(t.TempDir(), "spiffe://authd.test/ns/web/sa/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := testenv.NewPKI(t.TempDir(), "spiffe://authd.test/ns/web/sa/other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(pki.Client.Certificate[0])
+	bound := token(t, map[string]string{"claims": fmt.Sprintf(`{"cnf":{"x5t#S256":%q}}`, base64.RawURLEncoding.EncodeToString(sum[:]))})
+
+	server := httptest.NewUnstartedServer(httpauth.New(c).Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v, _ := authd.FromContext(r.Context())
+		fmt.Fprint(w, v.Binding.X5TS256)
+	})))
+	server.TLS = &tls.Config{ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12}
+	server.StartTLS()
+	defer server.Close()
+
+	get := func(cert *tls.Certificate) int {
+		transport := server.Client().Transport.(*http.Transport).Clone()
+		if cert != nil {
+			transport.TLSClientConfig.Certificates = []tls.Certificate{*cert}
+		}
+		req, _ := http.NewRequest(http.MethodGet, server.URL+"/", nil)
+		req.Header.Set("Authorization", "Bearer "+bound)
+		res, err := (&http.Client{Transport: transport}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if got := get(&pki.Client); got != http.StatusOK {
+		t.Fatalf("with the certificate the token is bound to: %d", got)
+	}
+	if got := get(&other.Client); got != http.StatusUnauthorized {
+		t.Fatalf("with another certificate: %d", got)
+	}
+	if got := get(nil); got != http.StatusUnauthorized {
+		t.Fatalf("without a certificate: %d", got)
+	}
 }
