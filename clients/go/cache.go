@@ -75,15 +75,17 @@ func (s CacheState) String() string {
 // cache never holds a token.
 type cacheKey [32]byte
 
+// keyBuffers hold the bytes keyOf hashes, so a hit allocates nothing for it.
+var keyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
 // keyOf hashes token and the set of scopes (order and repeats do not
 // matter), each part length-prefixed so parts cannot run into each other.
 func keyOf(token string, scopes []string) cacheKey {
-	h := sha256.New()
-	var n [8]byte
+	buf := keyBuffers.Get().(*[]byte)
+	b := (*buf)[:0]
 	part := func(s string) {
-		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
-		h.Write(n[:])
-		h.Write([]byte(s))
+		b = binary.BigEndian.AppendUint64(b, uint64(len(s)))
+		b = append(b, s...)
 	}
 	part(token)
 	switch len(scopes) {
@@ -97,8 +99,11 @@ func keyOf(token string, scopes []string) cacheKey {
 			part(s)
 		}
 	}
-	var key cacheKey
-	h.Sum(key[:0])
+	key := cacheKey(sha256.Sum256(b))
+	if cap(b) <= 64<<10 {
+		*buf = b
+		keyBuffers.Put(buf)
+	}
 	return key
 }
 

@@ -111,7 +111,7 @@ func (i *Interceptor) authorize(ctx context.Context, method string) (context.Con
 		// Several DPoP values are joined for authd to refuse.
 		req.DPoPProof = strings.Join(md.Get("dpop"), ",")
 	}
-	if req.DPoPProof != "" || strings.HasPrefix(strings.ToLower(strings.TrimSpace(req.Token)), "dpop ") {
+	if scheme, _, _ := strings.Cut(strings.TrimSpace(req.Token), " "); req.DPoPProof != "" || strings.EqualFold(scheme, "dpop") {
 		req.HTTPMethod = "POST"
 		if i.origin != "" {
 			req.HTTPURI = i.origin + method

@@ -93,7 +93,7 @@ func (m *Middleware) presented(r *http.Request, scopes []string) authd.VerifyReq
 	if proofs := r.Header.Values("DPoP"); len(proofs) > 0 {
 		req.DPoPProof = strings.Join(proofs, ",")
 	}
-	if req.DPoPProof != "" || strings.HasPrefix(strings.ToLower(strings.TrimSpace(req.Token)), "dpop ") {
+	if req.DPoPProof != "" || hasScheme(req.Token, "dpop") {
 		req.HTTPMethod = r.Method
 		if m.origin != "" {
 			req.HTTPURI = m.origin + r.URL.EscapedPath()
@@ -103,6 +103,14 @@ func (m *Middleware) presented(r *http.Request, scopes []string) authd.VerifyReq
 		req.ClientCertificate = r.TLS.PeerCertificates[0].Raw
 	}
 	return req
+}
+
+// hasScheme reports whether authorization starts with scheme and a space
+// (any case), without copying the token.
+func hasScheme(authorization, scheme string) bool {
+	authorization = strings.TrimLeft(authorization, " ")
+	return len(authorization) > len(scheme) && authorization[len(scheme)] == ' ' &&
+		strings.EqualFold(authorization[:len(scheme)], scheme)
 }
 
 func (m *Middleware) refuse(w http.ResponseWriter, d authd.Decision, scopes []string) {
