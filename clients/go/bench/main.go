@@ -39,6 +39,7 @@ func main() {
 	conns := flag.Int("conns", 32, "concurrent connections")
 	newTokens := flag.Int("new-tokens", 3000, "tokens minted for each new-token run")
 	revocations := flag.Int("revocations", 100, "sessions revoked for the delay")
+	rounds := flag.Int("rounds", 3, "repeated-token runs of each route, alternating")
 	modes := flag.String("modes", "unprotected,authd,go-jwt-middleware", "the routes to measure, unprotected first")
 	flag.Parse()
 	if *mode != "" {
@@ -75,22 +76,44 @@ func main() {
 		*conns, *duration, time.Now().UTC().Format(time.RFC3339))
 	fmt.Println("| route | tokens | requests/s | × unprotected | p50 | p99 |")
 	fmt.Println("|---|---|---:|---:|---:|---:|")
-	var unprotected float64
-	for _, m := range strings.Split(*modes, ",") {
-		app := startApp(m, a.Addr, issuer.URL, watchToken)
-		load(app.url, repeated, time.Second, *conns, true) // warm: keys fetched, cache filled
-		r := load(app.url, repeated, *duration, *conns, true)
-		if m == "unprotected" {
-			unprotected = r.rate
+	// Every app runs at once (each idle while another is measured), and the
+	// repeated-token runs alternate between them, rounds times: the machine
+	// is shared, so the median of the rounds is reported, each round's
+	// ratio below the table.
+	names := strings.Split(*modes, ",")
+	apps := map[string]*app{}
+	for _, m := range names {
+		apps[m] = startApp(m, a.Addr, issuer.URL, watchToken)
+		defer apps[m].stop()
+		load(apps[m].url, repeated, time.Second, *conns, true) // warm: keys fetched, cache filled
+	}
+	runs := map[string][]result{}
+	for range *rounds {
+		for _, m := range names {
+			runs[m] = append(runs[m], load(apps[m].url, repeated, *duration, *conns, true))
 		}
-		r.print(m, "repeated", unprotected)
-		if m != "unprotected" && *newTokens > 0 {
+	}
+	median := func(rs []result) result {
+		sorted := slices.Clone(rs)
+		slices.SortFunc(sorted, func(a, b result) int { return int(a.rate - b.rate) })
+		return sorted[len(sorted)/2]
+	}
+	unprotected := median(runs[names[0]]).rate
+	for _, m := range names {
+		median(runs[m]).print(m, fmt.Sprintf("repeated (median of %d)", *rounds), unprotected)
+		if m != names[0] && *newTokens > 0 {
 			fresh := mint(issuer, *newTokens)
-			load(app.url, repeated, 200*time.Millisecond, *conns, true)
-			n := load(app.url, fresh, *duration, *conns, false)
+			n := load(apps[m].url, fresh, *duration, *conns, false)
 			n.print(m, fmt.Sprintf("new (%d, each once)", n.requests), unprotected)
 		}
-		app.stop()
+	}
+	fmt.Println()
+	for i := range *rounds {
+		fmt.Printf("round %d:", i+1)
+		for _, m := range names[1:] {
+			fmt.Printf(" %s %.2f×", m, runs[m][i].rate/runs[names[0]][i].rate)
+		}
+		fmt.Println()
 	}
 	if *revocations > 0 {
 		revocationDelay(issuer, a.Addr, watchToken, *revocations)
