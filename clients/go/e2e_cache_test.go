@@ -2,34 +2,44 @@ package authd_test
 
 import (
 	"net/http"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	authd "authd.dev/client"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
-// A revoked session's token is refused through a warm cache as soon as the
-// stream delivers the revocation: well within the bound.
+// A revoked session's token is refused through a warm cache, by the
+// net/http middleware and by the gRPC interceptors, as soon as the stream
+// delivers the revocation: well within the bound.
 func TestE2ERevokedSessionIsRefusedThroughAWarmCache(t *testing.T) {
 	a := startAuthd(t, fastWatch, "")
 	bound := 2 * time.Second // heartbeats every 200 ms; slack for a loaded machine
 	c := watching(t, a.Addr, authd.CacheConfig{MaxTTL: time.Minute, MaxEntries: 100, MaxSilence: bound})
+	api := protectedAPI(t, c)
+	server := protectedServer(t, c, []string{}...) // any verified token
 	revoker := newClient(t, a.Addr, authd.WithoutCache())
 	alice, bob := session(t, revoker, "alice"), session(t, revoker, "bob")
-	// The sessions' tokens carry no read:orders: protect a route that needs none.
+	passes := func(s *authd.NewSession) (httpOK, grpcOK bool) {
+		_, err := server.Check(bearer(ctx(t), s.AccessToken.Reveal()), &healthpb.HealthCheckRequest{})
+		return get(t, api.URL+"/me", "Bearer "+s.AccessToken.Reveal()).status == http.StatusOK, err == nil
+	}
 	for _, s := range []*authd.NewSession{alice, bob} {
-		if _, err := c.VerifyToken(ctx(t), s.AccessToken.Reveal()); err != nil {
-			t.Fatal(err)
+		if h, g := passes(s); !h || !g {
+			t.Fatalf("a live session: http %v, grpc %v", h, g)
 		}
 	}
-	// Warm: with authd paused, both are answered from memory.
+	// Warm: with authd paused, both pass from memory.
 	if err := a.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []*authd.NewSession{alice, bob} {
-		if _, err := c.VerifyToken(ctx(t), s.AccessToken.Reveal()); err != nil {
-			t.Fatalf("not from the cache: %v", err)
+		if h, g := passes(s); !h || !g {
+			t.Fatalf("not from the cache: http %v, grpc %v", h, g)
 		}
 	}
 	_ = a.Signal(syscall.SIGCONT)
@@ -39,12 +49,20 @@ func TestE2ERevokedSessionIsRefusedThroughAWarmCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	took := waitFor(t, bound, "refusal of the revoked session", func() bool {
-		_, err := c.VerifyToken(ctx(t), alice.AccessToken.Reveal())
-		return authd.ReasonOf(err) == authd.ReasonSessionRevoked
+		h, g := passes(alice)
+		return !h && !g
 	})
 	t.Logf("revocation to refusal through the cache: %v", took)
-	if _, err := c.VerifyToken(ctx(t), bob.AccessToken.Reveal()); err != nil {
-		t.Fatalf("bob's session was not revoked: %v", err)
+	got := get(t, api.URL+"/me", "Bearer "+alice.AccessToken.Reveal())
+	if got.status != http.StatusUnauthorized || !strings.Contains(got.challenge, `error="invalid_token"`) {
+		t.Fatalf("http: %+v", got)
+	}
+	_, err := server.Check(bearer(ctx(t), alice.AccessToken.Reveal()), &healthpb.HealthCheckRequest{})
+	if status.Code(err) != codes.Unauthenticated || reasonOf(err) != string(authd.ReasonSessionRevoked) {
+		t.Fatalf("grpc: %v", err)
+	}
+	if h, g := passes(bob); !h || !g {
+		t.Fatalf("bob's session was not revoked: http %v, grpc %v", h, g)
 	}
 }
 
@@ -57,21 +75,26 @@ func TestE2EPausedAuthdFallbackThen503(t *testing.T) {
 	c := watching(t, a.Addr, authd.CacheConfig{MaxTTL: time.Minute, MaxEntries: 100, MaxSilence: bound},
 		authd.WithTimeout(300*time.Millisecond))
 	api := protectedAPI(t, c)
-	cached := "Bearer " + token(t, map[string]string{"scope": "read:orders", "sub": "cached@clients"})
-	if got := get(t, api.URL+"/orders", cached); got.status != http.StatusOK {
+	server := protectedServer(t, c)
+	cachedToken := token(t, map[string]string{"scope": "read:orders", "sub": "cached@clients"})
+	cached, fresh := "Bearer "+cachedToken, "Bearer "+token(t, map[string]string{"scope": "read:orders"})
+	check := func(authorization string) codes.Code {
+		_, err := server.Check(bearer(ctx(t), strings.TrimPrefix(authorization, "Bearer ")), &healthpb.HealthCheckRequest{})
+		return status.Code(err)
+	}
+	if got := get(t, api.URL+"/orders", cached); got.status != http.StatusOK || check(cached) != codes.OK {
 		t.Fatalf("%+v", got)
 	}
-	fresh := "Bearer " + token(t, map[string]string{"scope": "read:orders"})
 
 	if err := a.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	defer a.Signal(syscall.SIGCONT)
 	paused := time.Now()
-	if got := get(t, api.URL+"/orders", cached); got.status != http.StatusOK {
+	if got := get(t, api.URL+"/orders", cached); got.status != http.StatusOK || check(cached) != codes.OK {
 		t.Fatalf("fallback: a cached token while authd is paused: %+v", got)
 	}
-	if got := get(t, api.URL+"/orders", fresh); got.status != http.StatusServiceUnavailable {
+	if got := get(t, api.URL+"/orders", fresh); got.status != http.StatusServiceUnavailable || check(fresh) != codes.Unavailable {
 		t.Fatalf("a token authd never saw: %+v", got)
 	}
 	waitFor(t, 3*bound, "the cache silent", func() bool { return c.CacheState() == authd.CacheSilent })
@@ -81,12 +104,15 @@ func TestE2EPausedAuthdFallbackThen503(t *testing.T) {
 	if got := get(t, api.URL+"/orders", cached); got.status != http.StatusServiceUnavailable || got.challenge != "" {
 		t.Fatalf("past the bound, authd paused: %+v", got)
 	}
+	if code := check(cached); code != codes.Unavailable {
+		t.Fatalf("grpc past the bound, authd paused: %v", code)
+	}
 
 	if err := a.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the cache answering again", func() bool { return c.CacheState() == authd.CacheAnswering })
-	if got := get(t, api.URL+"/orders", cached); got.status != http.StatusOK {
+	if got := get(t, api.URL+"/orders", cached); got.status != http.StatusOK || check(cached) != codes.OK {
 		t.Fatalf("after SIGCONT: %+v", got)
 	}
 }

@@ -26,20 +26,24 @@ import (
 
 // === net/http ===
 
-// protectedAPI serves GET /orders (read:orders) answering the verified
-// subject, and GET /healthz unprotected.
+// protectedAPI serves GET /orders (read:orders) and GET /me (any verified
+// token) answering the verified subject, and GET /healthz unprotected.
 func protectedAPI(t *testing.T, c *authd.Client) *httptest.Server {
 	t.Helper()
 	authn := httpauth.New(c, httpauth.WithRealm("orders"))
 	mux := http.NewServeMux()
-	mux.Handle("GET /orders", authn.Require("read:orders")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		v, ok := authd.FromContext(r.Context())
-		if !ok {
-			http.Error(w, "no token in the context", http.StatusInternalServerError)
-			return
-		}
-		fmt.Fprintf(w, "orders of %s", v.Subject)
-	})))
+	subject := func(prefix string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			v, ok := authd.FromContext(r.Context())
+			if !ok {
+				http.Error(w, "no token in the context", http.StatusInternalServerError)
+				return
+			}
+			fmt.Fprintf(w, "%s%s", prefix, v.Subject)
+		})
+	}
+	mux.Handle("GET /orders", authn.Require("read:orders")(subject("orders of ")))
+	mux.Handle("GET /me", authn.Require()(subject("")))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })
 	server := httptest.NewServer(mux)
 	t.Cleanup(server.Close)
@@ -143,11 +147,14 @@ func (whoami) Watch(_ *healthpb.HealthCheckRequest, stream healthpb.Health_Watch
 	return stream.Send(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING})
 }
 
-// protectedServer serves whoami behind the interceptors: read:orders for
-// every method, List public.
-func protectedServer(t *testing.T, c *authd.Client) healthpb.HealthClient {
+// protectedServer serves whoami behind the interceptors: scopes (default
+// read:orders) for every method, List public.
+func protectedServer(t *testing.T, c *authd.Client, scopes ...string) healthpb.HealthClient {
 	t.Helper()
-	authn := grpcauth.New(c, grpcauth.DefaultScopes("read:orders"), grpcauth.Public("/grpc.health.v1.Health/List"))
+	if scopes == nil {
+		scopes = []string{"read:orders"}
+	}
+	authn := grpcauth.New(c, grpcauth.DefaultScopes(scopes...), grpcauth.Public("/grpc.health.v1.Health/List"))
 	server := grpc.NewServer(grpc.UnaryInterceptor(authn.Unary()), grpc.StreamInterceptor(authn.Stream()))
 	healthpb.RegisterHealthServer(server, whoami{})
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
