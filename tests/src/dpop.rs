@@ -68,3 +68,115 @@ impl DpopKey {
 pub fn x5t_s256(der: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, der).as_ref())
 }
+
+/// The oidc-provider issuer of sender-constrained tokens
+/// (`tests/issuer-dpop/issuer.js`) on loopback, stopped when dropped.
+#[derive(Debug)]
+pub struct DpopIssuer {
+    /// Its `iss`, with the trailing slash.
+    pub url: String,
+    _child: tokio::process::Child,
+}
+
+/// What `tests/issuer-dpop/mint.js` answers.
+#[derive(Debug, serde::Deserialize)]
+pub struct Minted {
+    /// The access token.
+    pub access_token: String,
+    /// `DPoP` or `Bearer`.
+    pub token_type: String,
+    /// DPoP: the key's thumbprint.
+    #[serde(default)]
+    pub jkt: Option<String>,
+    /// DPoP: fresh proofs made by npm `dpop` for the request asked.
+    #[serde(default)]
+    pub proofs: Vec<String>,
+}
+
+impl DpopIssuer {
+    /// Starts it (on a port it picks itself) and waits for its READY line.
+    pub async fn start() -> Result<DpopIssuer> {
+        use tokio::io::AsyncBufReadExt as _;
+        let dir = crate::workspace().join("tests/issuer-dpop");
+        anyhow::ensure!(
+            dir.join("node_modules/oidc-provider").exists(),
+            "tests/issuer-dpop has no node_modules: run `npm ci --prefix tests/issuer-dpop` (tests/run does)"
+        );
+        let mut child = tokio::process::Command::new("node")
+            .arg(dir.join("issuer.js"))
+            .args(["--port", "0", "--audience", crate::AUDIENCE])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting node tests/issuer-dpop/issuer.js")?;
+        let stdout = child.stdout.take().context("issuer stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let url = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(url) = line.strip_prefix("READY ") {
+                    return Ok::<_, anyhow::Error>(url.trim().to_owned());
+                }
+            }
+            anyhow::bail!("issuer-dpop exited before READY")
+        })
+        .await
+        .context("issuer-dpop did not print READY within 30 s")??;
+        Ok(DpopIssuer { url, _child: child })
+    }
+
+    /// authd's `[[issuers]]` entry for it.
+    pub fn config_entry(&self) -> String {
+        format!(
+            "[[issuers]]\nissuer = {:?}\naudiences = [{:?}]\nalgorithms = [\"RS256\"]\n",
+            self.url,
+            crate::AUDIENCE
+        )
+    }
+
+    /// A DPoP-bound token from its token endpoint and `proofs` fresh proofs
+    /// by the same key for `htm` `htu`, made by npm `dpop` with `alg`.
+    pub async fn mint_dpop(
+        &self,
+        htm: &str,
+        htu: &str,
+        proofs: usize,
+        alg: &str,
+    ) -> Result<Minted> {
+        self.mint(&[
+            "--kind",
+            "dpop",
+            "--htm",
+            htm,
+            "--htu",
+            htu,
+            "--proofs",
+            &proofs.to_string(),
+            "--alg",
+            alg,
+        ])
+        .await
+    }
+
+    /// A token bound to the certificate in `cert_pem_file`.
+    pub async fn mint_mtls(&self, cert_pem_file: &std::path::Path) -> Result<Minted> {
+        let cert = cert_pem_file.to_string_lossy().into_owned();
+        self.mint(&["--kind", "mtls", "--cert", &cert]).await
+    }
+
+    async fn mint(&self, args: &[&str]) -> Result<Minted> {
+        let output = tokio::process::Command::new("node")
+            .arg(crate::workspace().join("tests/issuer-dpop/mint.js"))
+            .args(["--issuer", &self.url])
+            .args(args)
+            .output()
+            .await
+            .context("running mint.js")?;
+        anyhow::ensure!(
+            output.status.success(),
+            "mint.js {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(serde_json::from_slice(&output.stdout)?)
+    }
+}
