@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -202,4 +203,23 @@ func TestE2ECacheIsOffForACallerNotAllowedToWatch(t *testing.T) {
 	if _, err := c.VerifyToken(ctx(t), token(t, nil)); err != nil {
 		t.Fatalf("a client without a cache still verifies: %v", err)
 	}
+}
+
+// A refused watcher asks again (every minute; here sooner), with the token
+// its source gives at that moment: the cache comes on once it may watch.
+func TestE2EARefusedWatcherAsksAgainWithAFreshToken(t *testing.T) {
+	authd.SetRefusedRetry(100 * time.Millisecond)
+	t.Cleanup(func() { authd.SetRefusedRetry(time.Minute) })
+	a := startAuthd(t, fastWatch, "")
+	watcher := token(t, map[string]string{"permissions": "revocations:watch"})
+	var granted atomic.Bool
+	c := newClient(t, a.Addr, authd.WithWatchToken(func() string {
+		if granted.Load() {
+			return watcher
+		}
+		return ""
+	}))
+	waitFor(t, 10*time.Second, "the cache off", func() bool { return c.CacheState() == authd.CacheOff })
+	granted.Store(true)
+	waitFor(t, 10*time.Second, "the cache answering", func() bool { return c.CacheState() == authd.CacheAnswering })
 }
