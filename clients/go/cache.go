@@ -34,8 +34,8 @@ import (
 type CacheConfig struct {
 	// MaxTTL is the longest an answer is reused. Defaults to 30 s.
 	MaxTTL time.Duration
-	// MaxEntries is the most answers kept; the oldest goes first; 0 turns
-	// the cache off. Defaults to 10,000.
+	// MaxEntries is the most answers kept; the oldest goes first. Defaults
+	// to 10,000 ([WithoutCache] turns the cache off).
 	MaxEntries int
 	// MaxSilence is the longest the revocation stream may stay silent (no
 	// revocation, no heartbeat) while the cache answers; at least three of

@@ -1,7 +1,7 @@
 // Package authd is the Go client of authd (auth.v1), module
 // authd.dev/client.
 //
-//   - [Client] (client.go, options.go, device.go): every auth.v1 method over
+//   - [Client] (client.go, options.go, sessions.go, device.go): every auth.v1 method over
 //     grpc-go, TLS and client certificates, deadlines, retries on
 //     UNAVAILABLE only, and [Client.AwaitDeviceLogin], the RFC 8628 poll loop.
 //   - [AuthError] (errors.go, reasons.go): the gRPC code and authd's

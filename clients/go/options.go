@@ -61,9 +61,19 @@ func WithRetry(p RetryPolicy) Option {
 }
 
 // WithCache configures the revocation-aware cache of positive
-// verifications, on by default with [DefaultCacheConfig]. Read
-// [CacheConfig] for its guarantee.
+// verifications, on by default with [DefaultCacheConfig]; a zero field
+// takes its default. Read [CacheConfig] for its guarantee.
 func WithCache(cfg CacheConfig) Option {
+	def := DefaultCacheConfig()
+	if cfg.MaxTTL <= 0 {
+		cfg.MaxTTL = def.MaxTTL
+	}
+	if cfg.MaxEntries <= 0 {
+		cfg.MaxEntries = def.MaxEntries
+	}
+	if cfg.MaxSilence <= 0 {
+		cfg.MaxSilence = def.MaxSilence
+	}
 	return func(c *config) { c.cache = &cfg }
 }
 

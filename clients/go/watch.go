@@ -2,10 +2,12 @@ package authd
 
 import (
 	"context"
+	"io"
 	"sync"
 	"time"
 
 	authv1 "authd.dev/client/gen/auth/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 )
 
@@ -112,4 +114,32 @@ func (c *Client) watchOnce(ctx context.Context, cursor *string) (codes.Code, boo
 			c.status.mu.Unlock()
 		}
 	}
+}
+
+// WatchRevocations opens a raw WatchRevocations stream from cursor (empty:
+// every revocation in force), with serviceToken as authorization (empty:
+// none). The cache holds its own stream; this is for callers that keep
+// their own revocation state.
+func (c *Client) WatchRevocations(ctx context.Context, cursor string, serviceToken Secret) (*RevocationStream, error) {
+	stream, err := c.rpc.WatchRevocations(withAuthorization(ctx, serviceToken.Reveal()), &authv1.WatchRevocationsRequest{Cursor: cursor})
+	if err != nil {
+		return nil, fromStatus(err)
+	}
+	return &RevocationStream{stream: stream}, nil
+}
+
+// RevocationStream is a WatchRevocations stream whose errors are
+// [*AuthError]s.
+type RevocationStream struct {
+	stream grpc.ServerStreamingClient[authv1.WatchRevocationsResponse]
+}
+
+// Recv returns the next message: a revocation or a heartbeat, each with the
+// cursor to resume from. io.EOF when authd ended the stream.
+func (s *RevocationStream) Recv() (*authv1.WatchRevocationsResponse, error) {
+	msg, err := s.stream.Recv()
+	if err != nil && err != io.EOF {
+		return nil, fromStatus(err)
+	}
+	return msg, err
 }
