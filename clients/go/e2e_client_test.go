@@ -112,6 +112,17 @@ func TestE2ESessionsRefreshProfilesAndRevocation(t *testing.T) {
 		t.Fatalf("%v, %d revoked", err, n)
 	}
 
+	// A session from tokens the caller already holds.
+	held := passwordLogin(t, "bob")
+	fromTokens, err := c.CreateSession(ctx(t), authd.ExistingTokens{
+		RefreshToken: authd.Secret(held["refresh_token"].(string)),
+		IDToken:      authd.Secret(held["id_token"].(string)),
+		AccessToken:  authd.Secret(held["access_token"].(string)),
+	}, "")
+	if err != nil || fromTokens.Session.UserID != "auth0|bob" || fromTokens.Handle == "" {
+		t.Fatalf("%v %+v", err, fromTokens)
+	}
+
 	// A raw refresh token is forwarded and rotated.
 	raw := passwordLogin(t, "alice")["refresh_token"].(string)
 	rotated, err := c.RefreshToken(ctx(t), authd.Secret(raw), "")
