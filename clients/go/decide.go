@@ -82,14 +82,3 @@ func Credential(authorization string) (string, bool) {
 	token = strings.TrimSpace(token)
 	return token, token != ""
 }
-
-// BearerToken returns the token of an "authorization: Bearer …" value (the
-// scheme in any case); false when there is none.
-func BearerToken(authorization string) (string, bool) {
-	scheme, token, ok := strings.Cut(strings.TrimSpace(authorization), " ")
-	if !ok || !strings.EqualFold(scheme, "bearer") {
-		return "", false
-	}
-	token = strings.TrimSpace(token)
-	return token, token != ""
-}

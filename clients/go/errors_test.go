@@ -86,14 +86,14 @@ func TestSecretsDoNotPrint(t *testing.T) {
 }
 
 func TestBareAndBearer(t *testing.T) {
-	for in, want := range map[string]string{"Bearer abc": "abc", "bearer  abc ": "abc", "abc": "abc", "Bearerabc": "Bearerabc"} {
+	for in, want := range map[string]string{"Bearer abc": "abc", "bearer  abc ": "abc", "dpop abc": "abc", "abc": "abc", "Bearerabc": "Bearerabc"} {
 		if got := bare(in); got != want {
 			t.Errorf("bare(%q) = %q", in, got)
 		}
 	}
-	for in, want := range map[string]string{"Bearer abc": "abc", "bearer abc": "abc", "Basic abc": "", "Bearer": "", "": ""} {
-		if got, _ := BearerToken(in); got != want {
-			t.Errorf("BearerToken(%q) = %q", in, got)
+	for in, want := range map[string]string{"Bearer abc": "abc", "bearer abc": "abc", "DPoP abc": "abc", "Basic abc": "", "Bearer": "", "DPoP  ": "", "": ""} {
+		if got, _ := Credential(in); got != want {
+			t.Errorf("Credential(%q) = %q", in, got)
 		}
 	}
 }
