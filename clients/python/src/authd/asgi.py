@@ -40,12 +40,17 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 SCOPE_KEY = "authd.token"
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    values = [v for k, v in scope.get("headers", ()) if k.lower() == name]
-    if not values:
-        return None
-    # Several DPoP headers are joined for authd's checks to refuse.
-    return ",".join(v.decode("latin-1") for v in values)
+def credentials(scope: Scope) -> tuple[str | None, str | None]:
+    """The ``Authorization`` and ``DPoP`` headers, in one pass. Several DPoP
+    headers are joined, for authd's checks to refuse."""
+    authorization: str | None = None
+    proofs: list[str] = []
+    for key, value in scope.get("headers", ()):
+        if len(key) == 13 and key.lower() == b"authorization":
+            authorization = value.decode("latin-1")
+        elif len(key) == 4 and key.lower() == b"dpop":
+            proofs.append(value.decode("latin-1"))
+    return authorization, ",".join(proofs) if proofs else None
 
 
 class AuthMiddleware:
@@ -80,11 +85,11 @@ class AuthMiddleware:
         if scopes is None:
             await self.app(scope, receive, send)
             return
-        method = scope.get("method", "GET")
+        authorization, proof = credentials(scope)
         p = presented(
-            _header(scope, b"authorization"),
-            _header(scope, b"dpop"),
-            method,
+            authorization,
+            proof,
+            scope.get("method", "GET"),
             path,
             self.dpop_origin,
         )

@@ -26,7 +26,7 @@ from typing import Any
 
 from fastapi import Depends, HTTPException, Request
 
-from .asgi import _header
+from .asgi import credentials
 from .middleware import AnyClient, Refusal, missing, presented, verify_async
 from .types import VerifiedToken
 
@@ -51,9 +51,10 @@ class Authorizer:
         # Read from the ASGI scope: what Request.headers and Request.url
         # would build costs more than the cache hit itself.
         scope = request.scope
+        authorization, proof = credentials(scope)
         p = presented(
-            _header(scope, b"authorization"),
-            _header(scope, b"dpop"),
+            authorization,
+            proof,
             scope.get("method", "GET"),
             scope.get("path", ""),
             self.dpop_origin,
