@@ -233,7 +233,18 @@ class Authd:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def verifications(self) -> int:
-        """VerifyToken calls authd answered OK, from its /metrics."""
+        """VerifyToken calls authd answered OK, from its /metrics, once the
+        count has settled (a call's count may land just after its answer)."""
+        last = self._verifications()
+        for _ in range(50):
+            time.sleep(0.05)
+            now = self._verifications()
+            if now == last:
+                return now
+            last = now
+        return last
+
+    def _verifications(self) -> int:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
