@@ -1,7 +1,9 @@
 """The benchmarked FastAPI app: one route unprotected, one protected by
-authd (``authd.fastapi.Authorize``, warm revocation-aware cache), one by the
-usual local verification (PyJWT with ``PyJWKClient``). Configured from the
-environment: AUTHD_TARGET, WATCH_TOKEN, ISSUER_URL."""
+authd's FastAPI dependency (``authd.fastapi.Authorize``, warm
+revocation-aware cache), one by authd's ASGI middleware (``/mw``; the
+middleware's rules leave every other path public), one by the usual local
+verification (PyJWT with ``PyJWKClient``). Configured from the environment:
+AUTHD_TARGET, WATCH_TOKEN, ISSUER_URL."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import jwt
 from fastapi import FastAPI, HTTPException, Request
 
 import authd.aio
-from authd import VerifiedToken
+from authd import ScopeRules, VerifiedToken
+from authd.asgi import AuthMiddleware, verified_token
 from authd.fastapi import Authorize
 
 from .issuer import AUDIENCE
@@ -20,6 +23,17 @@ ISSUER = os.environ["ISSUER_URL"]
 app = FastAPI()
 app.state.authd = authd.aio.AuthClient(
     os.environ["AUTHD_TARGET"], watch_token=os.environ["WATCH_TOKEN"]
+)
+app.add_middleware(
+    AuthMiddleware,
+    client=app.state.authd,
+    rules=ScopeRules()
+    .default_scopes([])
+    .public("/unprotected")
+    .public("/authd")
+    .public("/pyjwt")
+    .public("/ready")
+    .require("/mw", ["read:orders"]),
 )
 jwks = jwt.PyJWKClient(ISSUER + ".well-known/jwks.json", cache_keys=True)
 
@@ -32,6 +46,11 @@ async def unprotected() -> dict[str, str]:
 @app.get("/authd")
 async def with_authd(token: VerifiedToken = Authorize(scopes=["read:orders"])) -> dict[str, str]:
     return {"subject": token.subject}
+
+
+@app.get("/mw")
+async def with_middleware(request: Request) -> dict[str, str]:
+    return {"subject": verified_token(request).subject}
 
 
 @app.get("/pyjwt")

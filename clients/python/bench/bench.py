@@ -110,6 +110,9 @@ def main() -> None:
         rows = {
             "unprotected": run(base + "/unprotected", None, 2, 10),
             "authd, repeated tokens (warm cache)": run(base + "/authd", repeated, 2, 10),
+            "authd ASGI middleware, repeated tokens (warm cache)": run(
+                base + "/mw", repeated, 2, 10
+            ),
             "PyJWT + PyJWKClient, repeated tokens": run(base + "/pyjwt", repeated, 2, 10),
             "authd, new tokens": run(base + "/authd", fresh, 1, 5),
             "PyJWT + PyJWKClient, new tokens": run(base + "/pyjwt", fresh, 1, 5),
