@@ -229,7 +229,9 @@ export class AuthClient {
             credential: { case: "refreshToken" as const, value: expose(credential.refreshToken) },
             issuer: credential.issuer ?? "",
           };
-    return t.refreshed(await this.#transport.unary(AuthService.method.refreshSession, request, NOT_IDEMPOTENT, options));
+    return t.refreshed(
+      await this.#transport.unary(AuthService.method.refreshSession, request, NOT_IDEMPOTENT, options),
+    );
   }
 
   /**

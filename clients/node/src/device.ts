@@ -27,11 +27,25 @@ export class DeviceLoginError extends Error {
   }
 }
 
+/** Why `signal` aborted, as an Error (its reason, when that is one). */
+const aborted = (signal: AbortSignal): Error =>
+  signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason));
+
 const wait = (seconds: number, signal?: AbortSignal): Promise<void> =>
   new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
+    if (signal?.aborted) {
+      reject(aborted(signal));
+      return;
+    }
     const timer = setTimeout(resolve, seconds * 1000);
-    signal?.addEventListener("abort", () => (clearTimeout(timer), reject(signal.reason)), { once: true });
+    signal?.addEventListener(
+      "abort",
+      () => {
+        clearTimeout(timer);
+        reject(aborted(signal));
+      },
+      { once: true },
+    );
   });
 
 export async function deviceLogin(client: AuthClient, options: DeviceLoginOptions): Promise<NewSession> {

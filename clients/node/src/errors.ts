@@ -30,7 +30,7 @@ export type Reason = Exclude<keyof typeof ErrorReason, "UNSPECIFIED">;
 export const Reasons: Readonly<{ [R in Reason]: R }> = Object.freeze(
   Object.fromEntries(
     ErrorReasonSchema.values
-      .filter((v) => v.number !== ErrorReason.UNSPECIFIED)
+      .filter((v) => v.number !== (ErrorReason.UNSPECIFIED as number))
       .map((v) => [v.localName, v.localName]),
   ) as { [R in Reason]: R },
 );

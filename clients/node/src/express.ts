@@ -79,8 +79,7 @@ export interface AuthOptions {
 
 // === the errors, as express-oauth2-jwt-bearer's ===
 
-const quoted = (s: string): string =>
-  s.replace(/["\\]/g, (c) => (c === '"' ? "'" : "/")).replace(/[^\x20-\x7e]/g, "?");
+const quoted = (s: string): string => s.replace(/["\\]/g, (c) => (c === '"' ? "'" : "/")).replace(/[^\x20-\x7e]/g, "?");
 
 /** A refused request: `status` and `headers` for the error handler. */
 export class UnauthorizedError extends Error {
@@ -165,7 +164,13 @@ function decodeHeader(token: string): Record<string, unknown> {
 /** The verified claims as a JWT payload. */
 export function payloadOf(v: VerifiedToken): JWTPayload {
   const seconds = (d: Date): number => Math.floor(d.getTime() / 1000);
-  const payload: JWTPayload = { ...v.claims, iss: v.issuer, sub: v.subject, aud: v.audiences, exp: seconds(v.expiresAt) };
+  const payload: JWTPayload = {
+    ...v.claims,
+    iss: v.issuer,
+    sub: v.subject,
+    aud: v.audiences,
+    exp: seconds(v.expiresAt),
+  };
   if (v.issuedAt) payload.iat = seconds(v.issuedAt);
   if (v.sessionId !== undefined) payload.sid = v.sessionId;
   if (v.tokenId !== undefined) payload.jti = v.tokenId;
@@ -239,15 +244,13 @@ export function auth(options: AuthOptions): Handler {
             httpMethod: req.method ?? "GET",
             httpUri: `${req.protocol ?? "http"}://${req.headers.host ?? "localhost"}${req.originalUrl ?? req.url ?? "/"}`,
           };
-    client
-      .verifyToken(scheme === "dpop" ? `DPoP ${token}` : token, { requiredScopes, audience, ...dpop })
-      .then(
-        (verified) => {
-          req.auth = result(bareToken(token), verified);
-          next();
-        },
-        (error: unknown) => next(refuse(error)),
-      );
+    client.verifyToken(scheme === "dpop" ? `DPoP ${token}` : token, { requiredScopes, audience, ...dpop }).then(
+      (verified) => {
+        req.auth = result(bareToken(token), verified);
+        next();
+      },
+      (error: unknown) => next(refuse(error)),
+    );
   };
 }
 

@@ -13,8 +13,7 @@ import type { VerifiedToken } from "./types.js";
 export const sha256Hex = (text: string): string => createHash("sha256").update(text).digest("hex");
 
 const unixNow = (): number => Math.floor(Date.now() / 1000);
-const seconds = (t: { seconds: bigint } | undefined, absent: number): number =>
-  t ? Number(t.seconds) : absent;
+const seconds = (t: { seconds: bigint } | undefined, absent: number): number => (t ? Number(t.seconds) : absent);
 
 /** What a revocation can name in a verified token. */
 export interface Identity {
@@ -67,7 +66,7 @@ export class Revoked {
     };
     const of = <V>(outer: Map<string, Map<string, V>>): Map<string, V> => {
       let inner = outer.get(r.issuer);
-      if (!inner) outer.set(r.issuer, (inner = new Map()));
+      if (!inner) outer.set(r.issuer, (inner = new Map<string, V>()));
       return inner;
     };
     switch (r.kind) {

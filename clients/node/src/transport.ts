@@ -82,7 +82,10 @@ function parseEndpoint(uri: string, tls: TlsOptions | undefined): { target: stri
   const match = /^(https?):\/\/([^/]+)\/?$/.exec(uri);
   if (match) return { target: match[2]!, secure: match[1] === "https" };
   if (/^[^/]+:\d+$/.test(uri)) return { target: uri, secure: tls !== undefined };
-  throw new AuthError(Code.INVALID_ARGUMENT, `not an authd endpoint: ${uri} (expected http://host:port or https://host:port)`);
+  throw new AuthError(
+    Code.INVALID_ARGUMENT,
+    `not an authd endpoint: ${uri} (expected http://host:port or https://host:port)`,
+  );
 }
 
 export class Transport {

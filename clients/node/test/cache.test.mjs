@@ -72,7 +72,10 @@ describe("the cache", () => {
       const [h, p, s] = token.split(".");
       const forged = `${h}.${p}.${s.slice(0, -4)}AAAA`;
       assert.equal(client.cached(forged, { requiredScopes: ["read:orders"] }), undefined);
-      assert.equal((await rejection(client.verifyToken(forged, { requiredScopes: ["read:orders"] }))).reason, Reasons.BAD_SIGNATURE);
+      assert.equal(
+        (await rejection(client.verifyToken(forged, { requiredScopes: ["read:orders"] }))).reason,
+        Reasons.BAD_SIGNATURE,
+      );
     } finally {
       client.close();
     }
@@ -86,7 +89,11 @@ describe("the cache", () => {
       assert.ok(client.cached(token), "warm");
       const revokedAt = performance.now();
       await plain.revokeSession({ sessionHandle: handle });
-      await eventually(() => client.cached(token) === undefined, { withinMs: MAX_SILENCE_MS, everyMs: 5, what: "the cache refusing" });
+      await eventually(() => client.cached(token) === undefined, {
+        withinMs: MAX_SILENCE_MS,
+        everyMs: 5,
+        what: "the cache refusing",
+      });
       const delay = performance.now() - revokedAt;
       const error = await rejection(client.verifyToken(token));
       assert.equal(error.reason, Reasons.SESSION_REVOKED);
@@ -107,7 +114,11 @@ describe("the cache", () => {
       await new Promise((r) => setTimeout(r, 1_000));
       const service = await issuer.token({ permissions: "sessions:revoke" });
       await plain.revokeSession({ userId: "auth0|carol-cache" }, { serviceToken: service });
-      await eventually(() => client.cached(carol) === undefined, { withinMs: MAX_SILENCE_MS, everyMs: 5, what: "carol refused" });
+      await eventually(() => client.cached(carol) === undefined, {
+        withinMs: MAX_SILENCE_MS,
+        everyMs: 5,
+        what: "carol refused",
+      });
       assert.ok(client.cached(dave), "dave still answered from memory");
       assert.equal((await rejection(client.verifyToken(carol))).reason, Reasons.SESSION_REVOKED);
     } finally {
@@ -124,7 +135,10 @@ describe("the cache", () => {
       const started = performance.now();
       // Within the bound, from memory.
       assert.ok(await client.verifyToken(token));
-      await eventually(() => client.cacheState === "silent", { withinMs: 3 * MAX_SILENCE_MS, what: "the cache going silent" });
+      await eventually(() => client.cacheState === "silent", {
+        withinMs: 3 * MAX_SILENCE_MS,
+        what: "the cache going silent",
+      });
       assert.ok(performance.now() - started >= MAX_SILENCE_MS - 50);
       assert.equal(client.cached(token), undefined);
       const error = await rejection(client.verifyToken(token));
@@ -183,7 +197,11 @@ describe("a restarted authd", () => {
       assert.equal(client.cacheStats().resumedFrom, last);
       assert.ok(await client.verifyToken(token));
       await plain.revokeSession({ sessionHandle: handle });
-      await eventually(() => client.cached(token) === undefined, { withinMs: MAX_SILENCE_MS, everyMs: 5, what: "refused after the restart" });
+      await eventually(() => client.cached(token) === undefined, {
+        withinMs: MAX_SILENCE_MS,
+        everyMs: 5,
+        what: "refused after the restart",
+      });
       assert.equal((await rejection(client.verifyToken(token))).reason, Reasons.SESSION_REVOKED);
     } finally {
       client.close();

@@ -30,7 +30,12 @@ const refusal = (token, options) => rejection(client.verifyToken(token, options)
 
 describe("verifyToken", () => {
   test("answers the verified claims, typed", async () => {
-    const token = await issuer.token({ scope: "read:orders write:orders", sub: "auth0|node-alice", jti: "j-1", sid: "s-1" });
+    const token = await issuer.token({
+      scope: "read:orders write:orders",
+      sub: "auth0|node-alice",
+      jti: "j-1",
+      sid: "s-1",
+    });
     const verified = await client.verifyToken(token, { requiredScopes: ["read:orders"] });
     assert.equal(verified.subject, "auth0|node-alice");
     assert.equal(verified.issuer, issuer.url);
@@ -53,10 +58,30 @@ describe("verifyToken", () => {
   const cases = [
     ["an expired token", { expires_in: "-120" }, {}, Code.UNAUTHENTICATED, Reasons.TOKEN_EXPIRED, "expired_at"],
     ["a token not yet valid", { nbf_offset: "600" }, {}, Code.UNAUTHENTICATED, Reasons.TOKEN_NOT_YET_VALID],
-    ["a missing scope", { scope: "read:orders" }, { requiredScopes: ["delete:orders"] }, Code.PERMISSION_DENIED, Reasons.INSUFFICIENT_SCOPE, "missing"],
+    [
+      "a missing scope",
+      { scope: "read:orders" },
+      { requiredScopes: ["delete:orders"] },
+      Code.PERMISSION_DENIED,
+      Reasons.INSUFFICIENT_SCOPE,
+      "missing",
+    ],
     ["another audience", { audience: "https://other.test" }, {}, Code.UNAUTHENTICATED, Reasons.WRONG_AUDIENCE],
-    ["an audience authd does not accept", {}, { audience: "https://other.test" }, Code.INVALID_ARGUMENT, Reasons.INVALID_REQUEST, "field"],
-    ["another issuer", { claims: JSON.stringify({ iss: "https://evil.test/" }) }, {}, Code.UNAUTHENTICATED, Reasons.WRONG_ISSUER],
+    [
+      "an audience authd does not accept",
+      {},
+      { audience: "https://other.test" },
+      Code.INVALID_ARGUMENT,
+      Reasons.INVALID_REQUEST,
+      "field",
+    ],
+    [
+      "another issuer",
+      { claims: JSON.stringify({ iss: "https://evil.test/" }) },
+      {},
+      Code.UNAUTHENTICATED,
+      Reasons.WRONG_ISSUER,
+    ],
   ];
   for (const [what, knobs, options, code, reason, metadataKey] of cases) {
     test(`refuses ${what}: ${reason}`, async () => {
@@ -180,9 +205,11 @@ describe("watchRevocations", () => {
   });
 
   test("is refused to an untrusted caller", async () => {
-    const error = await rejection((async () => {
-      for await (const event of client.watchRevocations()) void event;
-    })());
+    const error = await rejection(
+      (async () => {
+        for await (const event of client.watchRevocations()) void event;
+      })(),
+    );
     assert.equal(error.code, Code.PERMISSION_DENIED);
     assert.equal(error.reason, Reasons.CALLER_NOT_TRUSTED);
   });
@@ -191,7 +218,11 @@ describe("watchRevocations", () => {
 describe("endpoints, deadlines and retries", () => {
   test("several endpoints: a dead one is retried on the live one (UNAVAILABLE only)", async () => {
     const dead = `http://127.0.0.1:${await freePort()}`;
-    const both = new AuthClient({ endpoints: [dead, authd.uri], cache: false, retry: { maxAttempts: 3, initialBackoffMs: 10 } });
+    const both = new AuthClient({
+      endpoints: [dead, authd.uri],
+      cache: false,
+      retry: { maxAttempts: 3, initialBackoffMs: 10 },
+    });
     try {
       const token = await issuer.token({});
       for (let i = 0; i < 10; i += 1) assert.ok(await both.verifyToken(token));
@@ -236,7 +267,10 @@ describe("endpoints, deadlines and retries", () => {
   });
 
   test("endpoints that are not URIs are refused at construction", () => {
-    assert.throws(() => new AuthClient({ endpoints: "ftp://x" }), (e) => e instanceof AuthError && e.code === Code.INVALID_ARGUMENT);
+    assert.throws(
+      () => new AuthClient({ endpoints: "ftp://x" }),
+      (e) => e instanceof AuthError && e.code === Code.INVALID_ARGUMENT,
+    );
     assert.throws(() => new AuthClient({ endpoints: [] }), AuthError);
   });
 });

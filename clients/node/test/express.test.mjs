@@ -8,7 +8,7 @@ import { once } from "node:events";
 import { after, before, describe, test } from "node:test";
 
 import { AuthClient } from "@authd/client";
-import { auth, InvalidTokenError, requiredScopes } from "@authd/client/express";
+import { auth, InvalidTokenError } from "@authd/client/express";
 import express from "express";
 
 import { app as readmeApp } from "../examples/express-app.mjs";
@@ -88,7 +88,10 @@ describe("the README's Express app", () => {
     test(`${what}: 401 with error="invalid_token"`, async () => {
       const response = await get(`${base}/orders`, await issuer.token(knobs));
       assert.equal(response.status, 401);
-      assert.match(response.headers.get("www-authenticate"), /^Bearer realm="api", error="invalid_token", error_description="[^"]+"$/);
+      assert.match(
+        response.headers.get("www-authenticate"),
+        /^Bearer realm="api", error="invalid_token", error_description="[^"]+"$/,
+      );
     });
   }
 
@@ -130,7 +133,9 @@ describe("auth() options and errors", () => {
     app.get("/", (req, res) => res.send("in"));
     app.use((err, req, res, next) => {
       void next;
-      res.status(err.status).json({ name: err.name, invalid: err instanceof InvalidTokenError, reason: err.cause?.reason });
+      res
+        .status(err.status)
+        .json({ name: err.name, invalid: err instanceof InvalidTokenError, reason: err.cause?.reason });
     });
     const base = await serve(app);
     const response = await get(base, await issuer.token({ expires_in: "-60" }));

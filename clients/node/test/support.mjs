@@ -80,7 +80,8 @@ export class Issuer {
     const child = spawn(
       process.execPath,
       [path.join(REPO, "tests/issuer/issuer.js"), "--port", "0", "--audience", AUDIENCE],
-      { stdio: ["ignore", "pipe", "inherit"] },
+      // Its log only when asked for (AUTHD_TEST_VERBOSE=1).
+      { stdio: ["ignore", "pipe", process.env.AUTHD_TEST_VERBOSE ? "inherit" : "ignore"] },
     );
     const lines = createInterface({ input: child.stdout });
     const url = await new Promise((resolve, reject) => {
@@ -165,7 +166,10 @@ export class Authd {
     dir ??= mkdtempSync(path.join(tmpdir(), "authd-node-"));
     port ??= await freePort();
     const config = path.join(dir, "authd.toml");
-    writeFileSync(config, `[server]\nlisten = "127.0.0.1:${port}"\n[store]\npath = "${path.join(dir, "data")}"\n${toml}`);
+    writeFileSync(
+      config,
+      `[server]\nlisten = "127.0.0.1:${port}"\n[store]\npath = "${path.join(dir, "data")}"\n${toml}`,
+    );
     const log = createWriteStream(path.join(dir, "authd.log"), { flags: "a" });
     await once(log, "open");
     const child = spawn(AUTHD_BIN, ["serve", "--config", config], {
@@ -220,4 +224,42 @@ export async function rejection(promise) {
     return error;
   }
   throw new Error("expected a rejection");
+}
+
+/** `authd dev`: authd with its own development issuer, on loopback, in a temporary directory. */
+export class AuthdDev {
+  static async start() {
+    const dir = mkdtempSync(path.join(tmpdir(), "authd-dev-"));
+    const port = await freePort();
+    const child = spawn(
+      AUTHD_BIN,
+      ["dev", "--listen", `127.0.0.1:${port}`, "--data-dir", path.join(dir, "data"), "--metrics-listen", "127.0.0.1:0"],
+      { stdio: ["ignore", "pipe", "pipe"], cwd: dir, env: { ...process.env, RUST_LOG: "warn", NO_COLOR: "1" } },
+    );
+    let output = "";
+    child.stdout.on("data", (b) => (output += b));
+    child.stderr.on("data", (b) => (output += b));
+    const exited = once(child, "exit").then(([code]) => {
+      throw new Error(`authd dev exited (${code}):\n${output}`);
+    });
+    await Promise.race([eventually(() => accepts(port), { withinMs: 30_000, what: "authd dev's port" }), exited]);
+    exited.catch(() => undefined);
+    const dev = new AuthdDev(child, port, dir);
+    dev.output = () => output;
+    return dev;
+  }
+
+  constructor(child, port, dir) {
+    this.child = child;
+    this.dir = dir;
+    this.uri = `http://127.0.0.1:${port}`;
+  }
+
+  async stop() {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill("SIGTERM");
+      await once(this.child, "exit");
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
 }
