@@ -9,7 +9,7 @@
 import type { IncomingHttpHeaders } from "node:http";
 
 import { bareToken, type AuthClient } from "./client.js";
-import { AuthError, Code } from "./errors.js";
+import { AuthError, Code, Reasons } from "./errors.js";
 import type { VerifiedToken } from "./types.js";
 
 /** The verified token's claims, as a JWT payload (what `express-oauth2-jwt-bearer` puts in `req.auth.payload`). */
@@ -204,12 +204,24 @@ export function auth(options: AuthOptions): Handler {
   const requiredScopes = options.requiredScopes ?? [];
   const credentialsRequired = options.credentialsRequired ?? true;
   client.watch();
-  const refuse = (error: unknown): Error => {
+  const refuse = (error: unknown, scheme: string): Error => {
     if (!(error instanceof AuthError)) return error instanceof Error ? error : new Error(String(error));
     switch (error.code) {
       case Code.UNAUTHENTICATED:
-      case Code.INVALID_ARGUMENT:
-        return new InvalidTokenError(error.message, realm, error);
+      case Code.INVALID_ARGUMENT: {
+        const refused = new InvalidTokenError(error.message, realm, error);
+        // RFC 9449 §7.1 and §9: a DPoP request is answered with a DPoP
+        // challenge, and a missing server nonce with the nonce to use.
+        if (error.reason === Reasons.DPOP_NONCE_REQUIRED && error.metadata.nonce) {
+          refused.headers = {
+            "WWW-Authenticate": `DPoP realm="${quoted(realm)}", error="use_dpop_nonce", error_description="${quoted(error.message)}"`,
+            "DPoP-Nonce": error.metadata.nonce,
+          };
+        } else if (scheme === "dpop") {
+          refused.headers["WWW-Authenticate"] = refused.headers["WWW-Authenticate"]?.replace(/^Bearer /, "DPoP ") ?? "";
+        }
+        return refused;
+      }
       case Code.PERMISSION_DENIED:
         return new InsufficientScopeError(requiredScopes, realm, error);
       default:
@@ -249,7 +261,7 @@ export function auth(options: AuthOptions): Handler {
         req.auth = result(bareToken(token), verified);
         next();
       },
-      (error: unknown) => next(refuse(error)),
+      (error: unknown) => next(refuse(error, scheme)),
     );
   };
 }
