@@ -18,28 +18,13 @@ use tonic::{
 use crate::{
     AuthError, VerifiedToken,
     cache::{CacheConfig, CacheState, VerifyCache},
+    dpop::{DpopPolicy, HitCheck, LocalProofs, Presented},
     types::{
         DeviceLogin, DeviceLoginState, DevicePoll, NewSession, Profile, RefreshCredential,
         Refreshed, RevokeTarget, Secret, SessionGrant,
     },
     watch::{self, TokenSource, WatchTask},
 };
-
-/// `token` without a leading `Bearer` (any case) and surrounding white
-/// space, as authd reads it: the compact JWT whose signing input a
-/// revocation may name.
-fn bare(token: &str) -> &str {
-    let token = token.trim();
-    match token.get(..6) {
-        Some(scheme)
-            if scheme.eq_ignore_ascii_case("bearer")
-                && token[6..].chars().next().is_none_or(char::is_whitespace) =>
-        {
-            token[6..].trim_start()
-        }
-        _ => token,
-    }
-}
 
 type Client = AuthServiceClient<Channel>;
 
@@ -129,6 +114,7 @@ pub struct AuthClientBuilder {
     retry: RetryPolicy,
     cache: Option<CacheConfig>,
     watch_token: Option<TokenSource>,
+    dpop: DpopPolicy,
 }
 
 impl Default for AuthClientBuilder {
@@ -144,6 +130,7 @@ impl Default for AuthClientBuilder {
             retry: RetryPolicy::default(),
             cache: Some(CacheConfig::default()),
             watch_token: None,
+            dpop: DpopPolicy::default(),
         }
     }
 }
@@ -233,6 +220,14 @@ impl AuthClientBuilder {
     /// read [`CacheConfig`] for the guarantee.
     pub fn cache(mut self, cache: CacheConfig) -> Self {
         self.cache = Some(cache);
+        self
+    }
+
+    /// How DPoP proofs are checked before a cached verdict of a DPoP-bound
+    /// token is used again (keep it equal to authd's `[dpop]`; the defaults
+    /// are the same).
+    pub fn dpop(mut self, policy: DpopPolicy) -> Self {
+        self.dpop = policy;
         self
     }
 
@@ -331,6 +326,7 @@ impl AuthClientBuilder {
             timeout: self.timeout,
             retry: self.retry,
             cache,
+            proofs: Arc::new(LocalProofs::new(self.dpop)),
             _watch: watch,
         }
     }
@@ -345,6 +341,7 @@ pub struct AuthClient {
     timeout: Option<Duration>,
     retry: RetryPolicy,
     cache: Option<Arc<VerifyCache>>,
+    proofs: Arc<LocalProofs>,
     _watch: Option<Arc<WatchTask>>,
 }
 
@@ -370,33 +367,70 @@ impl AuthClient {
         self.cache.as_ref().map_or(CacheState::Off, |c| c.state())
     }
 
-    /// The cache's answer for `token` (without `Bearer `) and these scopes,
-    /// if it gives one now: what the middleware decides without a future.
+    /// The cache's answer for what `presented` carries and these scopes, if
+    /// it gives one now: what the middleware decides without a future.
+    /// `Some(Err)`: the cached token is bound and the request does not prove
+    /// it (a refusal authd would give too).
     #[cfg(any(feature = "tonic-middleware", feature = "http-middleware"))]
-    pub(crate) fn cached<S: AsRef<str>>(&self, token: &str, scopes: &[S]) -> Option<VerifiedToken> {
+    pub(crate) fn cached<S: AsRef<str>>(
+        &self,
+        presented: &Presented<'_>,
+        scopes: &[S],
+    ) -> Option<Result<VerifiedToken, AuthError>> {
         let cache = self.cache.as_ref()?;
-        cache.get(&VerifyCache::key(token, scopes))
+        let (_, token) = presented.split();
+        let hit = cache.get(&VerifyCache::key(token, scopes))?;
+        match self.proofs.check_hit(hit.binding.as_ref(), presented) {
+            HitCheck::Use => Some(Ok(hit)),
+            HitCheck::Ask => None,
+            HitCheck::Refuse(error) => Some(Err(error)),
+        }
     }
 
     /// Verifies `token` (a leading `Bearer ` is accepted), requiring every
     /// scope in `required_scopes`. Answered from the cache when it holds
     /// this token and these scopes and its revocation stream is live.
+    ///
+    /// A sender-constrained token (DPoP or certificate-bound) is refused
+    /// this way: pass what proves its binding with [`Self::verify`].
     pub async fn verify_token(
         &mut self,
         token: &str,
         required_scopes: &[&str],
     ) -> Result<VerifiedToken, AuthError> {
+        self.verify(&Presented::token(token), required_scopes).await
+    }
+
+    /// Verifies what a request presents — its `Authorization` value, its
+    /// `DPoP` proof, method and URI, its client certificate — requiring
+    /// every scope in `required_scopes`. A cached verdict is used only
+    /// after the request proves the token's binding here (the proof's
+    /// checks and its replay included), exactly as authd would.
+    pub async fn verify(
+        &mut self,
+        presented: &Presented<'_>,
+        required_scopes: &[&str],
+    ) -> Result<VerifiedToken, AuthError> {
+        let (_, token) = presented.split();
         let cached = self
             .cache
             .as_ref()
             .map(|cache| (cache, VerifyCache::key(token, required_scopes)));
         if let Some(hit) = cached.as_ref().and_then(|(cache, key)| cache.get(key)) {
-            return Ok(hit);
+            match self.proofs.check_hit(hit.binding.as_ref(), presented) {
+                HitCheck::Use => return Ok(hit),
+                HitCheck::Refuse(error) => return Err(error),
+                HitCheck::Ask => {}
+            }
         }
         let request = pb::VerifyTokenRequest {
-            token: token.to_owned(),
+            token: presented.authorization.to_owned(),
             required_scopes: required_scopes.iter().map(|s| (*s).to_owned()).collect(),
-            ..pb::VerifyTokenRequest::default()
+            audience: None,
+            dpop_proof: presented.dpop_proof.unwrap_or_default().to_owned(),
+            http_method: presented.http_method.to_owned(),
+            http_uri: presented.http_uri.to_owned(),
+            client_certificate: presented.client_certificate.unwrap_or_default().to_vec(),
         };
         let response = self
             .unary(true, None, request, |mut c, r| async move {
@@ -404,8 +438,10 @@ impl AuthClient {
             })
             .await?;
         let verified = VerifiedToken::from(response);
-        if let Some((cache, key)) = cached {
-            cache.insert(key, bare(token), &verified);
+        if let Some((cache, key)) = cached
+            && self.proofs.remember(verified.binding.as_ref(), presented)
+        {
+            cache.insert(key, token, &verified);
         }
         Ok(verified)
     }

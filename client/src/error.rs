@@ -80,6 +80,17 @@ pub enum ErrorReason {
     /// authd serves as many WatchRevocations streams as it allows;
     /// metadata `max_watchers`.
     TooManyWatchers,
+    /// The token is bound to a DPoP key or a client certificate the request
+    /// does not prove; metadata `binding`, `problem`.
+    TokenBindingMismatch,
+    /// The DPoP proof fails a check; metadata `problem` names it.
+    DpopProofInvalid,
+    /// The DPoP proof was used before.
+    DpopProofReplayed,
+    /// authd requires a server nonce in DPoP proofs; metadata `nonce`.
+    DpopNonceRequired,
+    /// The token's `typ` is not accepted as an access token; metadata `typ`.
+    TokenTypeNotAllowed,
     /// A reason this client does not know, as sent.
     Other(String),
 }
@@ -120,6 +131,11 @@ impl ErrorReason {
             "DEADLINE_EXCEEDED" => DeadlineExceeded,
             "WATCHER_TOO_SLOW" => WatcherTooSlow,
             "TOO_MANY_WATCHERS" => TooManyWatchers,
+            "TOKEN_BINDING_MISMATCH" => TokenBindingMismatch,
+            "DPOP_PROOF_INVALID" => DpopProofInvalid,
+            "DPOP_PROOF_REPLAYED" => DpopProofReplayed,
+            "DPOP_NONCE_REQUIRED" => DpopNonceRequired,
+            "TOKEN_TYPE_NOT_ALLOWED" => TokenTypeNotAllowed,
             other => Other(other.to_owned()),
         }
     }
@@ -159,6 +175,11 @@ impl ErrorReason {
             DeadlineExceeded => "DEADLINE_EXCEEDED",
             WatcherTooSlow => "WATCHER_TOO_SLOW",
             TooManyWatchers => "TOO_MANY_WATCHERS",
+            TokenBindingMismatch => "TOKEN_BINDING_MISMATCH",
+            DpopProofInvalid => "DPOP_PROOF_INVALID",
+            DpopProofReplayed => "DPOP_PROOF_REPLAYED",
+            DpopNonceRequired => "DPOP_NONCE_REQUIRED",
+            TokenTypeNotAllowed => "TOKEN_TYPE_NOT_ALLOWED",
             Other(other) => other,
         }
     }
@@ -189,6 +210,25 @@ impl AuthError {
             message: message.into(),
             reason: None,
             metadata: HashMap::new(),
+        }
+    }
+
+    /// A refusal decided in this client exactly as authd decides it (a
+    /// cached verdict's binding checks), with authd's reason.
+    pub(crate) fn refused(
+        code: Code,
+        reason: ErrorReason,
+        message: impl Into<String>,
+        metadata: &[(&str, &str)],
+    ) -> AuthError {
+        AuthError {
+            code,
+            message: message.into(),
+            reason: Some(reason),
+            metadata: metadata
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect(),
         }
     }
 

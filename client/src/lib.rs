@@ -33,6 +33,7 @@
 
 mod cache;
 mod client;
+mod dpop;
 mod error;
 #[cfg(any(feature = "tonic-middleware", feature = "http-middleware"))]
 pub mod middleware;
@@ -42,8 +43,10 @@ mod tls_files;
 mod types;
 mod watch;
 
+pub use authd_jose::{binding::Confirmation, key::Algorithm};
 pub use cache::{CacheConfig, CacheState};
 pub use client::{AuthClient, AuthClientBuilder, RetryPolicy};
+pub use dpop::{DpopPolicy, Presented};
 pub use error::{AuthError, ErrorReason};
 pub use types::{
     DeviceLogin, DeviceLoginState, DevicePoll, NewSession, Profile, RefreshCredential, Refreshed,

@@ -73,6 +73,9 @@ pub struct VerifiedToken {
     pub issued_at: Option<SystemTime>,
     /// `exp`.
     pub expires_at: SystemTime,
+    /// What the token is bound to (`cnf`), which the request proved; `None`
+    /// for a bearer token.
+    pub binding: Option<authd_jose::binding::Confirmation>,
     /// Every other claim.
     pub claims: prost_types::Struct,
 }
@@ -286,6 +289,12 @@ impl From<pb::VerifyTokenResponse> for VerifiedToken {
             issued_at: time(r.issued_at),
             // authd always sends `exp`; a missing one reads as expired.
             expires_at: time(r.expires_at).unwrap_or(UNIX_EPOCH),
+            binding: r.binding.and_then(|b| {
+                let jkt = non_empty(b.jkt);
+                let x5t_s256 = non_empty(b.x5t_s256);
+                (jkt.is_some() || x5t_s256.is_some())
+                    .then_some(authd_jose::binding::Confirmation { jkt, x5t_s256 })
+            }),
             claims: r.claims.unwrap_or_default(),
         }
     }

@@ -50,6 +50,7 @@ fn main() -> std::io::Result<()> {
     };
     write("verify_structured", structured(1))?;
     write("sealed_open", structured(2))?;
+    write("dpop_proof", structured(3))?;
     let mut differential = vec![vec![0u8; 16]];
     for field in [0usize, 2, 4, 7, 13, 14] {
         let mut bytes = vec![0u8; 16];

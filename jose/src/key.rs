@@ -65,7 +65,12 @@ impl Algorithm {
     }
 
     /// Looks a JOSE name up; `None` for anything unsupported (`none`, `HS256`, …).
+    /// `Ed25519`, the fully-specified name of RFC 9864 (npm `dpop` and newer
+    /// libraries write it), is [`Algorithm::EdDSA`]: the same signature.
     pub fn from_name(name: &str) -> Option<Algorithm> {
+        if name == "Ed25519" {
+            return Some(Algorithm::EdDSA);
+        }
         Algorithm::ALL.into_iter().find(|alg| alg.as_str() == name)
     }
 

@@ -55,9 +55,32 @@ impl Envoy {
     /// Starts Envoy with the README's configuration: ext_authz asking authd
     /// at `authd`, routes to the service at `upstream`.
     pub async fn start(authd: SocketAddr, upstream: SocketAddr) -> Result<Envoy> {
+        Self::start_on(free_port()?, authd, upstream, None).await
+    }
+
+    /// [`Self::start`] on `port` (from [`free_port`]), and with `mtls`
+    /// (the server's certificate and the CA file of client certificates) a
+    /// TLS listener that requires a client certificate.
+    pub async fn start_on(
+        port: u16,
+        authd: SocketAddr,
+        upstream: SocketAddr,
+        mtls: Option<(&crate::pki::Leaf, &std::path::Path)>,
+    ) -> Result<Envoy> {
         let dir = tempfile::tempdir()?;
-        let port = free_port()?;
-        let config = envoy_config_template()?
+        let mut template = envoy_config_template()?;
+        if let Some((server, client_ca)) = mtls {
+            let chain = "    filter_chains:\n    - filters:";
+            anyhow::ensure!(template.contains(chain), "envoy.yaml has no filter chain");
+            template = template.replace(
+                chain,
+                &format!(
+                    "    filter_chains:\n    - transport_socket:\n        name: envoy.transport_sockets.tls\n        typed_config:\n          \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext\n          require_client_certificate: true\n          common_tls_context:\n            tls_certificates: [{{certificate_chain: {{filename: {:?}}}, private_key: {{filename: {:?}}}}}]\n            validation_context: {{trusted_ca: {{filename: {:?}}}}}\n      filters:",
+                    server.cert_file, server.key_file, client_ca
+                ),
+            );
+        }
+        let config = template
             .replace("LISTEN_PORT", &port.to_string())
             .replace("ADMIN_PORT", "0")
             .replace("AUTHD_PORT", &authd.port().to_string())

@@ -22,6 +22,7 @@ use tokio::{
     sync::oneshot,
 };
 
+pub mod dpop;
 pub mod envoy;
 pub mod h2raw;
 pub mod pki;
@@ -440,6 +441,7 @@ pub struct Authd {
     task: tokio::task::JoinHandle<()>,
     data: Option<tempfile::TempDir>,
     store: Arc<dyn authd::store::Store>,
+    verifier: Arc<authd::verify::Verifier>,
 }
 
 impl Authd {
@@ -460,6 +462,7 @@ impl Authd {
     ) -> Result<Authd> {
         let config = Config::from_toml(toml)?;
         let app = App::with_store(&config, Arc::clone(&store)).await?;
+        let verifier = Arc::clone(app.verifier());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -477,7 +480,13 @@ impl Authd {
             task,
             data: None,
             store,
+            verifier,
         })
+    }
+
+    /// Its verifier, to check what it holds (caches, DPoP proofs seen).
+    pub fn verifier(&self) -> &Arc<authd::verify::Verifier> {
+        &self.verifier
     }
 
     /// Its store, to check what it wrote.

@@ -490,3 +490,195 @@ fn the_readme_snippet_is_the_tested_config() -> Result<()> {
     );
     Ok(())
 }
+
+// === sender-constrained tokens at Check ===
+
+/// authd and Envoy with `dpop_hosts` naming Envoy's own address, as a
+/// client addresses it; Envoy on TLS requiring client certificates when
+/// `mtls` is given.
+async fn bound_stack(
+    issuer: &Issuer,
+    mtls: Option<(&authd_tests::pki::Leaf, &std::path::Path)>,
+) -> Result<(Authd, EchoUpstream, Envoy)> {
+    let port = authd_tests::free_port()?;
+    let authd = Authd::start(&format!(
+        "{}[ext_authz]\ndpop_hosts = [\"127.0.0.1:{port}\"]\n",
+        issuer.config_entry(&["RS256"])
+    ))
+    .await?;
+    let upstream = EchoUpstream::start().await?;
+    let envoy = Envoy::start_on(port, authd.addr, upstream.addr, mtls).await?;
+    Ok((authd, upstream, envoy))
+}
+
+#[tokio::test]
+async fn a_dpop_bound_token_passes_envoy_only_with_a_fresh_proof_for_that_request() -> Result<()> {
+    let issuer = Issuer::start().await?;
+    let (_authd, _upstream, envoy) = bound_stack(&issuer, None).await?;
+    let key = authd_tests::dpop::DpopKey::generate()?;
+    let token = issuer.token(&[("claims", &key.cnf_claims()?)]).await?;
+    let htu = envoy.url("/orders");
+    let dpop = format!("DPoP {token}");
+    let client = reqwest::Client::new();
+    let reason = |answer: &Answer| {
+        answer
+            .header("x-authd-reason")
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    // Stolen and sent as a bearer token: refused, with a Bearer challenge.
+    let stolen = get(
+        &client,
+        &envoy,
+        "/orders",
+        &[("authorization", &bearer(&token))],
+    )
+    .await?;
+    assert_eq!(stolen.status, StatusCode::UNAUTHORIZED, "{}", stolen.body);
+    assert_eq!(reason(&stolen), "TOKEN_BINDING_MISMATCH");
+    assert!(
+        stolen
+            .header("www-authenticate")
+            .is_some_and(|c| c.starts_with("Bearer ")),
+        "{:?}",
+        stolen.headers
+    );
+    // The DPoP scheme without a proof.
+    let bare = get(&client, &envoy, "/orders", &[("authorization", &dpop)]).await?;
+    assert_eq!(reason(&bare), "TOKEN_BINDING_MISMATCH");
+
+    // With a fresh proof for this request (the query is not part of htu).
+    let proof = key.proof("GET", &htu, &token);
+    let ok = get(
+        &client,
+        &envoy,
+        "/orders?page=2",
+        &[("authorization", &dpop), ("dpop", &proof)],
+    )
+    .await?;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert_eq!(ok.seen()?["x-authd-subject"].len(), 1);
+
+    // The same proof again: a replay.
+    let again = get(
+        &client,
+        &envoy,
+        "/orders",
+        &[("authorization", &dpop), ("dpop", &proof)],
+    )
+    .await?;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reason(&again), "DPOP_PROOF_REPLAYED");
+    let challenge = again
+        .header("www-authenticate")
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        challenge.starts_with("DPoP ")
+            && challenge.contains("error=\"invalid_dpop_proof\"")
+            && challenge.contains("algs=\""),
+        "{challenge}"
+    );
+
+    // A proof for another path, another method, or another host named in
+    // X-Forwarded-Host (never trusted), and two proofs at once.
+    let cases = [
+        ("/admin", key.proof("GET", &htu, &token), vec![]),
+        ("/orders", key.proof("POST", &htu, &token), vec![]),
+        (
+            "/orders",
+            key.proof("GET", "http://api.example.com/orders", &token),
+            vec![
+                ("x-forwarded-host", "api.example.com"),
+                ("x-forwarded-proto", "http"),
+            ],
+        ),
+    ];
+    for (path, proof, extra) in cases {
+        let mut headers = vec![("authorization", dpop.as_str()), ("dpop", proof.as_str())];
+        headers.extend(extra);
+        let refused = get(&client, &envoy, path, &headers).await?;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(
+            reason(&refused),
+            "DPOP_PROOF_INVALID",
+            "{path}: {}",
+            refused.body
+        );
+    }
+    let first = key.proof("GET", &htu, &token);
+    let second = key.proof("GET", &htu, &token);
+    let two = client
+        .get(envoy.url("/orders"))
+        .header("authorization", &dpop)
+        .header("dpop", &first)
+        .header("dpop", &second)
+        .send()
+        .await?;
+    assert_eq!(two.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        two.headers()
+            .get("x-authd-reason")
+            .and_then(|v| v.to_str().ok()),
+        Some("DPOP_PROOF_INVALID")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_certificate_bound_token_passes_envoy_only_with_that_client_certificate() -> Result<()> {
+    use authd_tests::pki::{Ca, Names};
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+
+    let dir = tempfile::tempdir()?;
+    let ca = Ca::new("envoy test CA")?;
+    let ca_file = ca.write(dir.path(), "ca")?;
+    let server = ca.leaf(dir.path(), "envoy", Names::dns(&["localhost", "127.0.0.1"]))?;
+    let alice = ca.leaf(dir.path(), "alice", Names::spiffe("spiffe://test/alice"))?;
+    let mallory = ca.leaf(
+        dir.path(),
+        "mallory",
+        Names::spiffe("spiffe://test/mallory"),
+    )?;
+    let issuer = Issuer::start().await?;
+    let (_authd, _upstream, envoy) = bound_stack(&issuer, Some((&server, &ca_file))).await?;
+
+    let der = CertificateDer::from_pem_slice(alice.cert_pem.as_bytes())?;
+    let cnf = serde_json::json!({"cnf": {"x5t#S256": authd_tests::dpop::x5t_s256(&der)}});
+    let token = issuer.token(&[("claims", &cnf.to_string())]).await?;
+    let client_of = |leaf: &authd_tests::pki::Leaf| -> Result<reqwest::Client> {
+        Ok(reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes())?)
+            .identity(reqwest::Identity::from_pem(
+                format!("{}{}", leaf.cert_pem, leaf.key_pem).as_bytes(),
+            )?)
+            .build()?)
+    };
+    let url = format!("https://localhost:{}/orders", envoy.addr.port());
+    for (who, leaf, expected, reason) in [
+        ("alice", &alice, StatusCode::OK, None),
+        (
+            "mallory",
+            &mallory,
+            StatusCode::UNAUTHORIZED,
+            Some("TOKEN_BINDING_MISMATCH"),
+        ),
+    ] {
+        let answer = client_of(leaf)?
+            .get(&url)
+            .header("authorization", bearer(&token))
+            .send()
+            .await?;
+        assert_eq!(answer.status(), expected, "{who}");
+        assert_eq!(
+            answer
+                .headers()
+                .get("x-authd-reason")
+                .and_then(|v| v.to_str().ok()),
+            reason,
+            "{who}"
+        );
+    }
+    Ok(())
+}

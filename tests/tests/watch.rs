@@ -543,3 +543,115 @@ async fn a_watch_outlives_the_request_timeout() -> Result<()> {
     );
     Ok(())
 }
+
+/// A DPoP-bound token through authd-client's HTTP layer with its cache on:
+/// the first request asks authd, later ones are answered from the cache only
+/// after the layer checked each request's own proof, replays included (of
+/// proofs authd saw and of proofs only the layer saw).
+#[tokio::test]
+async fn a_cached_dpop_bound_verdict_still_needs_a_fresh_proof_per_request() -> Result<()> {
+    use authd_client::middleware::{ScopeRules, http::HttpAuthLayer};
+    use authd_tests::dpop::DpopKey;
+
+    const ORIGIN: &str = "https://orders.example.test";
+    let issuer = Issuer::start().await?;
+    let authd = Authd::start(&format!(
+        "{}[watch]\nheartbeat_ms = 200\n",
+        issuer.config_entry(&["RS256"])
+    ))
+    .await?;
+    let watcher = issuer
+        .token(&[("permissions", "revocations:watch")])
+        .await?;
+    let client = cached_client(&authd.uri(), &watcher, CacheConfig::default()).await?;
+    let app = |origin: Option<&str>| {
+        let layer = HttpAuthLayer::new(client.clone(), ScopeRules::new());
+        let layer = match origin {
+            Some(origin) => layer.dpop_origin(origin),
+            None => layer,
+        };
+        axum::Router::new()
+            .route(
+                "/orders",
+                axum::routing::get(
+                    |token: authd_client::VerifiedToken| async move { token.subject },
+                ),
+            )
+            .layer(layer)
+    };
+    let serve = |router: axum::Router| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        anyhow::Ok(addr)
+    };
+    let addr = serve(app(Some(ORIGIN))).await?;
+    let unconfigured = serve(app(None)).await?;
+
+    let key = DpopKey::generate()?;
+    let token = issuer
+        .token(&[("sub", "auth0|dora"), ("claims", &key.cnf_claims()?)])
+        .await?;
+    let htu = format!("{ORIGIN}/orders");
+    let http = reqwest::Client::new();
+    let call = |addr: std::net::SocketAddr, authorization: String, proof: Option<String>| {
+        let mut request = http
+            .get(format!("http://{addr}/orders?x=1"))
+            .header("authorization", authorization);
+        if let Some(proof) = proof {
+            request = request.header("dpop", proof);
+        }
+        async move {
+            let response = request.send().await?;
+            let challenge = response
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            anyhow::Ok((response.status().as_u16(), challenge))
+        }
+    };
+    let dpop = format!("DPoP {token}");
+
+    let first = key.proof("GET", &htu, &token);
+    assert_eq!(call(addr, dpop.clone(), Some(first.clone())).await?.0, 200);
+    assert_eq!(authd.verifier().dpop().remembered_proofs(), 1);
+    for _ in 0..3 {
+        let fresh = key.proof("GET", &htu, &token);
+        assert_eq!(call(addr, dpop.clone(), Some(fresh)).await?.0, 200);
+    }
+    assert_eq!(
+        authd.verifier().dpop().remembered_proofs(),
+        1,
+        "fresh proofs on a cached verdict are checked by the layer"
+    );
+    let second = key.proof("GET", &htu, &token);
+    assert_eq!(call(addr, dpop.clone(), Some(second.clone())).await?.0, 200);
+    for replayed in [first, second] {
+        let (status, challenge) = call(addr, dpop.clone(), Some(replayed)).await?;
+        assert_eq!(status, 401);
+        assert!(
+            challenge.starts_with("DPoP error=\"invalid_dpop_proof\""),
+            "{challenge}"
+        );
+    }
+    // Stolen: as a bearer token, with a proof by another key, for another URI.
+    let (status, challenge) = call(addr, format!("Bearer {token}"), None).await?;
+    assert_eq!(status, 401);
+    assert!(
+        challenge.starts_with("Bearer error=\"invalid_token\""),
+        "{challenge}"
+    );
+    let thief = DpopKey::generate()?;
+    let (status, _) = call(addr, dpop.clone(), Some(thief.proof("GET", &htu, &token))).await?;
+    assert_eq!(status, 401);
+    let elsewhere = key.proof("GET", "https://orders.example.test/admin", &token);
+    assert_eq!(call(addr, dpop.clone(), Some(elsewhere)).await?.0, 401);
+    // A layer that does not know its origin refuses DPoP rather than guess.
+    let proof = key.proof("GET", &htu, &token);
+    assert_eq!(call(unconfigured, dpop, Some(proof)).await?.0, 400);
+    Ok(())
+}

@@ -13,7 +13,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 
-use super::{Denial, ScopeRules, protect};
+use super::{Denial, Origin, ScopeRules, protect};
 use crate::{AuthClient, AuthError};
 
 /// A [`Layer`] that verifies the bearer token of every gRPC call with authd
@@ -47,6 +47,7 @@ use crate::{AuthClient, AuthError};
 pub struct GrpcAuthLayer {
     client: AuthClient,
     rules: Arc<ScopeRules>,
+    origin: Origin,
 }
 
 impl GrpcAuthLayer {
@@ -56,7 +57,17 @@ impl GrpcAuthLayer {
         GrpcAuthLayer {
             client,
             rules: Arc::new(rules),
+            origin: Origin::default(),
         }
+    }
+
+    /// The scheme and authority clients address this service by
+    /// (`https://api.example.com`), which DPoP proofs' `htu` must name with
+    /// the request's path. Without it, requests with DPoP are refused: a
+    /// request's own `Host` is never trusted for this.
+    pub fn dpop_origin(mut self, origin: &str) -> Self {
+        self.origin = Origin::new(origin);
+        self
     }
 }
 
@@ -68,6 +79,7 @@ impl<S> Layer<S> for GrpcAuthLayer {
             inner,
             client: self.client.clone(),
             rules: Arc::clone(&self.rules),
+            origin: self.origin.clone(),
         }
     }
 }
@@ -78,6 +90,7 @@ pub struct GrpcAuth<S> {
     inner: S,
     client: AuthClient,
     rules: Arc<ScopeRules>,
+    origin: Origin,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcAuth<S>
@@ -100,6 +113,7 @@ where
             &mut self.inner,
             &self.client,
             &self.rules,
+            &self.origin,
             request,
             |denial| status(denial).into_http(),
         )
@@ -116,7 +130,7 @@ fn status(denial: Denial) -> Status {
                 ErrorDetails::with_error_info("TOKEN_MISSING", ERROR_DOMAIN, []),
             );
         }
-        Denial::Invalid(error) => (Code::Unauthenticated, error),
+        Denial::Invalid { error, .. } => (Code::Unauthenticated, error),
         Denial::Forbidden { error, .. } => (Code::PermissionDenied, error),
         Denial::Unavailable(error) => {
             // Connection details stay in the log.

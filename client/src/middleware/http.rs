@@ -11,10 +11,10 @@ use std::{
 use http::{HeaderValue, Request, Response, StatusCode, header::WWW_AUTHENTICATE};
 use tower::{Layer, Service};
 
-use super::{Denial, ScopeRules, protect};
-use crate::AuthClient;
+use super::{Denial, Origin, ScopeRules, protect};
 #[cfg(feature = "axum")]
 use crate::VerifiedToken;
+use crate::{AuthClient, ErrorReason};
 
 /// A [`Layer`] that verifies the bearer token of every HTTP request with
 /// authd before the request reaches the service.
@@ -55,6 +55,7 @@ use crate::VerifiedToken;
 pub struct HttpAuthLayer {
     client: AuthClient,
     rules: Arc<ScopeRules>,
+    origin: Origin,
 }
 
 impl HttpAuthLayer {
@@ -63,7 +64,17 @@ impl HttpAuthLayer {
         HttpAuthLayer {
             client,
             rules: Arc::new(rules),
+            origin: Origin::default(),
         }
+    }
+
+    /// The scheme and authority clients address this service by
+    /// (`https://api.example.com`), which DPoP proofs' `htu` must name with
+    /// the request's path. Without it, requests with DPoP are refused: a
+    /// request's own `Host` is never trusted for this.
+    pub fn dpop_origin(mut self, origin: &str) -> Self {
+        self.origin = Origin::new(origin);
+        self
     }
 }
 
@@ -75,6 +86,7 @@ impl<S> Layer<S> for HttpAuthLayer {
             inner,
             client: self.client.clone(),
             rules: Arc::clone(&self.rules),
+            origin: self.origin.clone(),
         }
     }
 }
@@ -85,6 +97,7 @@ pub struct HttpAuth<S> {
     inner: S,
     client: AuthClient,
     rules: Arc<ScopeRules>,
+    origin: Origin,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for HttpAuth<S>
@@ -103,25 +116,60 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        protect(&mut self.inner, &self.client, &self.rules, request, refusal)
+        protect(
+            &mut self.inner,
+            &self.client,
+            &self.rules,
+            &self.origin,
+            request,
+            refusal,
+        )
     }
 }
 
-/// The response to a refused request.
+/// The response to a refused request: RFC 6750's challenges, or RFC 9449
+/// §7.1's `DPoP` ones for a request that used DPoP (`invalid_dpop_proof`,
+/// `use_dpop_nonce` with the nonce in `DPoP-Nonce`).
 fn refusal<B: Default>(denial: Denial) -> Response<B> {
+    let scheme = |dpop: bool| if dpop { "DPoP" } else { "Bearer" };
+    let mut nonce = None;
     let (status, challenge) = match denial {
         Denial::Missing => (StatusCode::UNAUTHORIZED, Some("Bearer".to_owned())),
-        Denial::Invalid(error) => (
-            StatusCode::UNAUTHORIZED,
-            Some(format!(
-                r#"Bearer error="invalid_token", error_description="{}""#,
-                quoted(error.message())
-            )),
-        ),
-        Denial::Forbidden { error, scopes } => (
+        Denial::Invalid { error, dpop } => {
+            let code = match error.reason() {
+                Some(ErrorReason::DpopProofInvalid | ErrorReason::DpopProofReplayed) => {
+                    "invalid_dpop_proof"
+                }
+                Some(ErrorReason::DpopNonceRequired) => {
+                    nonce = error.metadata().get("nonce").cloned();
+                    "use_dpop_nonce"
+                }
+                Some(ErrorReason::InvalidRequest) => "invalid_request",
+                _ => "invalid_token",
+            };
+            let status = if code == "invalid_request" {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            (
+                status,
+                Some(format!(
+                    r#"{} error="{code}", error_description="{}""#,
+                    scheme(dpop || code != "invalid_token" && code != "invalid_request"),
+                    quoted(error.message())
+                )),
+            )
+        }
+        Denial::Forbidden {
+            error,
+            scopes,
+            dpop,
+        } => (
             StatusCode::FORBIDDEN,
             Some(format!(
-                r#"Bearer error="insufficient_scope", error_description="{}", scope="{}""#,
+                r#"{} error="insufficient_scope", error_description="{}", scope="{}""#,
+                scheme(dpop),
                 quoted(error.message()),
                 quoted(&scopes.join(" "))
             )),
@@ -132,6 +180,9 @@ fn refusal<B: Default>(denial: Denial) -> Response<B> {
     *response.status_mut() = status;
     if let Some(value) = challenge.and_then(|c| HeaderValue::try_from(c).ok()) {
         response.headers_mut().insert(WWW_AUTHENTICATE, value);
+    }
+    if let Some(value) = nonce.and_then(|n| HeaderValue::try_from(n).ok()) {
+        response.headers_mut().insert("dpop-nonce", value);
     }
     response
 }

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use ::http::{HeaderMap, header::AUTHORIZATION};
 use tonic::Code;
 
-use crate::{AuthClient, AuthError, VerifiedToken};
+use crate::{AuthClient, AuthError, Presented, VerifiedToken};
 
 /// What a path needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,39 +108,28 @@ impl ScopeRules {
 enum Denial {
     /// No bearer token in the request.
     Missing,
-    /// authd refused the token (UNAUTHENTICATED, INVALID_ARGUMENT).
-    Invalid(AuthError),
+    /// authd refused the token (UNAUTHENTICATED, INVALID_ARGUMENT); `dpop`:
+    /// the request used DPoP, so its challenge is a `DPoP` one.
+    Invalid { error: AuthError, dpop: bool },
     /// The token lacks a required scope (PERMISSION_DENIED).
     Forbidden {
         error: AuthError,
         scopes: Vec<String>,
+        dpop: bool,
     },
     /// authd could not be reached or could not decide.
     Unavailable(AuthError),
 }
 
-/// The token of an `authorization: Bearer …` header (scheme case-insensitive).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-/// Asks authd (the cache did not answer) and sorts its answer.
-async fn ask(
-    mut client: AuthClient,
-    token: String,
-    scopes: &[String],
-) -> Result<VerifiedToken, Denial> {
-    let required: Vec<&str> = scopes.iter().map(String::as_str).collect();
-    client
-        .verify_token(&token, &required)
-        .await
-        .map_err(|error| match error.code() {
-            Code::Unauthenticated | Code::InvalidArgument => Denial::Invalid(error),
+impl Denial {
+    /// Sorts a refusal by its code.
+    fn of(error: AuthError, scopes: &[String], dpop: bool) -> Denial {
+        match error.code() {
+            Code::Unauthenticated | Code::InvalidArgument => Denial::Invalid { error, dpop },
             Code::PermissionDenied => Denial::Forbidden {
                 error,
                 scopes: scopes.to_vec(),
+                dpop,
             },
             // Anything else — authd down, overloaded, broken — cannot vouch
             // for the token: refuse.
@@ -148,7 +137,103 @@ async fn ask(
                 tracing::warn!(%error, "authd could not verify a token: refusing the request");
                 Denial::Unavailable(error)
             }
-        })
+        }
+    }
+}
+
+/// The `authorization` value when its scheme is `Bearer` or `DPoP` (any
+/// case) with a token.
+fn credential(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    ((scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("dpop"))
+        && !token.trim().is_empty())
+    .then_some(value)
+}
+
+/// The `DPoP` header: one value, or several joined by `,` (which the proof
+/// checks refuse).
+fn dpop_proof(headers: &HeaderMap) -> Option<String> {
+    let mut values = headers.get_all("dpop").iter();
+    let first = values.next()?;
+    let mut proof = String::from_utf8_lossy(first.as_bytes()).into_owned();
+    for more in values {
+        proof.push(',');
+        proof.push_str(&String::from_utf8_lossy(more.as_bytes()));
+    }
+    Some(proof)
+}
+
+/// The client certificate (DER) of the connection a request came on, for
+/// certificate-bound tokens (RFC 8705): the server's TLS acceptor puts it in
+/// the request's extensions, and the layers pass it to authd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate(pub Vec<u8>);
+
+/// Where a protected service is reached, for DPoP proofs' `htu`: the
+/// scheme and authority its clients address (`https://api.example.com`),
+/// set on a layer. A request's `Host` or `X-Forwarded-*` are never used:
+/// any client can send them.
+#[derive(Debug, Clone, Default)]
+struct Origin(Option<std::sync::Arc<str>>);
+
+impl Origin {
+    fn new(origin: &str) -> Origin {
+        Origin(Some(origin.trim_end_matches('/').into()))
+    }
+
+    /// The request's URI as its client addressed it; empty without an origin.
+    fn uri(&self, path: &str) -> String {
+        self.0
+            .as_deref()
+            .map_or_else(String::new, |origin| format!("{origin}{path}"))
+    }
+}
+
+/// Asks authd (the cache did not answer) and sorts its answer.
+async fn ask(
+    mut client: AuthClient,
+    presented: Owned,
+    scopes: &[String],
+) -> Result<VerifiedToken, Denial> {
+    let required: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    let dpop = presented.dpop();
+    client
+        .verify(&presented.borrow(), &required)
+        .await
+        .map_err(|error| Denial::of(error, scopes, dpop))
+}
+
+/// What a request presents, owned for the future that asks authd.
+struct Owned {
+    authorization: String,
+    dpop_proof: Option<String>,
+    method: String,
+    uri: String,
+    certificate: Option<Vec<u8>>,
+}
+
+impl Owned {
+    fn borrow(&self) -> Presented<'_> {
+        Presented {
+            authorization: &self.authorization,
+            dpop_proof: self.dpop_proof.as_deref(),
+            http_method: &self.method,
+            http_uri: &self.uri,
+            client_certificate: self.certificate.as_deref(),
+        }
+    }
+
+    fn dpop(&self) -> bool {
+        self.dpop_proof.is_some() || is_dpop(&self.authorization)
+    }
+}
+
+fn is_dpop(authorization: &str) -> bool {
+    authorization
+        .trim()
+        .get(..4)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("dpop"))
 }
 
 /// The future both layers answer with.
@@ -165,6 +250,7 @@ fn protect<S, B, R>(
     inner: &mut S,
     client: &AuthClient,
     rules: &std::sync::Arc<ScopeRules>,
+    origin: &Origin,
     mut request: ::http::Request<B>,
     refuse: fn(Denial) -> ::http::Response<R>,
 ) -> Answer<R, S::Error>
@@ -180,16 +266,48 @@ where
         Access::Public => return Box::pin(inner.call(request)),
         Access::Scopes(scopes) => scopes,
     };
-    let Some(token) = bearer(request.headers()) else {
+    let Some(authorization) = credential(request.headers()) else {
         return Box::pin(async move { Ok(refuse(Denial::Missing)) });
     };
-    if let Some(verified) = client.cached(token, scopes) {
-        request.extensions_mut().insert(verified);
-        return Box::pin(inner.call(request));
+    let proof = dpop_proof(request.headers());
+    let dpop = proof.is_some() || is_dpop(authorization);
+    let uri = if dpop {
+        origin.uri(request.uri().path())
+    } else {
+        String::new()
+    };
+    let certificate = request
+        .extensions()
+        .get::<ClientCertificate>()
+        .map(|c| c.0.as_slice());
+    let presented = Presented {
+        authorization,
+        dpop_proof: proof.as_deref(),
+        http_method: request.method().as_str(),
+        http_uri: &uri,
+        client_certificate: certificate,
+    };
+    match client.cached(&presented, scopes) {
+        Some(Ok(verified)) => {
+            request.extensions_mut().insert(verified);
+            return Box::pin(inner.call(request));
+        }
+        Some(Err(error)) => {
+            let denial = Denial::of(error, scopes, dpop);
+            return Box::pin(async move { Ok(refuse(denial)) });
+        }
+        None => {}
     }
-    let (token, scopes, client) = (token.to_owned(), scopes.clone(), client.clone());
+    let owned = Owned {
+        authorization: authorization.to_owned(),
+        method: presented.http_method.to_owned(),
+        certificate: certificate.map(<[u8]>::to_vec),
+        dpop_proof: proof,
+        uri,
+    };
+    let (scopes, client) = (scopes.clone(), client.clone());
     Box::pin(async move {
-        match ask(client, token, &scopes).await {
+        match ask(client, owned, &scopes).await {
             Ok(verified) => {
                 request.extensions_mut().insert(verified);
                 inner.call(request).await
@@ -223,16 +341,28 @@ mod tests {
     }
 
     #[test]
-    fn bearer_scheme_is_case_insensitive_and_required() {
+    fn bearer_or_dpop_scheme_is_case_insensitive_and_required() {
         let headers = |v: &str| {
             let mut h = HeaderMap::new();
             h.insert(AUTHORIZATION, v.parse().expect("header value"));
             h
         };
-        assert_eq!(bearer(&headers("Bearer abc")), Some("abc"));
-        assert_eq!(bearer(&headers("bearer abc")), Some("abc"));
-        assert_eq!(bearer(&headers("Basic abc")), None);
-        assert_eq!(bearer(&headers("Bearer")), None);
-        assert_eq!(bearer(&HeaderMap::new()), None);
+        assert_eq!(credential(&headers("Bearer abc")), Some("Bearer abc"));
+        assert_eq!(credential(&headers("bearer abc")), Some("bearer abc"));
+        assert_eq!(credential(&headers("DPoP abc")), Some("DPoP abc"));
+        assert_eq!(credential(&headers("Basic abc")), None);
+        assert_eq!(credential(&headers("Bearer")), None);
+        assert_eq!(credential(&headers("DPoP  ")), None);
+        assert_eq!(credential(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn several_dpop_headers_are_joined_for_the_checks_to_refuse() {
+        let mut h = HeaderMap::new();
+        assert_eq!(dpop_proof(&h), None);
+        h.append("dpop", "a.b.c".parse().expect("value"));
+        assert_eq!(dpop_proof(&h).as_deref(), Some("a.b.c"));
+        h.append("dpop", "d.e.f".parse().expect("value"));
+        assert_eq!(dpop_proof(&h).as_deref(), Some("a.b.c,d.e.f"));
     }
 }

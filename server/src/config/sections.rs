@@ -803,6 +803,14 @@ pub struct ExtAuthzConfig {
     /// headers) unless the route sets `allow_anonymous`. A token that is
     /// present must still verify. Defaults to `false`.
     pub allow_anonymous: bool,
+    /// The hosts (`api.example.com`, or with a port) a DPoP proof's `htu`
+    /// may name, unless the route sets `dpop_hosts` (space-separated). The
+    /// `htu` is built from the scheme, host and path Envoy reports, never
+    /// from `X-Forwarded-*`; a host not listed here refuses the proof, so a
+    /// proof made for another service behind the same Envoy is useless
+    /// here. Defaults to none: DPoP requests are refused at Check until
+    /// hosts are configured.
+    pub dpop_hosts: Vec<String>,
 }
 
 impl Default for ExtAuthzConfig {
@@ -820,6 +828,7 @@ impl Default for ExtAuthzConfig {
             required_scopes: Vec::new(),
             audience: None,
             allow_anonymous: false,
+            dpop_hosts: Vec::new(),
         }
     }
 }

@@ -20,6 +20,8 @@ pub enum Credential<'a> {
     None,
     /// The token of `Authorization: Bearer <token>`.
     Bearer(&'a str),
+    /// The token of `Authorization: DPoP <token>` (RFC 9449 §7.1).
+    Dpop(&'a str),
 }
 
 /// Finds the bearer token of a request: the `authorization` header, scheme
@@ -53,7 +55,8 @@ pub fn credential<'a>(
     }
     let value = value.trim();
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let dpop = scheme.eq_ignore_ascii_case("dpop");
+    if !dpop && !scheme.eq_ignore_ascii_case("bearer") {
         return if in_query {
             Err(invalid("more than one credential"))
         } else {
@@ -62,12 +65,75 @@ pub fn credential<'a>(
     }
     let token = rest.trim();
     if token.is_empty() || token.contains(char::is_whitespace) {
-        return Err(invalid("malformed Bearer credential"));
+        return Err(invalid(if dpop {
+            "malformed DPoP credential"
+        } else {
+            "malformed Bearer credential"
+        }));
     }
     if in_query {
         return Err(invalid("the token is in two places"));
     }
-    Ok(Credential::Bearer(token))
+    Ok(if dpop {
+        Credential::Dpop(token)
+    } else {
+        Credential::Bearer(token)
+    })
+}
+
+/// The target URI a DPoP proof must name (`htu`), from what Envoy reports
+/// of the request: its scheme, its host (which must be one of `hosts`, the
+/// route's configured ones) and its path without the query. Never from
+/// `X-Forwarded-*`, which any client can send.
+pub fn dpop_target(
+    scheme: &str,
+    host: &str,
+    path: &str,
+    hosts: &[String],
+) -> Result<String, Error> {
+    let refused = |detail| Error::DpopProofInvalid {
+        problem: "htu",
+        detail,
+    };
+    let scheme = if scheme.is_empty() { "https" } else { scheme };
+    if !scheme.eq_ignore_ascii_case("https") && !scheme.eq_ignore_ascii_case("http") {
+        return Err(refused("the request's scheme is not http or https"));
+    }
+    let listed = hosts.iter().any(|listed| {
+        listed.eq_ignore_ascii_case(host)
+            || (scheme.eq_ignore_ascii_case("https")
+                && host.eq_ignore_ascii_case(&format!("{listed}:443")))
+            || (scheme.eq_ignore_ascii_case("http")
+                && host.eq_ignore_ascii_case(&format!("{listed}:80")))
+    });
+    if !listed {
+        return Err(refused(
+            "the request's host is not one of the route's dpop_hosts",
+        ));
+    }
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    if !path.starts_with('/') {
+        return Err(refused("the request's path is not absolute"));
+    }
+    Ok(format!("{}://{host}{path}", scheme.to_ascii_lowercase()))
+}
+
+/// The client certificate Envoy forwards (`source.certificate`: PEM,
+/// URL-encoded) as DER; `None` when there is none.
+pub fn peer_certificate(url_encoded_pem: &str) -> Result<Option<Vec<u8>>, Error> {
+    if url_encoded_pem.is_empty() {
+        return Ok(None);
+    }
+    let unusable = || Error::InvalidRequest {
+        field: "source.certificate",
+        problem: "not a URL-encoded PEM certificate".to_owned(),
+    };
+    let pem = percent_encoding::percent_decode_str(url_encoded_pem).collect::<Vec<u8>>();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).map_err(|_| unusable())?;
+    if pem.label != "CERTIFICATE" {
+        return Err(unusable());
+    }
+    Ok(Some(pem.contents))
 }
 
 fn invalid(problem: &str) -> Error {
@@ -87,6 +153,8 @@ pub struct Policy {
     pub audience: Option<String>,
     /// Whether a request without a token passes.
     pub allow_anonymous: bool,
+    /// The hosts a DPoP proof's `htu` may name.
+    pub dpop_hosts: Vec<String>,
 }
 
 impl Policy {
@@ -119,10 +187,15 @@ impl Policy {
                 ));
             }
         };
+        let dpop_hosts = match context.get("dpop_hosts") {
+            Some(hosts) => hosts.split_whitespace().map(str::to_owned).collect(),
+            None => config.dpop_hosts.clone(),
+        };
         Ok(Policy {
             required_scopes,
             audience,
             allow_anonymous,
+            dpop_hosts,
         })
     }
 }
@@ -131,10 +204,24 @@ impl Policy {
 /// `invalid_request`, 403 `insufficient_scope` (naming the route's
 /// `required` scopes), 503 when authd cannot decide, else 401
 /// `invalid_token` with a description.
-pub fn denial(realm: &str, error: &Error, required: &[String]) -> Denial {
+///
+/// A request that used DPoP (the `DPoP` scheme or a `DPoP` header; `dpop_algs`
+/// holds the proof algorithms accepted) is answered with a `DPoP` challenge
+/// instead (RFC 9449 §7.1): `invalid_dpop_proof` for a bad or replayed proof,
+/// `use_dpop_nonce` with a `DPoP-Nonce` header when a nonce is required,
+/// `invalid_token` for the token itself.
+pub fn denial(realm: &str, error: &Error, required: &[String], dpop_algs: Option<&str>) -> Denial {
     let reason = error.reason();
+    let dpop_algs = dpop_algs.or(match reason {
+        Reason::DpopProofInvalid | Reason::DpopProofReplayed | Reason::DpopNonceRequired => {
+            Some("")
+        }
+        _ => None,
+    });
     let (status, code) = match reason {
         Reason::TokenMissing => (401, None),
+        Reason::DpopProofInvalid | Reason::DpopProofReplayed => (401, Some("invalid_dpop_proof")),
+        Reason::DpopNonceRequired => (401, Some("use_dpop_nonce")),
         Reason::InvalidRequest | Reason::MalformedRequest | Reason::RequestTooLarge => {
             (400, Some("invalid_request"))
         }
@@ -149,10 +236,14 @@ pub fn denial(realm: &str, error: &Error, required: &[String]) -> Denial {
     ];
     if status < 500 {
         let scope = (reason == Reason::InsufficientScope).then(|| required.join(" "));
-        headers.push((
-            "www-authenticate".to_owned(),
-            challenge(realm, code, Some(&description), scope.as_deref()),
-        ));
+        let value = match dpop_algs {
+            Some(algs) => dpop_challenge(realm, code, Some(&description), scope.as_deref(), algs),
+            None => challenge(realm, code, Some(&description), scope.as_deref()),
+        };
+        headers.push(("www-authenticate".to_owned(), value));
+    }
+    if let Error::DpopNonceRequired { nonce } = error {
+        headers.push(("dpop-nonce".to_owned(), nonce.clone()));
     }
     let mut body = Map::new();
     if let Some(code) = code {
@@ -185,6 +276,24 @@ pub fn challenge(
         if let Some(scope) = scope {
             value.push_str(&format!(", scope=\"{scope}\""));
         }
+    }
+    value
+}
+
+/// A `WWW-Authenticate: DPoP` challenge (RFC 9449 §7.1): the realm, the
+/// error and its description, the scope, and `algs`, the proof algorithms
+/// accepted.
+pub fn dpop_challenge(
+    realm: &str,
+    error: Option<&str>,
+    description: Option<&str>,
+    scope: Option<&str>,
+    algs: &str,
+) -> String {
+    let bearer = challenge(realm, error, description, scope);
+    let mut value = format!("DPoP{}", &bearer["Bearer".len()..]);
+    if !algs.is_empty() {
+        value.push_str(&format!(", algs=\"{algs}\""));
     }
     value
 }

@@ -19,7 +19,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use serde_json::{Map, Value};
 
-pub use self::http::{Credential, Policy, challenge};
+pub use self::http::{Credential, Policy, challenge, dpop_challenge};
 use crate::{
     config::ExtAuthzConfig,
     error::{Error, Reason},
@@ -38,6 +38,15 @@ pub struct CheckInput<'a> {
     pub path: &'a str,
     /// The route's `context_extensions`.
     pub context: &'a HashMap<String, String>,
+    /// The request's method.
+    pub method: &'a str,
+    /// The request's scheme as Envoy received it (`https`, `http`).
+    pub scheme: &'a str,
+    /// The request's host (`:authority`).
+    pub host: &'a str,
+    /// The downstream client's certificate as Envoy forwards it (PEM,
+    /// URL-encoded; `include_peer_certificate: true`), or empty.
+    pub certificate: &'a str,
 }
 
 /// The answer to one check.
@@ -80,36 +89,74 @@ pub struct Denial {
 pub struct ExtAuthz {
     verifier: Arc<Verifier>,
     config: ExtAuthzConfig,
+    /// The proof algorithms of every issuer, for DPoP challenges.
+    dpop_algs: String,
 }
 
 impl ExtAuthz {
     /// The adapter with the `[ext_authz]` settings.
     pub fn new(verifier: Arc<Verifier>, config: ExtAuthzConfig) -> Self {
-        ExtAuthz { verifier, config }
+        let mut algs: Vec<&str> = verifier
+            .issuers()
+            .flat_map(|issuer| issuer.dpop_algorithms().iter().map(|alg| alg.as_str()))
+            .collect();
+        algs.sort_unstable();
+        algs.dedup();
+        let dpop_algs = algs.join(" ");
+        ExtAuthz {
+            verifier,
+            config,
+            dpop_algs,
+        }
     }
 
     /// Decides one request.
     pub async fn check(&self, input: CheckInput<'_>) -> Decision {
         let policy = match Policy::of_route(&self.config, input.context) {
             Ok(policy) => policy,
-            Err(error) => return self.refuse(&error, &[]),
+            Err(error) => return self.refuse(&error, &[], false),
         };
-        let token = match http::credential(input.headers, input.path) {
-            Ok(Credential::Bearer(token)) => token,
-            Ok(Credential::None) if policy.allow_anonymous => return self.allow(None),
-            Ok(Credential::None) => return self.refuse(&Error::TokenMissing, &[]),
-            Err(error) => return self.refuse(&error, &[]),
+        let proof = input.headers.get("dpop").map(String::as_str);
+        let authorization = match http::credential(input.headers, input.path) {
+            Ok(Credential::Bearer(token)) => format!("Bearer {token}"),
+            Ok(Credential::Dpop(token)) => format!("DPoP {token}"),
+            Ok(Credential::None) if policy.allow_anonymous && proof.is_none() => {
+                return self.allow(None);
+            }
+            Ok(Credential::None) => return self.refuse(&Error::TokenMissing, &[], proof.is_some()),
+            Err(error) => return self.refuse(&error, &[], proof.is_some()),
+        };
+        let dpop = proof.is_some() || authorization.starts_with("DPoP ");
+        match self.verify(&input, &policy, authorization, proof).await {
+            Ok(verified) => self.allow(Some(&verified)),
+            Err(error) => self.refuse(&error, &policy.required_scopes, dpop),
+        }
+    }
+
+    /// Verifies the request's credential with what proves its binding: the
+    /// DPoP proof for the request's method and URI, the client certificate.
+    async fn verify(
+        &self,
+        input: &CheckInput<'_>,
+        policy: &Policy,
+        authorization: String,
+        proof: Option<&str>,
+    ) -> Result<Arc<VerifiedToken>, Error> {
+        let client_certificate = http::peer_certificate(input.certificate)?;
+        let http_uri = match proof {
+            Some(_) => http::dpop_target(input.scheme, input.host, input.path, &policy.dpop_hosts)?,
+            None => String::new(),
         };
         let request = VerifyRequest {
-            token: token.to_owned(),
+            token: authorization,
             required_scopes: policy.required_scopes.clone(),
             audience: policy.audience.clone(),
-            ..VerifyRequest::default()
+            dpop_proof: proof.map(str::to_owned),
+            http_method: input.method.to_owned(),
+            http_uri,
+            client_certificate,
         };
-        match self.verifier.verify(&request).await {
-            Ok(verified) => self.allow(Some(&verified)),
-            Err(error) => self.refuse(&error, &policy.required_scopes),
-        }
+        self.verifier.verify(&request).await
     }
 
     fn allow(&self, verified: Option<&VerifiedToken>) -> Decision {
@@ -145,8 +192,13 @@ impl ExtAuthz {
         }
     }
 
-    fn refuse(&self, error: &Error, required_scopes: &[String]) -> Decision {
-        let denial = http::denial(&self.config.realm, error, required_scopes);
+    fn refuse(&self, error: &Error, required_scopes: &[String], dpop: bool) -> Decision {
+        let denial = http::denial(
+            &self.config.realm,
+            error,
+            required_scopes,
+            dpop.then_some(self.dpop_algs.as_str()),
+        );
         if denial.status >= 500 {
             Decision::Unavailable(denial)
         } else {

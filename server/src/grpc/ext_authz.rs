@@ -59,6 +59,12 @@ impl Authorization for ExtAuthzImpl {
             headers: http.map_or(&empty, |h| &h.headers),
             path: http.map_or("", |h| h.path.as_str()),
             context: attributes.map_or(&empty, |a| &a.context_extensions),
+            method: http.map_or("", |h| h.method.as_str()),
+            scheme: http.map_or("", |h| h.scheme.as_str()),
+            host: http.map_or("", |h| h.host.as_str()),
+            certificate: attributes
+                .and_then(|a| a.source.as_ref())
+                .map_or("", |source| source.certificate.as_str()),
         };
         let decision = self.ext_authz.check(input).await;
         Ok(Response::new(check_response(decision)))

@@ -128,6 +128,25 @@ mod tests {
     }
 
     #[test]
+    fn every_value_of_the_protocol_enum_is_a_reason() {
+        // NOT_IMPLEMENTED is the protocol's for methods a newer authd has.
+        let reasons: Vec<_> = (1..)
+            .map_while(|value| ErrorReason::try_from(value).ok())
+            .filter(|reason| *reason != ErrorReason::NotImplemented)
+            .collect();
+        for reason in reasons {
+            let wire = reason
+                .as_str_name()
+                .strip_prefix("ERROR_REASON_")
+                .unwrap_or_default();
+            assert!(
+                ALL.iter().any(|known| known.as_str() == wire),
+                "{wire} of auth.proto has no Reason"
+            );
+        }
+    }
+
+    #[test]
     fn status_carries_error_info_with_reason_and_metadata() {
         let status = Status::from(Error::InsufficientScope {
             missing: vec!["read:orders".to_owned()],

@@ -131,6 +131,11 @@ impl IssuerPolicy {
     pub fn audiences(&self) -> &[String] {
         &self.audiences
     }
+
+    /// The algorithms DPoP proofs with this issuer's tokens may use.
+    pub fn dpop_algorithms(&self) -> &[Algorithm] {
+        &self.dpop_algorithms
+    }
 }
 
 /// Verifies access tokens of the configured issuers.

@@ -87,13 +87,13 @@ fn unclear_allow_anonymous_is_refused_not_guessed() {
     let route = headers(&[("allow_anonymous", "yes")]);
     let error = Policy::of_route(&ExtAuthzConfig::default(), &route).expect_err("must fail");
     assert_eq!(error.reason(), Reason::Internal);
-    let denial = denial("authd", &error, &[]);
+    let denial = denial("authd", &error, &[], None);
     assert_eq!(denial.status, 503);
 }
 
 #[test]
 fn no_token_is_401_without_error() {
-    let d = denial("api", &Error::TokenMissing, &[]);
+    let d = denial("api", &Error::TokenMissing, &[], None);
     assert_eq!(d.status, 401);
     assert_eq!(header(&d, "www-authenticate"), Some("Bearer realm=\"api\""));
     assert_eq!(header(&d, "x-authd-reason"), Some("TOKEN_MISSING"));
@@ -105,7 +105,7 @@ fn no_token_is_401_without_error() {
 #[test]
 fn bad_token_is_401_invalid_token_with_description() {
     let error = Error::TokenExpired { expired_at: 1000 };
-    let d = denial("authd", &error, &[]);
+    let d = denial("authd", &error, &[], None);
     assert_eq!(d.status, 401);
     assert_eq!(
         header(&d, "www-authenticate"),
@@ -117,7 +117,7 @@ fn bad_token_is_401_invalid_token_with_description() {
     let body: Value = serde_json::from_str(&d.body).expect("test value");
     assert_eq!(body["error"], "invalid_token");
     assert_eq!(body["reason"], "TOKEN_EXPIRED");
-    let revoked = denial("authd", &Error::SessionRevoked, &[]);
+    let revoked = denial("authd", &Error::SessionRevoked, &[], None);
     assert_eq!(revoked.status, 401);
     assert_eq!(header(&revoked, "x-authd-reason"), Some("SESSION_REVOKED"));
 }
@@ -128,7 +128,7 @@ fn missing_scope_is_403_naming_the_scopes() {
         missing: vec!["admin".to_owned()],
     };
     let required = ["read".to_owned(), "admin".to_owned()];
-    let d = denial("authd", &error, &required);
+    let d = denial("authd", &error, &required, None);
     assert_eq!(d.status, 403);
     let challenge = header(&d, "www-authenticate").expect("test value");
     assert!(
@@ -143,7 +143,7 @@ fn outage_is_503_without_challenge() {
     let error = Error::KeysUnavailable {
         issuer: "https://tenant/".into(),
     };
-    let d = denial("authd", &error, &[]);
+    let d = denial("authd", &error, &[], None);
     assert_eq!(d.status, 503);
     assert_eq!(header(&d, "www-authenticate"), None);
     assert_eq!(header(&d, "x-authd-reason"), Some("KEYS_UNAVAILABLE"));
@@ -152,7 +152,7 @@ fn outage_is_503_without_challenge() {
 #[test]
 fn description_cannot_break_the_header() {
     let error = Error::MalformedToken("a \"quoted\\\" é\r\nx".to_owned());
-    let d = denial("authd", &error, &[]);
+    let d = denial("authd", &error, &[], None);
     let challenge = header(&d, "www-authenticate").expect("test value");
     let description = challenge
         .split("error_description=\"")
@@ -196,4 +196,102 @@ fn claims_travel_as_base64url_json() {
     let metadata = identity_metadata(&token);
     assert_eq!(metadata["subject"], "auth0|alice");
     assert_eq!(metadata["scopes"], json!(["read", "write"]));
+}
+
+#[test]
+fn dpop_scheme_carries_the_token() {
+    for scheme in ["DPoP", "dpop", "DPOP"] {
+        let h = headers(&[("authorization", &format!("{scheme} abc.def.ghi"))]);
+        assert_eq!(credential(&h, "/"), Ok(Credential::Dpop("abc.def.ghi")));
+    }
+    let empty = headers(&[("authorization", "DPoP ")]);
+    assert!(credential(&empty, "/").is_err());
+}
+
+#[test]
+fn the_proof_target_comes_from_envoy_and_a_listed_host() {
+    let hosts = vec!["api.example.com".to_owned(), "127.0.0.1:8080".to_owned()];
+    assert_eq!(
+        dpop_target("https", "api.example.com", "/orders?page=2", &hosts),
+        Ok("https://api.example.com/orders".to_owned())
+    );
+    assert_eq!(
+        dpop_target("https", "API.example.com:443", "/orders#x", &hosts),
+        Ok("https://API.example.com:443/orders".to_owned())
+    );
+    assert_eq!(
+        dpop_target("http", "127.0.0.1:8080", "/a", &hosts),
+        Ok("http://127.0.0.1:8080/a".to_owned())
+    );
+    for (scheme, host, path) in [
+        ("https", "evil.example.com", "/orders"),
+        ("https", "api.example.com:8443", "/orders"),
+        ("ftp", "api.example.com", "/orders"),
+        ("https", "api.example.com", "orders"),
+    ] {
+        let error = dpop_target(scheme, host, path, &hosts).expect_err(host);
+        assert_eq!(
+            error.reason(),
+            Reason::DpopProofInvalid,
+            "{scheme} {host} {path}"
+        );
+    }
+    // No hosts configured: DPoP is refused at Check rather than guessed.
+    assert!(dpop_target("https", "api.example.com", "/", &[]).is_err());
+}
+
+#[test]
+fn envoys_url_encoded_pem_becomes_der() {
+    let der = b"\x30\x03\x02\x01\x01";
+    let pem = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        base64::engine::general_purpose::STANDARD.encode(der)
+    );
+    let encoded: String =
+        percent_encoding::utf8_percent_encode(&pem, percent_encoding::NON_ALPHANUMERIC).collect();
+    assert_eq!(peer_certificate(&encoded), Ok(Some(der.to_vec())));
+    assert_eq!(peer_certificate(""), Ok(None));
+    assert!(peer_certificate("not%20a%20certificate").is_err());
+    let key = pem.replace("CERTIFICATE", "PRIVATE KEY");
+    assert!(peer_certificate(&key).is_err());
+}
+
+#[test]
+fn dpop_requests_get_dpop_challenges() {
+    let algs = Some("ES256 RS256");
+    let invalid = Error::DpopProofInvalid {
+        problem: "htu",
+        detail: "htu is not the request's URI",
+    };
+    let d = denial("api", &invalid, &[], algs);
+    assert_eq!(d.status, 401);
+    let challenge = header(&d, "www-authenticate").expect("challenge");
+    assert!(
+        challenge.starts_with("DPoP realm=\"api\", error=\"invalid_dpop_proof\""),
+        "{challenge}"
+    );
+    assert!(challenge.ends_with(", algs=\"ES256 RS256\""), "{challenge}");
+
+    let nonce = Error::DpopNonceRequired {
+        nonce: "n-1".to_owned(),
+    };
+    let d = denial("api", &nonce, &[], algs);
+    assert_eq!(header(&d, "dpop-nonce"), Some("n-1"));
+    assert!(header(&d, "www-authenticate").is_some_and(|c| c.contains("error=\"use_dpop_nonce\"")));
+
+    let mismatch = Error::TokenBindingMismatch {
+        binding: "jkt",
+        problem: "a DPoP-bound token without a DPoP proof",
+    };
+    let d = denial("api", &mismatch, &[], algs);
+    assert!(
+        header(&d, "www-authenticate")
+            .is_some_and(|c| c.starts_with("DPoP realm=\"api\", error=\"invalid_token\""))
+    );
+    // The same refusal of a Bearer request keeps the Bearer challenge.
+    let d = denial("api", &mismatch, &[], None);
+    assert!(
+        header(&d, "www-authenticate")
+            .is_some_and(|c| c.starts_with("Bearer realm=\"api\", error=\"invalid_token\""))
+    );
 }
