@@ -130,16 +130,17 @@ describe("the cache", () => {
     const client = await cachedClient();
     const token = await issuer.token({});
     await client.verifyToken(token);
+    await eventually(() => client.cached(token), { what: "the token cached" });
     authd.signal("SIGSTOP");
     try {
-      const started = performance.now();
-      // Within the bound, from memory.
-      assert.ok(await client.verifyToken(token));
+      // Within the bound, from memory (checked at once: the stream spoke
+      // within a heartbeat or two).
+      assert.ok(client.cached(token));
+      // No later than the bound after the stream's last message, the cache stops.
       await eventually(() => client.cacheState === "silent", {
-        withinMs: 3 * MAX_SILENCE_MS,
+        withinMs: MAX_SILENCE_MS + 1_000,
         what: "the cache going silent",
       });
-      assert.ok(performance.now() - started >= MAX_SILENCE_MS - 50);
       assert.equal(client.cached(token), undefined);
       const error = await rejection(client.verifyToken(token));
       assert.equal(error.code, Code.DEADLINE_EXCEEDED);

@@ -80,10 +80,10 @@ test("slow down: the longer interval sticks (RFC 8628 §3.5)", async () => {
     const started = Date.now();
     const session = await spied.deviceLogin({
       onCode: async (code) => {
-        // Someone polled just now and the issuer now wants 2 s: the
+        // Someone polled just now and the issuer now wants 3 s: the
         // helper's first poll, 1 s later, is too soon.
         await poll(deviceCode, { interval: 1 });
-        await issuer.control(`device/${code.userCode}`, { interval: 2 });
+        await issuer.control(`device/${code.userCode}`, { interval: 3 });
         setTimeout(() => void issuer.control(`device/${code.userCode}`, { action: "approve", user: "bob" }), 2_000);
       },
     });
