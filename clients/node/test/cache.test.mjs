@@ -131,7 +131,7 @@ describe("the cache", () => {
     const token = await issuer.token({});
     await client.verifyToken(token);
     await eventually(() => client.cached(token), { what: "the token cached" });
-    authd.signal("SIGSTOP");
+    await authd.pause();
     try {
       // Within the bound, from memory (checked at once: the stream spoke
       // within a heartbeat or two).
@@ -146,7 +146,7 @@ describe("the cache", () => {
       assert.equal(error.code, Code.DEADLINE_EXCEEDED);
       assert.ok(error.isUnavailable);
     } finally {
-      authd.signal("SIGCONT");
+      authd.resume();
     }
     await eventually(() => client.cacheState === "answering", { what: "the cache answering again" });
     assert.ok(await client.verifyToken(token));

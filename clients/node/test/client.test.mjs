@@ -253,7 +253,7 @@ describe("endpoints, deadlines and retries", () => {
   test("a deadline passes as DEADLINE_EXCEEDED while authd does not answer", async () => {
     const token = await issuer.token({});
     await client.verifyToken(token); // connected
-    authd.signal("SIGSTOP");
+    await authd.pause();
     try {
       const started = Date.now();
       const error = await rejection(client.verifyToken(token, { timeoutMs: 300 }));
@@ -261,7 +261,7 @@ describe("endpoints, deadlines and retries", () => {
       assert.ok(error.isUnavailable);
       assert.ok(Date.now() - started < 2_000, `took ${Date.now() - started} ms`);
     } finally {
-      authd.signal("SIGCONT");
+      authd.resume();
     }
     assert.ok(await client.verifyToken(token));
   });

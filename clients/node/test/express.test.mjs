@@ -168,14 +168,14 @@ describe("auth() options and errors", () => {
     const token = await issuer.token({});
     assert.equal((await get(base, token)).status, 200); // asks authd, cached
     await eventually(() => client.cached(token), { what: "the token cached" });
-    authd.signal("SIGSTOP");
+    await authd.pause();
     try {
       assert.equal((await get(base, token)).status, 200); // from memory
       await eventually(() => client.cacheState === "silent", { withinMs: 3 * MAX_SILENCE_MS, what: "silent" });
       assert.equal((await get(base, token)).status, 503);
       assert.equal((await get(base, await issuer.token({}))).status, 503);
     } finally {
-      authd.signal("SIGCONT");
+      authd.resume();
     }
     await eventually(() => client.cacheState === "answering", { what: "answering again" });
     assert.equal((await get(base, token)).status, 200);

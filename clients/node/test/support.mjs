@@ -7,7 +7,7 @@
 
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, createWriteStream } from "node:fs";
+import { createWriteStream, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -194,6 +194,30 @@ export class Authd {
 
   signal(name) {
     this.child.kill(name);
+  }
+
+  /** Every thread's state letter, from /proc (`T`: stopped). */
+  #states() {
+    const tasks = `/proc/${this.child.pid}/task`;
+    return readdirSync(tasks).map((t) => readFileSync(`${tasks}/${t}/stat`, "utf8").replace(/^.*\) /s, "")[0]);
+  }
+
+  /**
+   * SIGSTOP, and wait until every thread is stopped: the signal is
+   * delivered asynchronously, and a thread running on another CPU could
+   * still answer a call made right after kill().
+   */
+  async pause() {
+    this.child.kill("SIGSTOP");
+    await eventually(() => this.#states().every((s) => s === "T"), {
+      withinMs: 5_000,
+      everyMs: 2,
+      what: "authd stopped",
+    });
+  }
+
+  resume() {
+    this.child.kill("SIGCONT");
   }
 
   /** Stops it (SIGKILL: a crash, as far as clients can tell). */

@@ -78,7 +78,7 @@ const endpoint = () => `https://127.0.0.1:${authd.port}`;
 test("mutual TLS: verifies, and the certificate's caller may watch, so the cache answers", async () => {
   const client = new AuthClient({
     endpoints: endpoint(),
-    tls: { ca: pem("ca.pem"), cert: pem("client.pem"), key: pem("client.key") },
+    tls: { ca: pem("ca.pem"), cert: pem("client.pem"), key: pem("client.key"), servername: "localhost" },
     cache: { maxSilenceMs: 1_000 },
   }).watch();
   try {
@@ -122,7 +122,7 @@ test("a CA that did not sign authd's certificate: UNAVAILABLE, no reason", async
 test("over mTLS a trusted RPC the policy does not grant is CALLER_NOT_TRUSTED", async () => {
   const client = new AuthClient({
     endpoints: endpoint(),
-    tls: { ca: pem("ca.pem"), cert: pem("client.pem"), key: pem("client.key") },
+    tls: { ca: pem("ca.pem"), cert: pem("client.pem"), key: pem("client.key"), servername: "localhost" },
     cache: false,
   });
   try {
