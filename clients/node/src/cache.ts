@@ -54,21 +54,16 @@ interface Entry {
 
 const now = (): number => performance.now();
 
-/** The SHA-256 of the token, audience and scope set, each length-prefixed. */
+/**
+ * The SHA-256 of the token, audience and scope set, each part prefixed by
+ * its length (so parts cannot run into each other): one string, hashed once.
+ */
 export function cacheKey(token: string, scopes: readonly string[], audience?: string): string {
-  const hash = createHash("sha256");
-  const part = (text: string): void => {
-    const bytes = Buffer.from(text, "utf8");
-    const length = Buffer.alloc(8);
-    length.writeBigUInt64BE(BigInt(bytes.length));
-    hash.update(length).update(bytes);
-  };
-  part(token);
-  // "no audience" differs from every audience, the empty one included.
-  part(audience === undefined ? "" : "=" + audience);
+  // "no audience" is "-", which no length prefix starts with.
+  let framed = `${token.length}:${token}${audience === undefined ? "-" : `${audience.length}:${audience}`}`;
   const set = scopes.length <= 1 ? scopes : [...new Set(scopes)].sort();
-  for (const scope of set) part(scope);
-  return hash.digest("base64");
+  for (const scope of set) framed += `${scope.length}:${scope}`;
+  return createHash("sha256").update(framed).digest("base64");
 }
 
 /** The cache itself. */

@@ -180,8 +180,20 @@ export function payloadOf(v: VerifiedToken): JWTPayload {
   return payload;
 }
 
+/**
+ * The payload and header of a verified token, made once per answer: a
+ * cache hit returns the same `VerifiedToken`, so repeated tokens skip the
+ * decoding. Each request gets its own shallow copies.
+ */
+const decoded = new WeakMap<VerifiedToken, { payload: JWTPayload; header: Record<string, unknown> }>();
+
 function result(token: string, verified: VerifiedToken): AuthResult {
-  return { payload: payloadOf(verified), header: decodeHeader(token), token, verified };
+  let parts = decoded.get(verified);
+  if (!parts) {
+    parts = { payload: payloadOf(verified), header: decodeHeader(token) };
+    decoded.set(verified, parts);
+  }
+  return { payload: { ...parts.payload }, header: { ...parts.header }, token, verified };
 }
 
 /**

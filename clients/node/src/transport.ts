@@ -158,6 +158,10 @@ export class Transport {
         return await new Promise<MessageShape<O>>((resolve, reject) => {
           const callOptions: grpc.CallOptions = {};
           if (timeoutMs !== undefined) callOptions.deadline = Date.now() + timeoutMs;
+          if (this.#closed) {
+            reject(new AuthError(Code.CANCELLED, "the AuthClient is closed"));
+            return;
+          }
           const call = chosen.client.makeUnaryRequest(
             path,
             serialize,
@@ -198,7 +202,10 @@ export class Transport {
     );
   }
 
+  #closed = false;
+
   close(): void {
+    this.#closed = true;
     for (const e of this.#endpoints) e.client.close();
   }
 }
