@@ -410,7 +410,7 @@ pub struct DpopConfig {
     /// Clock skew allowed on a proof's `iat`, both ways. Defaults to `5`.
     pub leeway_seconds: u64,
     /// Proofs remembered at most per replica, to accept each `jti` once;
-    /// each stays `max_age_seconds + 2 × leeway_seconds` at most (about 40
+    /// each stays `max_age_seconds + 2 × leeway_seconds` at most (about 60
     /// bytes each). When full, new proofs are refused (`OVERLOADED`), never
     /// an entry forgotten early. Defaults to `2000000`.
     pub replay_cache_max_entries: usize,

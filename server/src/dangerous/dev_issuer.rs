@@ -165,6 +165,28 @@ impl DevIssuer {
             lifetime_seconds,
         )
     }
+
+    /// [`Self::mint`] bound to the DPoP key whose RFC 7638 thumbprint is
+    /// `jkt` (`cnf.jkt`, RFC 9449).
+    pub fn mint_dpop_bound(
+        &self,
+        subject: &str,
+        scopes: &[&str],
+        jkt: &str,
+        lifetime_seconds: i64,
+    ) -> String {
+        let now = now();
+        self.inner.key.sign(&json!({
+            "iss": self.inner.issuer,
+            "sub": subject,
+            "aud": [self.inner.audience, format!("{}userinfo", self.inner.issuer)],
+            "iat": now,
+            "exp": now + lifetime_seconds,
+            "scope": scopes.join(" "),
+            "azp": DEV_CLIENT_ID,
+            "cnf": {"jkt": jkt},
+        }))
+    }
 }
 
 impl Inner {
