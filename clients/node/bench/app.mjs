@@ -1,0 +1,46 @@
+// One Express route, GET /orders, protected three ways (BENCH_MODE):
+//   none         no authentication
+//   authd        @authd/client's middleware, its cache on (watching with WATCH_TOKEN)
+//   express-jwt  express-jwt + jwks-rsa exactly as the classic Auth0 snippet configures them
+// Listens on 127.0.0.1:0 and prints `READY <port>` once it can answer (for
+// authd: once its cache answers).
+import express from "express";
+
+const { BENCH_MODE: mode, AUTHD_URL, ISSUER_URL, WATCH_TOKEN, AUDIENCE } = process.env;
+const app = express();
+app.set("env", "test"); // refusals are not logged (there should be none)
+let ready = Promise.resolve();
+
+if (mode === "authd") {
+  const { AuthClient } = await import("@authd/client");
+  const { auth } = await import("@authd/client/express");
+  const client = new AuthClient({ endpoints: AUTHD_URL, watchToken: WATCH_TOKEN });
+  app.use(auth({ client }));
+  client.watch();
+  ready = new Promise((resolve) => {
+    const check = setInterval(() => client.cacheState === "answering" && (clearInterval(check), resolve()), 10);
+  });
+} else if (mode === "express-jwt") {
+  const { expressjwt: jwt } = await import("express-jwt");
+  const jwksRsa = (await import("jwks-rsa")).default;
+  const checkJwt = jwt({
+    secret: jwksRsa.expressJwtSecret({
+      cache: true,
+      rateLimit: true,
+      jwksRequestsPerMinute: 5,
+      jwksUri: `${ISSUER_URL}.well-known/jwks.json`,
+    }),
+    audience: AUDIENCE,
+    issuer: ISSUER_URL,
+    algorithms: ["RS256"],
+  });
+  app.use(checkJwt);
+} else if (mode !== "none") {
+  throw new Error(`BENCH_MODE: ${mode}?`);
+}
+
+app.get("/orders", (req, res) => res.json({ orders: [], user: req.auth?.payload?.sub ?? req.auth?.sub ?? null }));
+
+await ready;
+const server = app.listen(0, "127.0.0.1", () => console.log(`READY ${server.address().port}`));
+process.on("SIGTERM", () => process.exit(0));

@@ -1,0 +1,160 @@
+// The benchmark of issue 19 item 6, one run: GET /orders unprotected, behind
+// @authd/client (warm cache), and behind express-jwt + jwks-rsa as the
+// classic Auth0 snippet configures them; with one token repeated and with a
+// new token on every request. The app is pinned to CPU 0 (BENCH_APP_CPU),
+// everything else — authd, the issuer, autocannon — to the other CPU(s) by
+// `./run`. Then the revocation-to-refusal delay through the Node cache.
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+
+import autocannon from "autocannon";
+import { AuthClient } from "@authd/client";
+
+import { AUDIENCE, Authd, Issuer, eventually } from "../test/support.mjs";
+
+const APP_CPU = process.env.BENCH_APP_CPU ?? "0";
+const DURATION_S = Number(process.env.BENCH_SECONDS ?? 10);
+const NEW_TOKENS = Number(process.env.BENCH_NEW_TOKENS ?? 10_000);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
+const REVOCATIONS = Number(process.env.BENCH_REVOCATIONS ?? 200);
+
+const issuer = await Issuer.start();
+const authd = await Authd.start(issuer.sessionsConfig());
+const watchToken = await issuer.token({ permissions: "revocations:watch" });
+
+async function mint(n) {
+  const tokens = [];
+  for (let i = 0; i < n; i += 64) {
+    const batch = Array.from({ length: Math.min(64, n - i) }, (_, j) =>
+      issuer.token({ scope: "read:orders", jti: `b-${i + j}` }),
+    );
+    tokens.push(...(await Promise.all(batch)));
+  }
+  return tokens;
+}
+
+async function startApp(mode) {
+  const child = spawn("taskset", ["-c", APP_CPU, process.execPath, new URL("./app.mjs", import.meta.url).pathname], {
+    env: {
+      ...process.env,
+      BENCH_MODE: mode,
+      AUTHD_URL: authd.uri,
+      ISSUER_URL: issuer.url,
+      WATCH_TOKEN: watchToken,
+      AUDIENCE,
+    },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const port = await new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout }).on("line", (l) => l.startsWith("READY ") && resolve(Number(l.slice(6))));
+    child.once("exit", (code) => reject(new Error(`app ${mode} exited ${code}`)));
+  });
+  return { port, stop: () => new Promise((r) => (child.once("exit", r), child.kill("SIGTERM"))) };
+}
+
+function load(port, tokens, options) {
+  let i = 0;
+  return autocannon({
+    url: `http://127.0.0.1:${port}/orders`,
+    connections: CONNECTIONS,
+    ...options,
+    requests: [
+      {
+        setupRequest: (req) => {
+          if (tokens) req.headers = { ...req.headers, authorization: `Bearer ${tokens[i++ % tokens.length]}` };
+          return req;
+        },
+      },
+    ],
+  });
+}
+
+const rows = [];
+async function measure(mode, what, tokens, options, warmup) {
+  const app = await startApp(mode);
+  try {
+    // Warm up: connections and JIT, with a token of its own (for
+    // repeated: the one measured, so the cache holds it).
+    await load(app.port, warmup, { duration: 2 });
+    const r = await load(app.port, tokens, options);
+    const bad = r.non2xx + r.errors + r.timeouts;
+    rows.push({
+      mode,
+      what,
+      rps: r.requests.average,
+      p50: r.latency.p50,
+      p99: r.latency.p99,
+      total: r.requests.total,
+      bad,
+    });
+    console.error(
+      `${mode} ${what}: ${r.requests.average} req/s, p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms, ${bad} failed`,
+    );
+  } finally {
+    await app.stop();
+  }
+}
+
+try {
+  const one = await issuer.token({ scope: "read:orders" });
+  console.error(`minting ${NEW_TOKENS} tokens...`);
+  const fresh = await mint(NEW_TOKENS);
+  const half = Math.floor(NEW_TOKENS / 2);
+  for (const mode of ["none", "authd", "express-jwt"]) {
+    const warmup = mode === "none" ? null : [one];
+    await measure(mode, "repeated", warmup, { duration: DURATION_S }, warmup);
+    if (mode !== "none") {
+      // Each of its own half of the fresh tokens: none has been seen by authd or the app.
+      const mine = mode === "authd" ? fresh.slice(0, half) : fresh.slice(half);
+      await measure(mode, "new", mine, { amount: mine.length }, warmup);
+    }
+  }
+
+  // Revocation to refusal through the cache: revoke a session whose token
+  // the cache holds, and time until the cache refuses it.
+  const client = new AuthClient({ endpoints: authd.uri, watchToken }).watch();
+  const plain = new AuthClient({ endpoints: authd.uri, cache: false });
+  await eventually(() => client.cacheState === "answering");
+  const fromCall = [];
+  const fromAnswer = [];
+  for (let i = 0; i < REVOCATIONS; i += 1) {
+    const login = await issuer.passwordLogin("alice");
+    const session = await plain.createSession({
+      existingTokens: { refreshToken: login.refresh_token, idToken: login.id_token, accessToken: login.access_token },
+    });
+    await client.verifyToken(session.accessToken);
+    if (!client.cached(session.accessToken)) throw new Error("not cached");
+    const t0 = performance.now();
+    const revoked = plain.revokeSession({ sessionHandle: session.sessionHandle }).then(() => performance.now());
+    while (client.cached(session.accessToken)) await new Promise((r) => setImmediate(r));
+    const t1 = performance.now();
+    fromCall.push(t1 - t0);
+    fromAnswer.push(t1 - (await revoked));
+  }
+  client.close();
+  plain.close();
+  const pct = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
+
+  const none = rows.find((r) => r.mode === "none").rps;
+  console.log(
+    `\nGET /orders, app on CPU ${APP_CPU}, ${CONNECTIONS} connections; repeated: ${DURATION_S} s; new: one request per token\n`,
+  );
+  console.log("| route | tokens | req/s | × unprotected | p50 ms | p99 ms | requests | failed |");
+  console.log("|---|---|---|---|---|---|---|---|");
+  for (const r of rows) {
+    console.log(
+      `| ${r.mode} | ${r.what} | ${r.rps.toFixed(0)} | ${(r.rps / none).toFixed(2)} | ${r.p50} | ${r.p99} | ${r.total} | ${r.bad} |`,
+    );
+  }
+  const f = (x) => x.toFixed(2);
+  console.log(`\nrevocation → refusal through the Node cache, ${REVOCATIONS} sessions (ms):`);
+  console.log(
+    `- from the RevokeSession call: p50 ${f(pct(fromCall, 50))}, p99 ${f(pct(fromCall, 99))}, max ${f(Math.max(...fromCall))}`,
+  );
+  console.log(
+    `- after RevokeSession answered: p50 ${f(pct(fromAnswer, 50))}, p99 ${f(pct(fromAnswer, 99))}, max ${f(Math.max(...fromAnswer))} (negative: the push beat the answer)`,
+  );
+} finally {
+  await authd.stop();
+  await issuer.stop();
+}
