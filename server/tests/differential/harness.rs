@@ -71,9 +71,9 @@ pub enum Difference {
     /// ignored (RFC 7515 §4), and the signing input is the ordinary one.
     B64Header,
     /// jsonwebtoken refuses header members it parses but authd does not
-    /// read (`typ`, `cty`, …) when they hold the wrong type or repeat; authd
+    /// read (`cty`, …) when they hold the wrong type or repeat; authd
     /// ignores members it does not use (RFC 7515 §4), and refuses repeats of
-    /// those it reads (`alg`, `kid`, `crit`, `jku`, …).
+    /// those it reads (`alg`, `kid`, `typ`, `crit`, `jku`, …).
     UnreadHeaderMember,
     /// jsonwebtoken reads `exp`/`nbf` only as a `u64`: it refuses a negative
     /// or larger value, or `null`; authd takes any JSON number (RFC 7519 §2)
@@ -352,7 +352,9 @@ impl Harness {
             0 => header.push(("typ", json!("JWT"))),
             1 => {}
             2 => header.push(("typ", json!("at+jwt"))),
-            _ => header.push(("typ", json!(5))),
+            // authd reads `typ` (a string, the token's type) since it refuses
+            // proofs and logout tokens; `cty` it still ignores.
+            _ => header.push(("cty", json!(5))),
         }
         match spec.header_extra {
             1 => header.extend([("crit", json!(["exp"])), ("exp", json!(1))]),
@@ -363,7 +365,7 @@ impl Harness {
             6 => header.push(("x5c", json!(["MIIB"]))),
             7 => header.push(("b64", json!(false))),
             8 => header.push(("alg", alg)),
-            9 => header.push(("typ", json!("JWT"))),
+            9 => header.extend([("cty", json!("JWT")), ("cty", json!("JWT"))]),
             10 => header.push(("crit", json!([]))),
             _ => {}
         }
