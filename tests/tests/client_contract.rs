@@ -79,7 +79,7 @@ async fn removed_field_is_a_breaking_change() -> Result<()> {
 
 #[tokio::test]
 async fn renumbered_field_is_a_breaking_change() -> Result<()> {
-    let copy = edited_copy("  string subject = 1;\n", "  string subject = 12;\n")?;
+    let copy = edited_copy("  string subject = 1;\n", "  string subject = 99;\n")?;
     let out = buf_breaking(copy.path()).await?;
     assert_eq!(out.code, Some(100), "{}{}", out.stdout, out.stderr);
     assert!(
