@@ -66,13 +66,7 @@ pub struct DpopPolicy {
 impl Default for DpopPolicy {
     fn default() -> Self {
         DpopPolicy {
-            algorithms: vec![
-                Algorithm::ES256,
-                Algorithm::ES384,
-                Algorithm::PS256,
-                Algorithm::RS256,
-                Algorithm::EdDSA,
-            ],
+            algorithms: dpop::DEFAULT_ALGORITHMS.to_vec(),
             max_age_seconds: 60,
             leeway_seconds: 5,
             // authd's `replay_cache_max_entries` and `_max_per_key`; memory

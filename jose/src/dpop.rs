@@ -12,6 +12,16 @@ use crate::{
     key::{Algorithm, Jwk, VerifyingKey},
 };
 
+/// The proof algorithms accepted by default: asymmetric only, ES256 first
+/// (what Auth0's and most clients' SDKs use).
+pub const DEFAULT_ALGORITHMS: [Algorithm; 5] = [
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::PS256,
+    Algorithm::RS256,
+    Algorithm::EdDSA,
+];
+
 /// The largest proof accepted, in bytes: a 4096-bit RSA key in the header
 /// and the claims fit well within it.
 pub const MAX_PROOF_BYTES: usize = 8192;
@@ -136,10 +146,11 @@ pub fn check_proof(
     let header: Header = serde_json::from_slice(&header_json)
         .map_err(|_| refuse("format", "the header is not a JOSE header of a proof"))?;
 
-    let typ_ok = header.typ.as_deref().is_some_and(|typ| {
-        typ.eq_ignore_ascii_case("dpop+jwt") || typ.eq_ignore_ascii_case("application/dpop+jwt")
-    });
-    if !typ_ok {
+    if !header
+        .typ
+        .as_deref()
+        .is_some_and(|typ| crate::typ::names(typ, "dpop+jwt"))
+    {
         return Err(refuse("typ", "typ must be dpop+jwt"));
     }
     if header.crit.is_some() {

@@ -8,7 +8,8 @@
 //!   (`x5t#S256`, RFC 8705) — and whether a request proves it;
 //! - [`dpop`]: every check of a DPoP proof (RFC 9449 §4.3), [`htu`] its URI
 //!   comparison;
-//! - [`replay`]: the bounded cache that accepts each proof once.
+//! - [`replay`]: the bounded cache that accepts each proof once;
+//! - [`typ`]: JOSE `typ` values, and those never accepted as access tokens.
 //!
 //! Nothing here does I/O or keeps a clock: callers pass `now`.
 
@@ -17,3 +18,4 @@ pub mod dpop;
 pub mod htu;
 pub mod key;
 pub mod replay;
+pub mod typ;

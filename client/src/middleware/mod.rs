@@ -230,10 +230,7 @@ impl Owned {
 }
 
 fn is_dpop(authorization: &str) -> bool {
-    authorization
-        .trim()
-        .get(..4)
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("dpop"))
+    authd_jose::binding::split_authorization(authorization).0 == authd_jose::binding::Scheme::Dpop
 }
 
 /// The future both layers answer with.

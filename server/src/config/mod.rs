@@ -182,7 +182,7 @@ impl Config {
             if let Some(bad) = issuer
                 .token_types
                 .iter()
-                .find(|typ| crate::verify::never_an_access_token(typ))
+                .find(|typ| authd_jose::typ::never_an_access_token(typ))
             {
                 return Err(invalid(
                     format!("issuers[{i}].token_types"),

@@ -341,13 +341,7 @@ pub struct IssuerConfig {
 }
 
 fn default_dpop_algorithms() -> Vec<Algorithm> {
-    vec![
-        Algorithm::ES256,
-        Algorithm::ES384,
-        Algorithm::PS256,
-        Algorithm::RS256,
-        Algorithm::EdDSA,
-    ]
+    authd_jose::dpop::DEFAULT_ALGORITHMS.to_vec()
 }
 
 fn default_token_types() -> Vec<String> {

@@ -99,13 +99,17 @@ pub fn dpop_target(
     if !scheme.eq_ignore_ascii_case("https") && !scheme.eq_ignore_ascii_case("http") {
         return Err(refused("the request's scheme is not http or https"));
     }
-    let listed = hosts.iter().any(|listed| {
-        listed.eq_ignore_ascii_case(host)
-            || (scheme.eq_ignore_ascii_case("https")
-                && host.eq_ignore_ascii_case(&format!("{listed}:443")))
-            || (scheme.eq_ignore_ascii_case("http")
-                && host.eq_ignore_ascii_case(&format!("{listed}:80")))
-    });
+    // A listed host matches the request's with or without the scheme's
+    // default port.
+    let default_port = if scheme.eq_ignore_ascii_case("https") {
+        ":443"
+    } else {
+        ":80"
+    };
+    let bare = host.strip_suffix(default_port).unwrap_or(host);
+    let listed = hosts
+        .iter()
+        .any(|listed| listed.eq_ignore_ascii_case(host) || listed.eq_ignore_ascii_case(bare));
     if !listed {
         return Err(refused(
             "the request's host is not one of the route's dpop_hosts",

@@ -15,7 +15,10 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use authd_jose::binding::{Confirmation, split_authorization};
+use authd_jose::{
+    binding::{Confirmation, split_authorization},
+    typ::{media_type, names, never_an_access_token},
+};
 use serde_json::{Map, Value};
 
 use crate::{
@@ -307,7 +310,7 @@ impl Verifier {
                 &policy.dpop_algorithms,
                 now_precise,
             )?;
-            recheck(hit, policy.leeway, expected, &request.required_scopes, now)?;
+            recheck(hit, expected, &request.required_scopes)?;
             self.revocations.check(&hit.signed_identity(token))?;
             return Ok(Arc::clone(hit));
         }
@@ -329,13 +332,7 @@ impl Verifier {
             now_precise,
         )?;
         let expected = expected_audiences(policy, request)?;
-        recheck(
-            &verified,
-            policy.leeway,
-            expected,
-            &request.required_scopes,
-            now,
-        )?;
+        recheck(&verified, expected, &request.required_scopes)?;
         self.revocations.check(&verified.signed_identity(token))?;
         Ok(verified)
     }
@@ -446,25 +443,6 @@ pub(crate) fn strip_bearer(token: &str) -> &str {
     split_authorization(token).1
 }
 
-/// Whether a JOSE `typ` names a token that is never an access token,
-/// whatever an issuer's `token_types` say: a DPoP proof, a back-channel
-/// logout token, a security event token. Issuers sign all of these with the
-/// same keys as their access tokens.
-pub fn never_an_access_token(typ: &str) -> bool {
-    let typ = media_type(typ);
-    ["dpop+jwt", "logout+jwt", "secevent+jwt"]
-        .iter()
-        .any(|refused| typ.eq_ignore_ascii_case(refused))
-}
-
-/// A `typ` without its optional `application/` prefix (RFC 7515 §4.1.9).
-fn media_type(typ: &str) -> &str {
-    match typ.get(..12) {
-        Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &typ[12..],
-        _ => typ,
-    }
-}
-
 /// The `typ`s an issuer's access tokens may carry (`[[issuers]]
 /// token_types`), and whether RFC 9068's profile is enforced.
 #[derive(Debug)]
@@ -496,10 +474,7 @@ impl TokenTypes {
         }
         let named = typ.unwrap_or("JWT");
         if never_an_access_token(named)
-            || !self
-                .accepted
-                .iter()
-                .any(|accepted| media_type(named).eq_ignore_ascii_case(accepted))
+            || !self.accepted.iter().any(|accepted| names(named, accepted))
         {
             return Err(refused(named));
         }
@@ -569,19 +544,9 @@ fn expected_audiences<'a>(
 }
 
 /// What a verified (possibly cached) token must still satisfy for this
-/// request: not expired, one of the expected audiences, every required scope.
-fn recheck(
-    token: &VerifiedToken,
-    leeway: i64,
-    expected: &[String],
-    required: &[String],
-    now: i64,
-) -> Result<(), Error> {
-    if now > token.expires_at.saturating_add(leeway) {
-        return Err(Error::TokenExpired {
-            expired_at: token.expires_at,
-        });
-    }
+/// request: one of the expected audiences, every required scope. Expiry is
+/// checked before it: by [`check_claims`] on a miss, on the hit itself.
+fn recheck(token: &VerifiedToken, expected: &[String], required: &[String]) -> Result<(), Error> {
     if !token.audiences.iter().any(|a| expected.contains(a)) {
         return Err(Error::WrongAudience {
             expected: expected.to_vec(),
