@@ -91,6 +91,8 @@ pub enum ErrorReason {
     DpopNonceRequired,
     /// The token's `typ` is not accepted as an access token; metadata `typ`.
     TokenTypeNotAllowed,
+    /// A device code polled again after its session was used.
+    DeviceCodeSpent,
     /// A reason this client does not know, as sent.
     Other(String),
 }
@@ -136,6 +138,7 @@ impl ErrorReason {
             "DPOP_PROOF_REPLAYED" => DpopProofReplayed,
             "DPOP_NONCE_REQUIRED" => DpopNonceRequired,
             "TOKEN_TYPE_NOT_ALLOWED" => TokenTypeNotAllowed,
+            "DEVICE_CODE_SPENT" => DeviceCodeSpent,
             other => Other(other.to_owned()),
         }
     }
@@ -180,6 +183,7 @@ impl ErrorReason {
             DpopProofReplayed => "DPOP_PROOF_REPLAYED",
             DpopNonceRequired => "DPOP_NONCE_REQUIRED",
             TokenTypeNotAllowed => "TOKEN_TYPE_NOT_ALLOWED",
+            DeviceCodeSpent => "DEVICE_CODE_SPENT",
             Other(other) => other,
         }
     }

@@ -196,6 +196,9 @@ pub enum Error {
         /// The token's `typ` (`events` for a token with an `events` claim).
         typ: String,
     },
+    /// A device code polled again after its session was used.
+    #[error("the device code was spent: its session has been used since it was approved")]
+    DeviceCodeSpent,
 }
 
 /// The stable reasons of `google.rpc.ErrorInfo`, mirrored by the protocol's
@@ -273,6 +276,8 @@ pub enum Reason {
     DpopNonceRequired,
     /// See [`Error::TokenTypeNotAllowed`].
     TokenTypeNotAllowed,
+    /// See [`Error::DeviceCodeSpent`].
+    DeviceCodeSpent,
 }
 
 impl Reason {
@@ -331,6 +336,7 @@ impl Reason {
             Reason::DpopProofReplayed => "DPOP_PROOF_REPLAYED",
             Reason::DpopNonceRequired => "DPOP_NONCE_REQUIRED",
             Reason::TokenTypeNotAllowed => "TOKEN_TYPE_NOT_ALLOWED",
+            Reason::DeviceCodeSpent => "DEVICE_CODE_SPENT",
         }
     }
 }
@@ -374,6 +380,7 @@ impl Error {
             Error::DpopProofReplayed => Reason::DpopProofReplayed,
             Error::DpopNonceRequired { .. } => Reason::DpopNonceRequired,
             Error::TokenTypeNotAllowed { .. } => Reason::TokenTypeNotAllowed,
+            Error::DeviceCodeSpent => Reason::DeviceCodeSpent,
         }
     }
 
@@ -430,6 +437,7 @@ impl Error {
             | Error::BadSignature
             | Error::StoreUnavailable
             | Error::SessionRevoked
+            | Error::DeviceCodeSpent
             | Error::SessionNotFound
             | Error::SessionExpired
             | Error::Conflict

@@ -1,8 +1,12 @@
 //! Sessions end to end against the Auth0-shaped issuer (rotation with reuse
 //! detection, invalid_grant, offline_access, device grant) on the embedded
-//! store: create, refresh under concurrency, revoke, bad input.
+//! store (and DynamoDB where a rule lives in the store): create, refresh
+//! under concurrency, revoke, bad input, a device code spent once.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Result;
 use authd_client::{AuthError, ErrorReason};
@@ -10,7 +14,7 @@ use authd_proto::pb::{
     self, create_session_request::Grant, refresh_session_request::Credential,
     revoke_session_request::Target,
 };
-use authd_tests::{Authd, Issuer, REDIRECT_URI};
+use authd_tests::{Authd, Issuer, Moto, REDIRECT_URI};
 use serde_json::json;
 use tonic::{Code, Request};
 
@@ -528,6 +532,87 @@ async fn device_login_end_to_end() -> Result<()> {
         .expect_err("an interval over an hour is refused");
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     Ok(())
+}
+
+/// Approves a device login for `user` and polls once: the APPROVED answer.
+async fn device_session(issuer: &Issuer, c: &mut Client, user: &str) -> Result<(String, pb::NewSession)> {
+    let started = c
+        .start_device_login(pb::StartDeviceLoginRequest::default())
+        .await?
+        .into_inner();
+    issuer
+        .control(
+            &format!("device/{}", started.user_code),
+            json!({"action": "approve", "user": user}),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let approved = c
+        .poll_device_login(poll_once(&started.device_code))
+        .await?
+        .into_inner();
+    assert_eq!(approved.state(), pb::DeviceLoginState::Approved);
+    Ok((started.device_code, approved.session.expect("session")))
+}
+
+fn poll_once(device_code: &str) -> pb::PollDeviceLoginRequest {
+    pb::PollDeviceLoginRequest {
+        device_code: device_code.to_owned(),
+        issuer: String::new(),
+        interval: 1,
+    }
+}
+
+/// A device code answers APPROVED again only until its session is used:
+/// after a refresh or a revoke, polling with it is DEVICE_CODE_SPENT and
+/// the answer carries nothing of the session.
+async fn device_code_is_spent_once_its_session_is_used(issuer: &Issuer, authd: &Authd) -> Result<()> {
+    let mut c = client(authd).await;
+    issuer.control("device-config", json!({"interval": 1})).await?;
+
+    let (code, session) = device_session(issuer, &mut c, "alice").await?;
+    // The lost-answer window: the same session again, before any use.
+    let again = c.poll_device_login(poll_once(&code)).await?.into_inner();
+    assert_eq!(
+        again.session.expect("session").session_handle,
+        session.session_handle
+    );
+    refresh(&mut c, Credential::SessionHandle(session.session_handle.clone())).await?;
+    for _ in 0..2 {
+        let spent = AuthError::from(
+            c.poll_device_login(poll_once(&code))
+                .await
+                .expect_err("a spent device code answers nothing"),
+        );
+        assert_eq!(spent.code(), Code::Unauthenticated);
+        assert_eq!(spent.reason(), Some(ErrorReason::DeviceCodeSpent));
+        assert!(!format!("{spent:?}").contains(&session.session_handle));
+    }
+    // The session itself is untouched by the refused poll.
+    refresh(&mut c, Credential::SessionHandle(session.session_handle)).await?;
+
+    let (code, session) = device_session(issuer, &mut c, "bob").await?;
+    revoke(&mut c, Target::SessionHandle(session.session_handle), None).await?;
+    assert_eq!(
+        reason(c.poll_device_login(poll_once(&code)).await.map_err(AuthError::from)),
+        (Code::Unauthenticated, Some(ErrorReason::DeviceCodeSpent))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn device_code_is_spent_once_on_the_embedded_store() -> Result<()> {
+    let issuer = Issuer::start().await?;
+    let authd = Authd::start(&issuer.sessions_config("")).await?;
+    device_code_is_spent_once_its_session_is_used(&issuer, &authd).await
+}
+
+#[tokio::test]
+async fn device_code_is_spent_once_on_dynamodb() -> Result<()> {
+    let (issuer, moto) = (Issuer::start().await?, Moto::start().await?);
+    let store = moto.store("authd-device").await?;
+    let authd = Authd::start_with_store(&issuer.sessions_config(""), Arc::new(store)).await?;
+    device_code_is_spent_once_its_session_is_used(&issuer, &authd).await
 }
 
 #[tokio::test]

@@ -37,6 +37,7 @@ pub fn code(reason: Reason) -> Code {
         Reason::SessionRevoked
         | Reason::SessionExpired
         | Reason::SessionNotFound
+        | Reason::DeviceCodeSpent
         | Reason::GrantRejected => Code::Unauthenticated,
         Reason::CallerNotTrusted => Code::PermissionDenied,
         Reason::RateLimited
@@ -78,7 +79,8 @@ mod tests {
     use super::*;
     use authd_proto::pb::ErrorReason;
 
-    const ALL: [Reason; 35] = [
+    const ALL: [Reason; 36] = [
+        Reason::DeviceCodeSpent,
         Reason::TokenBindingMismatch,
         Reason::DpopProofInvalid,
         Reason::DpopProofReplayed,

@@ -30,7 +30,7 @@ impl Sessions {
                     .exchange_code(&code, &redirect_uri, &code_verifier)
                     .await
                     .map_err(|e| grant_error(client.issuer(), e))?;
-                self.establish(&client, tokens, &nonce).await
+                self.establish(&client, tokens, &nonce, false).await
             }
             Grant::ExistingTokens {
                 refresh_token,
@@ -76,7 +76,7 @@ impl Sessions {
                         tokens
                     }
                 };
-                self.establish(&client, tokens, &nonce).await
+                self.establish(&client, tokens, &nonce, false).await
             }
         }
     }
@@ -88,8 +88,11 @@ impl Sessions {
         client: &IssuerClient,
         tokens: TokenSet,
         nonce: &str,
+        device_login: bool,
     ) -> Result<NewSession, Error> {
-        let session = self.establish_uncounted(client, tokens, nonce).await?;
+        let session = self
+            .establish_uncounted(client, tokens, nonce, device_login)
+            .await?;
         metrics::counter!("authd_sessions_created_total").increment(1);
         Ok(session)
     }
@@ -99,6 +102,7 @@ impl Sessions {
         client: &IssuerClient,
         tokens: TokenSet,
         nonce: &str,
+        device_login: bool,
     ) -> Result<NewSession, Error> {
         let sealer = self.sealer()?;
         let client_id = client.client_id().unwrap_or_default();
@@ -154,6 +158,7 @@ impl Sessions {
                 },
             )],
             lease_until: 0,
+            device_code_open: device_login,
         };
         let key = record.item_key();
         record.refresh_token = Some(sealer.seal(&refresh_token, &key));

@@ -135,7 +135,7 @@ impl Sessions {
         }
         match client.poll_device(device_code).await {
             Ok(tokens) => {
-                let session = self.establish(&client, tokens, "").await?;
+                let session = self.establish(&client, tokens, "", true).await?;
                 self.remember_approval(&approval, &session).await;
                 Ok(DeviceLoginState::Approved(Box::new(session)))
             }
@@ -168,6 +168,7 @@ impl Sessions {
         let mut approval = DeviceApproval {
             id: id.to_owned(),
             session_id: session.record.id.clone(),
+            session_version: Some(session.record.version),
             handle: SealedSecret(String::new()),
             expires_at: unix_now() + APPROVAL_REPLAY_SECONDS,
         };
@@ -189,15 +190,16 @@ impl Sessions {
                 .open(sealed, key)
                 .map_err(|e| Error::Internal(e.to_string()))
         };
-        let handle = opened(&approval.handle, &approval.item_key())?;
+        // Spent once the session was used: refreshed (even in vain),
+        // revoked, deleted or expired. Only a poll repeated before any of
+        // that gets the session again.
         let record = self
             .store
             .get_session(&approval.session_id, now)
             .await?
-            .ok_or(Error::SessionNotFound)?;
-        if record.revoked {
-            return Err(Error::SessionRevoked);
-        }
+            .filter(|r| !r.revoked && approval.session_version == Some(r.version))
+            .ok_or(Error::DeviceCodeSpent)?;
+        let handle = opened(&approval.handle, &approval.item_key())?;
         let key = record.item_key();
         let access_token = record
             .access_token

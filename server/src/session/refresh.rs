@@ -147,6 +147,9 @@ impl Sessions {
             let now = unix_now();
             let record = self.live_record(id, now).await?;
             if let Some(recent) = self.recent_token(&record, now, waited.then_some(arrived))? {
+                if record.device_code_open {
+                    self.close_device_code(&record, now).await?;
+                }
                 refreshed(if waited { "lease_wait" } else { "reused" });
                 return Ok(recent);
             }
@@ -161,6 +164,7 @@ impl Sessions {
             }
             let mut leased = record.clone();
             leased.version += 1;
+            leased.device_code_open = false;
             leased.lease_until = now + self.config.lease_seconds as i64;
             match self
                 .store
@@ -203,6 +207,20 @@ impl Sessions {
                 self.release(leased).await;
                 Err(answer)
             }
+        }
+    }
+
+    /// The first use of a device login's session that changes nothing else
+    /// still moves its version on: the device code is spent from now.
+    async fn close_device_code(&self, record: &SessionRecord, now: i64) -> Result<(), Error> {
+        let mut used = record.clone();
+        used.version += 1;
+        used.device_code_open = false;
+        match self.store.update_session(&used, record.version, now).await {
+            // Whoever moved it on first spent the code too.
+            Ok(()) | Err(StoreError::Conflict) => Ok(()),
+            Err(StoreError::NotFound) => Err(Error::SessionNotFound),
+            Err(other) => Err(other.into()),
         }
     }
 

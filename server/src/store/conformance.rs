@@ -52,6 +52,7 @@ pub fn session(user_id: &str) -> SessionRecord {
         id_token: None,
         issued_tokens: Vec::new(),
         lease_until: 0,
+        device_code_open: false,
     }
 }
 
@@ -337,6 +338,7 @@ pub async fn device_approvals_round_trip(store: Arc<dyn Store>) {
     let mut approval = DeviceApproval {
         id: hash_handle("device-code-1"),
         session_id: hash_handle(&random_handle()),
+        session_version: Some(1),
         handle: SealedSecret(String::new()),
         expires_at: t + 600,
     };
@@ -354,6 +356,7 @@ pub async fn device_approvals_round_trip(store: Arc<dyn Store>) {
     );
     let replaced = DeviceApproval {
         session_id: hash_handle("other"),
+        session_version: None,
         ..approval.clone()
     };
     store.put_device_approval(&replaced).await.expect("replace");

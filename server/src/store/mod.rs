@@ -93,6 +93,11 @@ pub struct SessionRecord {
     /// 0 when free.
     #[serde(default)]
     pub lease_until: i64,
+    /// Created by a device login whose APPROVED answer a repeated poll may
+    /// still get ([`DeviceApproval`]): the session's first use bumps its
+    /// version and clears this, which spends the device code.
+    #[serde(default)]
+    pub device_code_open: bool,
 }
 
 /// An access token handed out for a session.
@@ -159,13 +164,19 @@ impl Revocation {
 
 /// What the poll that saw a device login approved answered, kept for a few
 /// minutes: the issuer hands the tokens out once, so a poll repeated after
-/// a lost answer is answered from here with the same session.
+/// a lost answer is answered from here with the same session — only while
+/// that session has not been used since (its version unchanged).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceApproval {
     /// SHA-256 of the device code, hex.
     pub id: String,
     /// The session's id (SHA-256 of its handle).
     pub session_id: String,
+    /// The session's version when it was created; any later version means
+    /// the session was used (refreshed, revoked) and the code is spent.
+    /// `None` in approvals written before this was recorded: spent.
+    #[serde(default)]
+    pub session_version: Option<u64>,
     /// The session handle, sealed for [`DeviceApproval::item_key`].
     pub handle: SealedSecret,
     /// When it may be forgotten (unix seconds).

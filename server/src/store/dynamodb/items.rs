@@ -143,6 +143,9 @@ pub(super) fn session_item(r: &SessionRecord) -> Item {
     let issued = serde_json::to_string(&r.issued_tokens).unwrap_or_else(|_| "[]".to_owned());
     item.insert("issued_tokens".to_owned(), s(issued));
     item.insert("lease_until".to_owned(), n(r.lease_until));
+    if r.device_code_open {
+        item.insert("device_code_open".to_owned(), AttributeValue::Bool(true));
+    }
     item
 }
 
@@ -164,6 +167,8 @@ fn session_from(item: &Item) -> Result<SessionRecord, StoreError> {
         issued_tokens: serde_json::from_str(&get_s(item, "issued_tokens")?)
             .map_err(|e| StoreError::Corrupt(format!("issued_tokens: {e}")))?,
         lease_until: get_n(item, "lease_until")?,
+        device_code_open: item.contains_key("device_code_open")
+            && get_bool(item, "device_code_open")?,
     })
 }
 
@@ -211,6 +216,9 @@ pub(super) fn device_approval_key(id: &str) -> Item {
 pub(super) fn device_approval_item(a: &DeviceApproval) -> Item {
     let mut item = device_approval_key(&a.id);
     item.insert("session_id".to_owned(), s(a.session_id.clone()));
+    if let Some(version) = a.session_version {
+        item.insert("session_version".to_owned(), n(version));
+    }
     item.insert("handle".to_owned(), s(a.handle.0.clone()));
     item.insert("expires_at".to_owned(), n(a.expires_at));
     item.insert(TTL_ATTRIBUTE.to_owned(), n(a.expires_at));
@@ -221,6 +229,10 @@ pub(super) fn device_approval_from(id: &str, item: &Item) -> Result<DeviceApprov
     Ok(DeviceApproval {
         id: id.to_owned(),
         session_id: get_s(item, "session_id")?,
+        session_version: item
+            .contains_key("session_version")
+            .then(|| get_n(item, "session_version"))
+            .transpose()?,
         handle: SealedSecret(get_s(item, "handle")?),
         expires_at: get_n(item, "expires_at")?,
     })
