@@ -93,6 +93,8 @@ pub enum ErrorReason {
     TokenTypeNotAllowed,
     /// A device code polled again after its session was used.
     DeviceCodeSpent,
+    /// The keys sealing secrets at rest (KMS) cannot be reached; retry.
+    SealingKeysUnavailable,
     /// A reason this client does not know, as sent.
     Other(String),
 }
@@ -139,6 +141,7 @@ impl ErrorReason {
             "DPOP_NONCE_REQUIRED" => DpopNonceRequired,
             "TOKEN_TYPE_NOT_ALLOWED" => TokenTypeNotAllowed,
             "DEVICE_CODE_SPENT" => DeviceCodeSpent,
+            "SEALING_KEYS_UNAVAILABLE" => SealingKeysUnavailable,
             other => Other(other.to_owned()),
         }
     }
@@ -184,6 +187,7 @@ impl ErrorReason {
             DpopNonceRequired => "DPOP_NONCE_REQUIRED",
             TokenTypeNotAllowed => "TOKEN_TYPE_NOT_ALLOWED",
             DeviceCodeSpent => "DEVICE_CODE_SPENT",
+            SealingKeysUnavailable => "SEALING_KEYS_UNAVAILABLE",
             Other(other) => other,
         }
     }

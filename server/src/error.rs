@@ -199,6 +199,9 @@ pub enum Error {
     /// A device code polled again after its session was used.
     #[error("the device code was spent: its session has been used since it was approved")]
     DeviceCodeSpent,
+    /// The keys sealing secrets at rest cannot be reached (KMS).
+    #[error("the keys that seal secrets at rest cannot be reached")]
+    SealingKeysUnavailable,
 }
 
 /// The stable reasons of `google.rpc.ErrorInfo`, mirrored by the protocol's
@@ -278,6 +281,8 @@ pub enum Reason {
     TokenTypeNotAllowed,
     /// See [`Error::DeviceCodeSpent`].
     DeviceCodeSpent,
+    /// See [`Error::SealingKeysUnavailable`].
+    SealingKeysUnavailable,
 }
 
 impl Reason {
@@ -288,6 +293,7 @@ impl Reason {
         matches!(
             self,
             Reason::KeysUnavailable
+                | Reason::SealingKeysUnavailable
                 | Reason::IssuerUnavailable
                 | Reason::StoreUnavailable
                 | Reason::Overloaded
@@ -337,6 +343,7 @@ impl Reason {
             Reason::DpopNonceRequired => "DPOP_NONCE_REQUIRED",
             Reason::TokenTypeNotAllowed => "TOKEN_TYPE_NOT_ALLOWED",
             Reason::DeviceCodeSpent => "DEVICE_CODE_SPENT",
+            Reason::SealingKeysUnavailable => "SEALING_KEYS_UNAVAILABLE",
         }
     }
 }
@@ -381,6 +388,7 @@ impl Error {
             Error::DpopNonceRequired { .. } => Reason::DpopNonceRequired,
             Error::TokenTypeNotAllowed { .. } => Reason::TokenTypeNotAllowed,
             Error::DeviceCodeSpent => Reason::DeviceCodeSpent,
+            Error::SealingKeysUnavailable => Reason::SealingKeysUnavailable,
         }
     }
 
@@ -438,6 +446,7 @@ impl Error {
             | Error::StoreUnavailable
             | Error::SessionRevoked
             | Error::DeviceCodeSpent
+            | Error::SealingKeysUnavailable
             | Error::SessionNotFound
             | Error::SessionExpired
             | Error::Conflict

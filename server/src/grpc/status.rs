@@ -30,9 +30,10 @@ pub fn code(reason: Reason) -> Code {
         | Reason::DpopNonceRequired
         | Reason::TokenTypeNotAllowed => Code::Unauthenticated,
         Reason::InsufficientScope => Code::PermissionDenied,
-        Reason::KeysUnavailable | Reason::IssuerUnavailable | Reason::StoreUnavailable => {
-            Code::Unavailable
-        }
+        Reason::KeysUnavailable
+        | Reason::SealingKeysUnavailable
+        | Reason::IssuerUnavailable
+        | Reason::StoreUnavailable => Code::Unavailable,
         Reason::UserNotFound => Code::NotFound,
         Reason::SessionRevoked
         | Reason::SessionExpired
@@ -79,7 +80,8 @@ mod tests {
     use super::*;
     use authd_proto::pb::ErrorReason;
 
-    const ALL: [Reason; 36] = [
+    const ALL: [Reason; 37] = [
+        Reason::SealingKeysUnavailable,
         Reason::DeviceCodeSpent,
         Reason::TokenBindingMismatch,
         Reason::DpopProofInvalid,
