@@ -1,10 +1,10 @@
-//! `Sealer::open` on arbitrary sealed strings and item keys: never a panic,
+//! `LocalKeys::open` (the `v1` values local keys seal) on arbitrary sealed strings and item keys: never a panic,
 //! a forged value never opens, and a genuine one opens only for its own item.
 #![no_main]
 
 use std::sync::OnceLock;
 
-use authd::secrets::{SealedSecret, Sealer, Secret};
+use authd::secrets::{LocalKeys, SealedSecret, Secret};
 use libfuzzer_sys::{arbitrary, fuzz_target};
 
 #[derive(Debug, arbitrary::Arbitrary)]
@@ -15,9 +15,9 @@ struct Input {
     genuine: Option<(String, String, u16, u8)>,
 }
 
-fn sealer() -> &'static Sealer {
-    static SEALER: OnceLock<Sealer> = OnceLock::new();
-    SEALER.get_or_init(|| Sealer::from_keys(&[("k2", [2; 32]), ("k1", [1; 32])]).expect("sealer"))
+fn sealer() -> &'static LocalKeys {
+    static SEALER: OnceLock<LocalKeys> = OnceLock::new();
+    SEALER.get_or_init(|| LocalKeys::from_keys(&[("k2", [2; 32]), ("k1", [1; 32])]).expect("keys"))
 }
 
 fuzz_target!(|input: Input| {
@@ -31,7 +31,9 @@ fuzz_target!(|input: Input| {
     );
 
     if let Some((secret, item, at, flip)) = input.genuine {
-        let sealed = sealer.seal(&Secret::new(secret.clone()), &item);
+        let sealed = sealer
+            .seal(&Secret::new(secret.clone()), &item)
+            .expect("seals");
         let opened = sealer.open(&sealed, &item).expect("a genuine value opens");
         assert_eq!(opened.expose(), secret);
         if input.item_key != item {

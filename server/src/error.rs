@@ -464,6 +464,19 @@ pub(crate) fn truncate(text: &str, max: usize) -> String {
     }
 }
 
+impl From<crate::secrets::SealError> for Error {
+    fn from(error: crate::secrets::SealError) -> Self {
+        use crate::secrets::SealError;
+        match error {
+            SealError::Unavailable(detail) => {
+                tracing::warn!(%detail, "sealing keys unavailable");
+                Error::SealingKeysUnavailable
+            }
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for Error {
     fn from(error: crate::store::StoreError) -> Self {
         use crate::store::StoreError;

@@ -13,7 +13,10 @@
 //! - [`revocation`]: the revocation set VerifyToken checks, fed by every replica;
 //!   `revocation/watch.rs`: WatchRevocations, the stream of it to callers
 //!   that cache answers ([`revocation::Watchers`]).
-//! - [`secrets`]: secrets that never print, sealed at rest (AES-256-GCM).
+//! - [`secrets`]: secrets that never print, sealed at rest (AES-256-GCM)
+//!   under local keys or KMS data keys (envelope encryption).
+//! - [`reseal`]: `authd store reseal` — re-seals every value under the key
+//!   sealing now and counts the values each key still seals.
 //! - [`ext_authz`]: Envoy's external authorization as HTTP decisions
 //!   (RFC 6750 answers), free of protobuf types.
 //! - [`callers`]: caller identities (client certificates, service tokens)
@@ -42,6 +45,7 @@ pub mod issuer;
 pub mod jwks;
 pub mod observe;
 pub mod profile;
+pub mod reseal;
 pub mod revocation;
 pub mod secrets;
 pub mod server;

@@ -6,6 +6,8 @@ use authd::{
     App, Config, VerifyRequest,
     config::{IssuerConfig, KeySource, SecretKeyConfig, StoreConfig, StoreKind},
     dangerous::{DEMO_USER, DevIssuer},
+    reseal::ResealOptions,
+    secrets::Sealer,
     server::StartError,
     store::{dynamodb::DynamoStore, embedded::EmbeddedStore},
 };
@@ -80,6 +82,28 @@ enum StoreCommand {
         /// The TOML configuration file.
         #[arg(long, env = "AUTHD_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Re-seals every value (sessions, device answers, profiles) not under
+    /// the key sealing now, and prints how many values each key still
+    /// seals. Safe beside running replicas (DynamoDB; the embedded store is
+    /// one process's: stop authd first); resumable with --from.
+    Reseal {
+        /// The TOML configuration file.
+        #[arg(long, env = "AUTHD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Items handled per second at most (each costs a read and, when
+        /// re-sealed, a write).
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// Items read per page.
+        #[arg(long, default_value_t = 100)]
+        page_size: usize,
+        /// Resume from the cursor an interrupted run printed.
+        #[arg(long)]
+        from: Option<String>,
+        /// Count only; write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -168,6 +192,26 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 println!("{line}");
             }
         }
+        Command::Store {
+            command:
+                StoreCommand::Reseal {
+                    config,
+                    rate,
+                    page_size,
+                    from,
+                    dry_run,
+                },
+        } => {
+            let config = Config::load(config.as_deref())?;
+            authd::telemetry::init(&config.log);
+            let options = ResealOptions {
+                items_per_second: rate,
+                page_size,
+                from,
+                dry_run,
+            };
+            store_reseal(&config, &options).await?;
+        }
         Command::Dev {
             listen,
             issuer_listen,
@@ -204,6 +248,7 @@ async fn start_metrics(
         handle,
         std::sync::Arc::clone(app.verifier()),
         std::sync::Arc::clone(app.store()),
+        app.sealer().cloned(),
     );
     tokio::spawn(async move {
         if let Err(error) = authd::observe::serve(listener, observed).await {
@@ -212,6 +257,73 @@ async fn start_metrics(
     });
     tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     Ok(bound)
+}
+
+/// `authd store reseal`: the walk, its progress on stderr, the census on
+/// stdout (and in the store after a whole walk, for the running replicas'
+/// `authd_sealed_values` metric).
+async fn store_reseal(config: &Config, options: &ResealOptions) -> anyhow::Result<()> {
+    let sealer = Sealer::from_config(&config.secrets)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("[secrets] configures no key: nothing to seal with"))?;
+    let store = authd::store::open(&config.store)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the {:?} store: {e}", config.store.kind))?;
+    let report =
+        authd::reseal::reseal(
+            store.as_ref(),
+            &sealer,
+            options,
+            |cursor, report| match cursor {
+                Some(cursor) => eprintln!(
+                    "{} re-sealed so far; to resume: --from '{cursor}'",
+                    report.resealed
+                ),
+                None => eprintln!("walk complete"),
+            },
+        )
+        .await?;
+    let sealing = sealer.primary_key_id().unwrap_or_default();
+    println!(
+        "{} {} item(s) re-sealed under {sealing}; {} changed meanwhile and read again; {} expired, skipped; {} value(s) open with no configured key",
+        if options.dry_run { "dry run:" } else { "done:" },
+        report.resealed,
+        report.changed_meanwhile,
+        report.expired,
+        report.unopenable,
+    );
+    let mut keys: Vec<String> = sealer.key_ids();
+    keys.extend(report.census.counts.keys().cloned());
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let kinds = report.census.counts.get(&key);
+        let detail = kinds
+            .map(|k| {
+                k.iter()
+                    .map(|(kind, n)| format!("{kind} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        let total = report.census.total(&key);
+        let role = if key == sealing {
+            " (sealing)"
+        } else if total == 0 {
+            " (seals nothing: may be removed from [secrets])"
+        } else {
+            ""
+        };
+        println!("key {key}{role}: {total} value(s) {detail}");
+    }
+    if options.from.is_none() {
+        store.put_census(&report.census).await?;
+    } else {
+        println!(
+            "(a resumed walk counts only what it walked: run once more without --from for the whole census)"
+        );
+    }
+    Ok(())
 }
 
 async fn store_init(config: &StoreConfig) -> anyhow::Result<Vec<String>> {

@@ -101,8 +101,19 @@ impl App {
     /// returns), and starts the background refreshers.
     pub async fn with_store(config: &Config, store: Arc<dyn Store>) -> Result<App, StartError> {
         let sealer = Sealer::from_config(&config.secrets)
+            .await
             .map_err(|e| StartError::Setup(format!("configuration: {e}")))?
             .map(Arc::new);
+        if let Some(sealer) = &sealer {
+            // KMS's first data key, off the start-up path: authd starts (and
+            // says so in /readyz) when KMS does not answer.
+            let sealer = Arc::clone(sealer);
+            tokio::spawn(async move {
+                if let Err(error) = sealer.warm().await {
+                    tracing::warn!(%error, "KMS gives no data key at start-up; sessions wait for it");
+                }
+            });
+        }
         let tls = match &config.server.tls {
             Some(files) => Some(transport::Tls::new(files).map_err(StartError::Setup)?),
             None => None,
@@ -124,8 +135,15 @@ impl App {
             Arc::clone(&store),
             Duration::from_millis(config.sessions.revocation_poll_ms.max(50)),
         ));
+        let profile_sealer = sealer.clone().unwrap_or_else(|| {
+            tracing::info!(
+                "no [secrets] keys: profiles are sealed under a key that lives only in this process"
+            );
+            Arc::new(Sealer::ephemeral())
+        });
         let profiles = Arc::new(Profiles::new(
             Arc::clone(&store),
+            profile_sealer,
             Arc::clone(&verifier),
             clients.clone(),
             config.profiles.clone(),

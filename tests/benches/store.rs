@@ -18,14 +18,21 @@ fn store_ops(
 ) {
     let mut group = c.benchmark_group("store");
     let profile = conformance::profile("auth0|bench");
-    runtime.block_on(store.put_profile(&profile)).expect("seed");
+    let sealer = authd::secrets::Sealer::from_keys(&[("k1", [7; 32])]).expect("sealer");
+    let sealed = runtime
+        .block_on(authd::profile::sealed::seal(&sealer, &profile))
+        .expect("seal");
+    let user = profile.user_id.as_str();
+    runtime
+        .block_on(store.put_profile(user, &sealed))
+        .expect("seed");
     group.bench_function(BenchmarkId::new("get_profile", name), |b| {
         b.to_async(runtime)
             .iter(|| async { black_box(store.get_profile("auth0|bench").await.expect("get")) })
     });
     group.bench_function(BenchmarkId::new("put_profile", name), |b| {
         b.to_async(runtime)
-            .iter(|| async { store.put_profile(&profile).await.expect("put") })
+            .iter(|| async { store.put_profile(user, &sealed).await.expect("put") })
     });
     group.bench_function(BenchmarkId::new("create_session", name), |b| {
         b.to_async(runtime).iter(|| async {

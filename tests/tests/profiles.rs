@@ -102,10 +102,13 @@ async fn dynamodb_store_serves_profiles_from_userinfo() -> Result<()> {
     )
     .await?;
     own_profile_is_filled_from_userinfo_then_served_from_the_store(&issuer, &authd).await?;
-    // The profile really is in the table.
-    use authd::store::Store;
+    // The profile really is in the table, sealed.
+    use authd::store::{Store, StoredProfile};
     let stored = store.get_profile("auth0|zoe").await?.expect("stored");
-    assert_eq!(stored.name.as_deref(), Some("Zoë Ünïcødé"));
+    let StoredProfile::Sealed(sealed) = stored else {
+        panic!("a profile in clear: {stored:?}");
+    };
+    assert!(!sealed.0.contains("Zo") && !sealed.0.contains("zoe@"));
     Ok(())
 }
 

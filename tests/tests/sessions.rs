@@ -535,7 +535,11 @@ async fn device_login_end_to_end() -> Result<()> {
 }
 
 /// Approves a device login for `user` and polls once: the APPROVED answer.
-async fn device_session(issuer: &Issuer, c: &mut Client, user: &str) -> Result<(String, pb::NewSession)> {
+async fn device_session(
+    issuer: &Issuer,
+    c: &mut Client,
+    user: &str,
+) -> Result<(String, pb::NewSession)> {
     let started = c
         .start_device_login(pb::StartDeviceLoginRequest::default())
         .await?
@@ -566,9 +570,14 @@ fn poll_once(device_code: &str) -> pb::PollDeviceLoginRequest {
 /// A device code answers APPROVED again only until its session is used:
 /// after a refresh or a revoke, polling with it is DEVICE_CODE_SPENT and
 /// the answer carries nothing of the session.
-async fn device_code_is_spent_once_its_session_is_used(issuer: &Issuer, authd: &Authd) -> Result<()> {
+async fn device_code_is_spent_once_its_session_is_used(
+    issuer: &Issuer,
+    authd: &Authd,
+) -> Result<()> {
     let mut c = client(authd).await;
-    issuer.control("device-config", json!({"interval": 1})).await?;
+    issuer
+        .control("device-config", json!({"interval": 1}))
+        .await?;
 
     let (code, session) = device_session(issuer, &mut c, "alice").await?;
     // The lost-answer window: the same session again, before any use.
@@ -577,7 +586,11 @@ async fn device_code_is_spent_once_its_session_is_used(issuer: &Issuer, authd: &
         again.session.expect("session").session_handle,
         session.session_handle
     );
-    refresh(&mut c, Credential::SessionHandle(session.session_handle.clone())).await?;
+    refresh(
+        &mut c,
+        Credential::SessionHandle(session.session_handle.clone()),
+    )
+    .await?;
     for _ in 0..2 {
         let spent = AuthError::from(
             c.poll_device_login(poll_once(&code))
@@ -594,7 +607,11 @@ async fn device_code_is_spent_once_its_session_is_used(issuer: &Issuer, authd: &
     let (code, session) = device_session(issuer, &mut c, "bob").await?;
     revoke(&mut c, Target::SessionHandle(session.session_handle), None).await?;
     assert_eq!(
-        reason(c.poll_device_login(poll_once(&code)).await.map_err(AuthError::from)),
+        reason(
+            c.poll_device_login(poll_once(&code))
+                .await
+                .map_err(AuthError::from)
+        ),
         (Code::Unauthenticated, Some(ErrorReason::DeviceCodeSpent))
     );
     Ok(())

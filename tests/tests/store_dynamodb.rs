@@ -13,9 +13,9 @@ use std::{
 use anyhow::Result;
 use authd::{
     config::LegacyRevocations,
-    secrets::{Sealer, Secret, hash_handle, random_handle},
+    secrets::{SealedSecret, Sealer, Secret, hash_handle, random_handle},
     store::{
-        Revocation, RevocationKind, Store, StoreError, conformance,
+        Revocation, RevocationKind, SealedItem, Store, StoreError, StoredProfile, conformance,
         dynamodb::{DynamoStore, RevocationLayout, revocations::INDEX_PK},
     },
 };
@@ -58,11 +58,15 @@ async fn raw_items_hold_no_secret_or_handle_in_clear() -> Result<()> {
     let refresh_token = "v1.MRrx-refresh-token-of-alice-0123456789";
     let mut session = conformance::session("auth0|alice");
     session.id = hash_handle(&handle);
-    session.refresh_token = Some(sealer.seal(&Secret::new(refresh_token), &session.item_key()));
+    session.refresh_token = Some(
+        sealer
+            .seal(&Secret::new(refresh_token), &session.item_key())
+            .await?,
+    );
     store.create_session(&session).await?;
-    store
-        .put_profile(&conformance::profile("auth0|alice"))
-        .await?;
+    let profile = conformance::profile("auth0|alice");
+    let sealed = authd::profile::sealed::seal(&sealer, &profile).await?;
+    store.put_profile(&profile.user_id, &sealed).await?;
 
     let scan = store
         .client()
@@ -76,6 +80,9 @@ async fn raw_items_hold_no_secret_or_handle_in_clear() -> Result<()> {
     assert!(!raw.contains(&handle), "the handle itself is never stored");
     assert!(!raw.contains(refresh_token), "the refresh token is sealed");
     assert!(!raw.contains("MRrx"), "no fragment of it either");
+    for personal in ["example.com", "Alice", "alice.png"] {
+        assert!(!raw.contains(personal), "the profile is sealed: {personal}");
+    }
     // And the sealed value opens with the key, for this item only.
     let stored = store
         .get_session(&session.id, conformance::now())
@@ -83,8 +90,71 @@ async fn raw_items_hold_no_secret_or_handle_in_clear() -> Result<()> {
         .expect("stored");
     let sealed = stored.refresh_token.expect("sealed");
     assert_eq!(
-        sealer.open(&sealed, &session.item_key())?.expose(),
+        sealer.open(&sealed, &session.item_key()).await?.expose(),
         refresh_token
+    );
+    Ok(())
+}
+
+/// A profile item written in clear by an earlier version (its attributes
+/// one by one) is read, and re-sealing replaces it only as it was read.
+#[tokio::test]
+async fn a_profile_written_in_clear_is_read_then_resealed() -> Result<()> {
+    let moto = Moto::start().await?;
+    let store = moto.store("authd").await?;
+    let n = |v: i64| AttributeValue::N(v.to_string());
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    store
+        .client()
+        .put_item()
+        .table_name(store.table())
+        .item("pk", s("USER#auth0|legacy"))
+        .item("sk", s("PROFILE"))
+        .item("user_id", s("auth0|legacy"))
+        .item("email", s("legacy@example.com"))
+        .item("email_verified", AttributeValue::Bool(true))
+        .item("name", s("Lee Gacy"))
+        .item("attributes", s("{\"locale\":\"de\"}"))
+        .item("created_at", n(10))
+        .item("updated_at", n(20))
+        .item("fetched_at", n(30))
+        .send()
+        .await?;
+    let Some(StoredProfile::Clear(legacy)) = store.get_profile("auth0|legacy").await? else {
+        panic!("the legacy item reads as a profile in clear");
+    };
+    assert_eq!(legacy.email.as_deref(), Some("legacy@example.com"));
+    assert_eq!((legacy.created_at, legacy.fetched_at), (10, 30));
+    let old = SealedItem::Profile {
+        user_id: "auth0|legacy".to_owned(),
+        stored: StoredProfile::Clear(legacy.clone()),
+    };
+    assert_eq!(store.scan_sealed(None, 10).await?.items, vec![old.clone()]);
+    let sealer = Sealer::from_keys(&[("k1", [9; 32])])?;
+    let sealed = authd::profile::sealed::seal(&sealer, &legacy).await?;
+    let new = SealedItem::Profile {
+        user_id: "auth0|legacy".to_owned(),
+        stored: StoredProfile::Sealed(sealed.clone()),
+    };
+    store.replace_sealed(&old, &new).await?;
+    assert_eq!(
+        store.replace_sealed(&old, &new).await,
+        Err(StoreError::Conflict)
+    );
+    let scan = store
+        .client()
+        .scan()
+        .table_name(store.table())
+        .send()
+        .await?;
+    let raw = format!("{:?}", scan.items());
+    assert!(
+        !raw.contains("legacy@example.com") && !raw.contains("Gacy"),
+        "{raw}"
+    );
+    assert_eq!(
+        store.get_profile("auth0|legacy").await?,
+        Some(StoredProfile::Sealed(sealed))
     );
     Ok(())
 }
@@ -170,12 +240,11 @@ async fn paused_server_gives_unavailable_and_loses_no_acknowledged_write() -> Re
             let mut acknowledged = Vec::new();
             let mut unavailable = 0;
             for i in 0..60 {
-                let mut profile = conformance::profile(&format!("auth0|user-{w}-{i}"));
-                profile
-                    .attributes
-                    .insert("payload".to_owned(), serde_json::json!("y".repeat(2048)));
-                match store.put_profile(&profile).await {
-                    Ok(()) => acknowledged.push(profile),
+                let user = format!("auth0|user-{w}-{i}");
+                // A sealed profile's size; its content does not matter here.
+                let sealed = SealedSecret(format!("v1.k1.bm9uY2U.{}", "y".repeat(2048)));
+                match store.put_profile(&user, &sealed).await {
+                    Ok(()) => acknowledged.push((user, sealed)),
                     Err(StoreError::Unavailable(_)) => unavailable += 1,
                     Err(other) => panic!("a pause must look like unavailability, not {other}"),
                 }
@@ -202,10 +271,10 @@ async fn paused_server_gives_unavailable_and_loses_no_acknowledged_write() -> Re
     // that queued up while it was paused.
     let store =
         DynamoStore::from_sdk_config(&moto.sdk_config(3, Duration::from_secs(20)).await, "authd");
-    for profile in &acknowledged {
+    for (user, sealed) in &acknowledged {
         assert_eq!(
-            store.get_profile(&profile.user_id).await?.as_ref(),
-            Some(profile),
+            store.get_profile(user).await?,
+            Some(StoredProfile::Sealed(sealed.clone())),
             "acknowledged write lost"
         );
     }
@@ -404,7 +473,7 @@ async fn throttling_is_retried_with_backoff_then_unavailable() -> Result<()> {
     assert_eq!(requests.load(Ordering::SeqCst), 3, "bounded retries");
     assert!(started.elapsed() < Duration::from_secs(30));
     let err = store
-        .put_profile(&conformance::profile("auth0|alice"))
+        .put_profile("auth0|alice", &SealedSecret("v1.k1.bm9uY2U.eA".to_owned()))
         .await
         .expect_err("throttled");
     assert!(matches!(err, StoreError::Unavailable(_)));

@@ -324,6 +324,14 @@ impl Config {
                 ));
             }
         }
+        if let Some(key) = &self.secrets.kms_key_id
+            && !sections::valid_kms_key_id(key)
+        {
+            return Err(invalid(
+                "secrets.kms_key_id".to_owned(),
+                "must be a KMS key ARN, key id or alias (letters, digits, ':', '/', '_', '-')",
+            ));
+        }
         if let Some(tls) = &self.server.tls
             && tls.client_auth.is_some()
             && tls.client_ca_file.is_none()

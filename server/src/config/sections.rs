@@ -629,16 +629,62 @@ pub enum StoreKind {
     Dynamodb,
 }
 
-/// `[secrets]`: AES-256 keys for secrets at rest. The first key (or
-/// `primary_key_id`) seals; every listed key opens, so a key is rotated by
-/// adding the new one first and removing the old one later.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `[secrets]`: the keys that seal secrets and profiles at rest. With
+/// `kms_key_id`, KMS data keys seal (envelope encryption); otherwise the
+/// first local key (or `primary_key_id`). Every listed key opens, so a key
+/// is rotated by adding the new one first, running `authd store reseal`,
+/// and removing the old one when it seals nothing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecretsConfig {
-    /// The key that seals new values. Defaults to the first key.
+    /// The local key that seals new values. Defaults to the first key.
     pub primary_key_id: Option<String>,
-    /// The keys, each 32 bytes in standard base64.
+    /// The local keys, each 32 bytes in standard base64.
     pub keys: Vec<SecretKeyConfig>,
+    /// A KMS key (ARN, key id or alias) whose data keys seal new values.
+    pub kms_key_id: Option<String>,
+    /// KMS's region; default: the AWS configuration chain's.
+    pub kms_region: Option<String>,
+    /// KMS's endpoint, e.g. a KMS-compatible server on loopback.
+    pub kms_endpoint_url: Option<String>,
+    /// The longest wait for one KMS call (default 2000).
+    pub kms_timeout_ms: u64,
+    /// How long one data key seals new values (default 300 s).
+    pub data_key_seal_seconds: u64,
+    /// How many values one data key seals at most (default 100,000).
+    pub data_key_max_seals: u64,
+    /// How long a data key stays in memory after KMS gave it (default
+    /// 3600 s): the KMS outage authd rides out.
+    pub data_key_cache_seconds: u64,
+    /// Data keys held in memory to open values (default 1000).
+    pub data_key_cache_entries: usize,
+}
+
+/// A KMS key id as recorded in sealed values: an ARN, key id or alias
+/// (letters, digits, `:`, `/`, `_`, `-`; never the `.` values are split on).
+pub fn valid_kms_key_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 2048
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b":/_-".contains(&b))
+}
+
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        SecretsConfig {
+            primary_key_id: None,
+            keys: Vec::new(),
+            kms_key_id: None,
+            kms_region: None,
+            kms_endpoint_url: None,
+            kms_timeout_ms: 2000,
+            data_key_seal_seconds: 300,
+            data_key_max_seals: 100_000,
+            data_key_cache_seconds: 3600,
+            data_key_cache_entries: 1000,
+        }
+    }
 }
 
 /// One `[[secrets.keys]]` entry: an id and where the key comes from.

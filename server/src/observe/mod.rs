@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 
 pub(crate) use grpc::GrpcMetrics;
 
-use crate::{store::Store, verify::Verifier};
+use crate::{secrets::Sealer, store::Store, verify::Verifier};
 
 /// Histogram buckets of every `*_seconds` metric: 100 µs to 10 s.
 const SECONDS_BUCKETS: [f64; 14] = [
@@ -66,16 +66,41 @@ pub struct Observed {
     handle: PrometheusHandle,
     verifier: Arc<Verifier>,
     store: Arc<dyn Store>,
+    sealer: Option<Arc<Sealer>>,
 }
 
 impl Observed {
-    /// The state of `verifier` and `store`, rendered through `handle`.
-    pub fn new(handle: PrometheusHandle, verifier: Arc<Verifier>, store: Arc<dyn Store>) -> Self {
+    /// The state of `verifier`, `store` and `sealer` (KMS), rendered
+    /// through `handle`.
+    pub fn new(
+        handle: PrometheusHandle,
+        verifier: Arc<Verifier>,
+        store: Arc<dyn Store>,
+        sealer: Option<Arc<Sealer>>,
+    ) -> Self {
         Observed {
             handle,
             verifier,
             store,
+            sealer,
         }
+    }
+
+    /// The census of sealed values the last whole `authd store reseal`
+    /// walk recorded, as `authd_sealed_values{key_id, kind}`.
+    async fn census(&self) {
+        let Ok(Ok(Some(census))) = tokio::time::timeout(STORE_PROBE, self.store.get_census()).await
+        else {
+            return;
+        };
+        for (key_id, kinds) in &census.counts {
+            for (kind, values) in kinds {
+                metrics::gauge!("authd_sealed_values", "key_id" => key_id.clone(), "kind" => kind.clone())
+                    .set(*values as f64);
+            }
+        }
+        metrics::gauge!("authd_sealed_values_counted_timestamp_seconds")
+            .set(census.counted_at as f64);
     }
 
     /// Sets the gauges that describe state now.
@@ -142,6 +167,35 @@ impl Observed {
                 let _ = writeln!(body, "issuer {issuer}: {} keys", status.keys);
             }
         }
+        if let Some(kms) = self.sealer.as_ref().and_then(|s| s.kms_status()) {
+            // Not a reason to take the replica out: VerifyToken needs no
+            // KMS, and held data keys keep serving sessions and profiles.
+            match kms.failing {
+                None => {
+                    let _ = writeln!(body, "kms {}: answers", kms.key_id);
+                }
+                Some((error, since)) => {
+                    let serving = match kms.sealing_key_age {
+                        Some(age) if age < kms.keep_for => format!(
+                            "sealing with a data key held {} s (for {} s more), {} data keys held to open",
+                            age.as_secs(),
+                            (kms.keep_for - age).as_secs(),
+                            kms.held
+                        ),
+                        _ => format!(
+                            "no data key held to seal: new sessions and profiles fail with SEALING_KEYS_UNAVAILABLE; {} data keys held to open",
+                            kms.held
+                        ),
+                    };
+                    let _ = writeln!(
+                        body,
+                        "kms {}: DEGRADED: failing for {} s ({error}); {serving}",
+                        kms.key_id,
+                        since.as_secs()
+                    );
+                }
+            }
+        }
         match tokio::time::timeout(STORE_PROBE, self.store.ping()).await {
             Ok(Ok(())) => body.push_str("store: answers\n"),
             Ok(Err(error)) => {
@@ -181,6 +235,7 @@ pub async fn serve(listener: TcpListener, observed: Observed) -> std::io::Result
 
 async fn render(State(observed): State<Observed>) -> impl IntoResponse {
     observed.gauges();
+    observed.census().await;
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -284,6 +339,22 @@ fn describe() {
     );
     describe_counter!("authd_sessions_revoked_total", "Sessions revoked.");
     describe_gauge!("authd_revocations", "Revocations held in memory.");
+    describe_gauge!(
+        "authd_sealed_values",
+        "Values each key seals, by kind, as the last whole `authd store reseal` walk counted them (key_id \"clear\": profiles not sealed yet)."
+    );
+    describe_gauge!(
+        "authd_sealed_values_counted_timestamp_seconds",
+        "When the census behind authd_sealed_values was counted."
+    );
+    describe_counter!(
+        "authd_kms_requests_total",
+        "KMS calls (generate_data_key, decrypt) by outcome."
+    );
+    describe_gauge!(
+        "authd_kms_data_keys_held",
+        "KMS data keys held in memory to open values."
+    );
     describe_gauge!(
         "authd_revocation_poll_lag_seconds",
         "Time since the last successful revocation poll started."

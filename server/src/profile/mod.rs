@@ -7,6 +7,8 @@
 //! 429 is remembered until its `Retry-After`, and any upstream failure falls
 //! back to the stored profile — never a crash or a wiped profile.
 
+pub mod sealed;
+
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -20,6 +22,7 @@ use crate::{
     config::ProfilesConfig,
     error::Error,
     issuer::{IssuerClient, IssuerError},
+    secrets::{SealError, Sealer},
     store::{Profile, Store, unix_now},
     verify::{VerifiedToken, Verifier, VerifyRequest},
 };
@@ -34,6 +37,7 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Profiles {
     store: Arc<dyn Store>,
+    sealer: Arc<Sealer>,
     verifier: Arc<Verifier>,
     issuers: HashMap<String, Arc<IssuerClient>>,
     config: ProfilesConfig,
@@ -44,16 +48,19 @@ pub struct Profiles {
 }
 
 impl Profiles {
-    /// Profiles over `store`, verifying tokens with `verifier` and calling
-    /// the userinfo endpoints of `issuers` (keyed by `iss`).
+    /// Profiles over `store`, sealed by `sealer`, verifying tokens with
+    /// `verifier` and calling the userinfo endpoints of `issuers` (keyed by
+    /// `iss`).
     pub fn new(
         store: Arc<dyn Store>,
+        sealer: Arc<Sealer>,
         verifier: Arc<Verifier>,
         issuers: HashMap<String, Arc<IssuerClient>>,
         config: ProfilesConfig,
     ) -> Self {
         Profiles {
             store,
+            sealer,
             verifier,
             issuers,
             config,
@@ -74,7 +81,7 @@ impl Profiles {
         if token.subject.is_empty() {
             return Err(Error::MalformedToken("the token has no sub".to_owned()));
         }
-        let stored = self.store.get_profile(&token.subject).await?;
+        let stored = self.stored(&token.subject).await?;
         if let Some(profile) = stored.as_ref().filter(|p| self.is_fresh(p)) {
             return Ok(profile.clone());
         }
@@ -101,10 +108,36 @@ impl Profiles {
                 problem: format!("must be 1 to {MAX_USER_ID_BYTES} bytes"),
             });
         }
-        self.store
-            .get_profile(user_id)
+        self.stored(user_id)
             .await?
             .ok_or_else(|| Error::UserNotFound(crate::error::truncate(user_id, 128)))
+    }
+
+    /// The stored profile of `user`, opened. One that does not open (sealed
+    /// under a key no longer configured, or under another process's own key
+    /// when none is configured) counts as absent: the issuer fills it again.
+    pub(crate) async fn stored(&self, user: &str) -> Result<Option<Profile>, Error> {
+        let Some(stored) = self.store.get_profile(user).await? else {
+            return Ok(None);
+        };
+        match sealed::open(&self.sealer, user, stored).await {
+            Ok(profile) => Ok(Some(profile)),
+            Err(SealError::Unavailable(detail)) => {
+                tracing::warn!(%user, %detail, "cannot open a stored profile");
+                Err(Error::SealingKeysUnavailable)
+            }
+            Err(error) => {
+                tracing::warn!(%user, %error, "a stored profile does not open; filling it again");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Seals and stores `profile`.
+    async fn save(&self, profile: &Profile) -> Result<(), Error> {
+        let sealed = sealed::seal(&self.sealer, profile).await?;
+        self.store.put_profile(&profile.user_id, &sealed).await?;
+        Ok(())
     }
 
     /// Creates or updates `user`'s profile from verified id-token claims.
@@ -129,9 +162,9 @@ impl Profiles {
             claims.remove(registered);
         }
         claims.insert("sub".to_owned(), Value::String(user.to_owned()));
-        let stored = self.store.get_profile(user).await?;
+        let stored = self.stored(user).await?;
         let profile = merge(stored, user, claims, unix_now())?;
-        self.store.put_profile(&profile).await?;
+        self.save(&profile).await?;
         Ok(profile)
     }
 
@@ -171,7 +204,7 @@ impl Profiles {
         let result = async {
             let _turn = lock.lock().await;
             // Whoever held the lock before may have just refreshed it.
-            let stored = self.store.get_profile(user).await?;
+            let stored = self.stored(user).await?;
             if let Some(profile) = stored.as_ref().filter(|p| self.is_fresh(p)) {
                 return Ok(profile.clone());
             }
@@ -204,7 +237,7 @@ impl Profiles {
                 }
             };
             let profile = merge(stored, user, claims, unix_now())?;
-            self.store.put_profile(&profile).await?;
+            self.save(&profile).await?;
             Ok(profile)
         }
         .await;

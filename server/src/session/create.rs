@@ -104,7 +104,7 @@ impl Sessions {
         nonce: &str,
         device_login: bool,
     ) -> Result<NewSession, Error> {
-        let sealer = self.sealer()?;
+        self.sealer()?;
         let client_id = client.client_id().unwrap_or_default();
         let refresh_token = tokens
             .refresh_token
@@ -161,9 +161,9 @@ impl Sessions {
             device_code_open: device_login,
         };
         let key = record.item_key();
-        record.refresh_token = Some(sealer.seal(&refresh_token, &key));
-        record.access_token = Some(sealer.seal(&tokens.access_token, &key));
-        record.id_token = Some(sealer.seal(&id_token, &key));
+        record.refresh_token = Some(self.seal(&refresh_token, &key).await?);
+        record.access_token = Some(self.seal(&tokens.access_token, &key).await?);
+        record.id_token = Some(self.seal(&id_token, &key).await?);
         self.store.create_session(&record).await?;
         tracing::info!(session = %&record.id[..16], user = %record.user_id, "session created");
         Ok(NewSession {

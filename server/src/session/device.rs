@@ -164,7 +164,6 @@ impl Sessions {
     /// [`APPROVAL_REPLAY_SECONDS`], under the device code's hash. The only
     /// place authd keeps a handle rather than its hash, for minutes.
     async fn remember_approval(&self, id: &str, session: &NewSession) {
-        let Ok(sealer) = self.sealer() else { return };
         let mut approval = DeviceApproval {
             id: id.to_owned(),
             session_id: session.record.id.clone(),
@@ -172,7 +171,13 @@ impl Sessions {
             handle: SealedSecret(String::new()),
             expires_at: unix_now() + APPROVAL_REPLAY_SECONDS,
         };
-        approval.handle = sealer.seal(&session.handle, &approval.item_key());
+        approval.handle = match self.seal(&session.handle, &approval.item_key()).await {
+            Ok(sealed) => sealed,
+            Err(error) => {
+                tracing::warn!(%error, "cannot seal a device approval; a repeated poll will not find it");
+                return;
+            }
+        };
         if let Err(error) = self.store.put_device_approval(&approval).await {
             tracing::warn!(%error, "cannot record a device approval; a repeated poll will not find it");
         }
@@ -184,12 +189,6 @@ impl Sessions {
         let Some(approval) = self.store.get_device_approval(id, now).await? else {
             return Ok(None);
         };
-        let sealer = self.sealer()?;
-        let opened = |sealed: &SealedSecret, key: &str| {
-            sealer
-                .open(sealed, key)
-                .map_err(|e| Error::Internal(e.to_string()))
-        };
         // Spent once the session was used: refreshed (even in vain),
         // revoked, deleted or expired. Only a poll repeated before any of
         // that gets the session again.
@@ -199,22 +198,21 @@ impl Sessions {
             .await?
             .filter(|r| !r.revoked && approval.session_version == Some(r.version))
             .ok_or(Error::DeviceCodeSpent)?;
-        let handle = opened(&approval.handle, &approval.item_key())?;
+        let handle = self.open(&approval.handle, &approval.item_key()).await?;
         let key = record.item_key();
-        let access_token = record
-            .access_token
-            .as_ref()
-            .map(|t| opened(t, &key))
-            .transpose()?
-            .ok_or_else(|| Error::Internal("the session keeps no access token".to_owned()))?;
-        let id_token = record
-            .id_token
-            .as_ref()
-            .map(|t| opened(t, &key))
-            .transpose()?;
+        let Some(access_token) = &record.access_token else {
+            return Err(Error::Internal(
+                "the session keeps no access token".to_owned(),
+            ));
+        };
+        let access_token = self.open(access_token, &key).await?;
+        let id_token = match &record.id_token {
+            Some(sealed) => Some(self.open(sealed, &key).await?),
+            None => None,
+        };
         let profile = self
-            .store
-            .get_profile(&record.user_id)
+            .profiles
+            .stored(&record.user_id)
             .await?
             .ok_or_else(|| Error::UserNotFound(record.user_id.clone()))?;
         tracing::info!(session = %record.id.get(..16).unwrap_or_default(), "device poll repeated after approval: same session");

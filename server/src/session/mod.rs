@@ -39,7 +39,7 @@ use crate::{
     issuer::{IssuerClient, IssuerError, TokenSet},
     profile::Profiles,
     revocation::{Revocations, issued_token, revocation, signed_digest},
-    secrets::{Sealer, Secret, hash_handle, random_handle},
+    secrets::{SealedSecret, Sealer, Secret, hash_handle, random_handle},
     store::{Profile, Revocation, RevocationKind, SessionRecord, Store, StoreError, unix_now},
     verify::{Verifier, VerifyRequest},
 };
@@ -208,5 +208,15 @@ impl Sessions {
         self.sealer
             .as_deref()
             .ok_or_else(|| Error::Internal("sessions need [secrets] keys".to_owned()))
+    }
+
+    /// Seals `secret` for the item `item_key`.
+    async fn seal(&self, secret: &Secret, item_key: &str) -> Result<SealedSecret, Error> {
+        Ok(self.sealer()?.seal(secret, item_key).await?)
+    }
+
+    /// Opens `sealed`, sealed for the item `item_key`.
+    async fn open(&self, sealed: &SealedSecret, item_key: &str) -> Result<Secret, Error> {
+        Ok(self.sealer()?.open(sealed, item_key).await?)
     }
 }

@@ -103,7 +103,7 @@ impl Sessions {
     /// The stored access token, when it was refreshed recently enough for
     /// another caller to share it: within the reuse window, or at or after
     /// `minted_since` (a refresh this caller waited for).
-    fn recent_token(
+    async fn recent_token(
         &self,
         record: &SessionRecord,
         now: i64,
@@ -114,17 +114,15 @@ impl Sessions {
         let valid = record.access_token_expires_at == 0 || record.access_token_expires_at > now + 5;
         match (&record.access_token, recent && valid) {
             (Some(sealed), true) => {
-                let sealer = self.sealer()?;
                 let key = record.item_key();
-                let open = |s| {
-                    sealer
-                        .open(s, &key)
-                        .map_err(|e| Error::Internal(e.to_string()))
+                let id_token = match &record.id_token {
+                    Some(sealed) => Some(self.open(sealed, &key).await?),
+                    None => None,
                 };
                 Ok(Some(Refreshed {
-                    access_token: open(sealed)?,
+                    access_token: self.open(sealed, &key).await?,
                     expires_at: record.access_token_expires_at,
-                    id_token: record.id_token.as_ref().map(open).transpose()?,
+                    id_token,
                     refresh_token: None,
                     scopes: Vec::new(),
                 }))
@@ -146,7 +144,10 @@ impl Sessions {
         let leased = loop {
             let now = unix_now();
             let record = self.live_record(id, now).await?;
-            if let Some(recent) = self.recent_token(&record, now, waited.then_some(arrived))? {
+            if let Some(recent) = self
+                .recent_token(&record, now, waited.then_some(arrived))
+                .await?
+            {
                 if record.device_code_open {
                     self.close_device_code(&record, now).await?;
                 }
@@ -184,15 +185,21 @@ impl Sessions {
             .issuers
             .get(&leased.issuer)
             .ok_or_else(|| Error::Internal(format!("issuer {} has no client", leased.issuer)))?;
-        let refresh_token = leased
-            .refresh_token
-            .as_ref()
-            .ok_or(Error::SessionRevoked)
-            .and_then(|s| {
-                sealer
-                    .open(s, &key)
-                    .map_err(|e| Error::Internal(e.to_string()))
-            })?;
+        // The refresh token opens, and a data key will seal its rotation,
+        // before it is spent: a rotation that cannot be sealed is lost.
+        let ready = async {
+            let sealed = leased.refresh_token.as_ref().ok_or(Error::SessionRevoked)?;
+            let refresh_token = self.open(sealed, &key).await?;
+            sealer.warm().await?;
+            Ok::<_, Error>(refresh_token)
+        };
+        let refresh_token = match ready.await {
+            Ok(token) => token,
+            Err(error) => {
+                self.release(leased).await;
+                return Err(error);
+            }
+        };
         refreshed("upstream");
         match client.refresh(&refresh_token).await {
             Ok(tokens) => self.store_rotation(leased, tokens).await,
@@ -247,10 +254,18 @@ impl Sessions {
         leased: SessionRecord,
         tokens: TokenSet,
     ) -> Result<Refreshed, Error> {
-        let sealer = self.sealer()?;
         let now = unix_now();
         let expires_at = self.access_expiry(&tokens, now).await;
         let key = leased.item_key();
+        let rotated = match &tokens.refresh_token {
+            Some(rotated) => Some(self.seal(rotated, &key).await?),
+            None => None,
+        };
+        let access_token = self.seal(&tokens.access_token, &key).await?;
+        let id_token = match &tokens.id_token {
+            Some(id_token) => Some(self.seal(id_token, &key).await?),
+            None => None,
+        };
         let mut current = leased;
         for attempt in 0..5 {
             let mut next = current.clone();
@@ -258,13 +273,13 @@ impl Sessions {
             next.lease_until = 0;
             next.refreshed_at = now;
             next.expires_at = now + self.config.lifetime_seconds as i64;
-            if let Some(rotated) = &tokens.refresh_token {
-                next.refresh_token = Some(sealer.seal(rotated, &key));
+            if let Some(rotated) = &rotated {
+                next.refresh_token = Some(rotated.clone());
             }
-            next.access_token = Some(sealer.seal(&tokens.access_token, &key));
+            next.access_token = Some(access_token.clone());
             next.access_token_expires_at = expires_at;
-            if let Some(id_token) = &tokens.id_token {
-                next.id_token = Some(sealer.seal(id_token, &key));
+            if let Some(id_token) = &id_token {
+                next.id_token = Some(id_token.clone());
             }
             next.issued_tokens.retain(|t| t.expires_at > now);
             next.issued_tokens.push(issued_token(

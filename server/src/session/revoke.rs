@@ -74,10 +74,7 @@ impl Sessions {
         let Some(sealed) = record.refresh_token.clone() else {
             return Ok(u32::from(newly));
         };
-        let sealer = self.sealer()?;
-        let refresh_token = sealer
-            .open(&sealed, &record.item_key())
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let refresh_token = self.open(&sealed, &record.item_key()).await?;
         if let Some(client) = self.issuers.get(&record.issuer) {
             client
                 .revoke(&refresh_token)
@@ -144,7 +141,7 @@ impl Sessions {
             break;
         }
         let ttl = now + self.config.revocation_ttl_seconds as i64;
-        let mut revocations = self.token_revocations(&record, now);
+        let mut revocations = self.token_revocations(&record, now).await;
         if let Some(sid) = &record.issuer_session_id {
             revocations.push(revocation(
                 RevocationKind::SessionId,
@@ -166,7 +163,7 @@ impl Sessions {
     /// published as they are, and the newest token (kept sealed) is also
     /// named by its signed content, so that a re-encoded twin of it is
     /// refused too.
-    fn token_revocations(&self, record: &SessionRecord, now: i64) -> Vec<Revocation> {
+    async fn token_revocations(&self, record: &SessionRecord, now: i64) -> Vec<Revocation> {
         let mut out = Vec::new();
         for issued in record.issued_tokens.iter().filter(|t| t.expires_at > now) {
             let (kind, value) = match (&issued.signed_digest, &issued.hash) {
@@ -181,10 +178,7 @@ impl Sessions {
             .iter()
             .any(|t| t.signed_digest.is_none() && t.expires_at > now);
         if legacy && let Some(sealed) = &record.access_token {
-            let newest = self.sealer().and_then(|s| {
-                s.open(sealed, &record.item_key())
-                    .map_err(|e| Error::Internal(e.to_string()))
-            });
+            let newest = self.open(sealed, &record.item_key()).await;
             match newest {
                 Ok(token) => {
                     let digest = signed_digest(token.expose());

@@ -8,8 +8,39 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::{Profile, SessionRecord, Store, StoreError};
-use crate::secrets::{SealedSecret, Sealer, Secret, hash_handle, random_handle};
+use super::{DeviceApproval, Profile, SealedItem, SessionRecord, Store, StoreError, StoredProfile};
+use crate::{
+    profile::sealed,
+    secrets::{SealedSecret, Sealer, Secret, hash_handle, random_handle},
+};
+
+/// The sealer of the checks.
+fn sealer() -> Sealer {
+    Sealer::from_keys(&[("k1", [7; 32])]).expect("sealer")
+}
+
+/// Seals and stores `profile`.
+async fn put_profile(store: &dyn Store, profile: &Profile) {
+    let value = sealed::seal(&sealer(), profile).await.expect("seals");
+    store
+        .put_profile(&profile.user_id, &value)
+        .await
+        .expect("put");
+}
+
+/// The stored profile of `user_id`, opened.
+async fn get_profile(store: &dyn Store, user_id: &str) -> Option<Profile> {
+    let stored = store.get_profile(user_id).await.expect("get")?;
+    assert!(
+        matches!(stored, StoredProfile::Sealed(_)),
+        "profiles are stored sealed"
+    );
+    Some(
+        sealed::open(&sealer(), user_id, stored)
+            .await
+            .expect("opens"),
+    )
+}
 
 /// Now, in unix seconds.
 pub fn now() -> i64 {
@@ -60,16 +91,19 @@ pub fn session(user_id: &str) -> SessionRecord {
 pub async fn profile_round_trip(store: Arc<dyn Store>) {
     assert_eq!(store.get_profile("auth0|nobody").await, Ok(None));
     let mut alice = profile("auth0|alice");
-    store.put_profile(&alice).await.expect("put");
+    put_profile(store.as_ref(), &alice).await;
     assert_eq!(
-        store.get_profile("auth0|alice").await,
-        Ok(Some(alice.clone()))
+        get_profile(store.as_ref(), "auth0|alice").await,
+        Some(alice.clone())
     );
     alice.name = Some("Alice Renamed".to_owned());
     alice.email = None;
     alice.updated_at += 5;
-    store.put_profile(&alice).await.expect("replace");
-    assert_eq!(store.get_profile("auth0|alice").await, Ok(Some(alice)));
+    put_profile(store.as_ref(), &alice).await;
+    assert_eq!(
+        get_profile(store.as_ref(), "auth0|alice").await,
+        Some(alice)
+    );
     assert_eq!(store.delete_profile("auth0|alice").await, Ok(true));
     assert_eq!(store.delete_profile("auth0|alice").await, Ok(false));
     assert_eq!(store.get_profile("auth0|alice").await, Ok(None));
@@ -93,8 +127,8 @@ pub async fn unusual_values_round_trip(store: Arc<dyn Store>) {
     );
     attributes.insert(String::new(), json!("empty key"));
     odd.attributes = attributes;
-    store.put_profile(&odd).await.expect("put");
-    assert_eq!(store.get_profile(&odd.user_id).await, Ok(Some(odd)));
+    put_profile(store.as_ref(), &odd).await;
+    assert_eq!(get_profile(store.as_ref(), &odd.user_id).await, Some(odd));
 }
 
 /// Create, read back, refuse a duplicate, delete.
@@ -234,9 +268,10 @@ pub async fn concurrent_writers_lose_no_update(store: Arc<dyn Store>) {
 
 /// A sealed refresh token survives the store and opens only for its item.
 pub async fn sealed_secrets_round_trip(store: Arc<dyn Store>) {
-    let sealer = Sealer::from_keys(&[("k1", [7; 32])]).expect("sealer");
+    let sealer = sealer();
     let mut s = session("auth0|alice");
-    s.refresh_token = Some(sealer.seal(&Secret::new("v1.refresh-token-secret"), &s.item_key()));
+    let secret = Secret::new("v1.refresh-token-secret");
+    s.refresh_token = Some(sealer.seal(&secret, &s.item_key()).await.expect("seals"));
     store.create_session(&s).await.expect("create");
     let back = store
         .get_session(&s.id, now())
@@ -245,21 +280,26 @@ pub async fn sealed_secrets_round_trip(store: Arc<dyn Store>) {
         .expect("exists");
     let sealed = back.refresh_token.expect("sealed token kept");
     assert_eq!(
-        sealer.open(&sealed, &s.item_key()).expect("opens").expose(),
+        sealer
+            .open(&sealed, &s.item_key())
+            .await
+            .expect("opens")
+            .expose(),
         "v1.refresh-token-secret"
     );
     let other = session("auth0|alice");
-    assert!(sealer.open(&sealed, &other.item_key()).is_err());
+    assert!(sealer.open(&sealed, &other.item_key()).await.is_err());
 }
 
 /// Every session field survives the store.
 pub async fn full_session_round_trip(store: Arc<dyn Store>) {
-    let sealer = Sealer::from_keys(&[("k1", [3; 32])]).expect("sealer");
+    let sealer = sealer();
     let mut s = session("auth0|alice");
     s.issuer_session_id = Some("sid-Ünïcode".to_owned());
-    s.access_token = Some(sealer.seal(&Secret::new("at"), &s.item_key()));
+    let key = s.item_key();
+    s.access_token = Some(sealer.seal(&Secret::new("at"), &key).await.expect("seals"));
     s.access_token_expires_at = now() + 600;
-    s.id_token = Some(sealer.seal(&Secret::new("idt"), &s.item_key()));
+    s.id_token = Some(sealer.seal(&Secret::new("idt"), &key).await.expect("seals"));
     s.issued_tokens = (0..50)
         .map(|i| match i % 2 {
             0 => super::IssuedToken {
@@ -332,9 +372,8 @@ pub async fn revocations_since_a_cursor(store: Arc<dyn Store>) {
 
 /// A device approval comes back until it expires, and is replaced.
 pub async fn device_approvals_round_trip(store: Arc<dyn Store>) {
-    use super::DeviceApproval;
     let t = now();
-    let sealer = Sealer::from_keys(&[("k1", [5; 32])]).expect("sealer");
+    let sealer = sealer();
     let mut approval = DeviceApproval {
         id: hash_handle("device-code-1"),
         session_id: hash_handle(&random_handle()),
@@ -342,7 +381,10 @@ pub async fn device_approvals_round_trip(store: Arc<dyn Store>) {
         handle: SealedSecret(String::new()),
         expires_at: t + 600,
     };
-    approval.handle = sealer.seal(&Secret::new("handle"), &approval.item_key());
+    approval.handle = sealer
+        .seal(&Secret::new("handle"), &approval.item_key())
+        .await
+        .expect("seals");
     assert_eq!(store.get_device_approval(&approval.id, t).await, Ok(None));
     store.put_device_approval(&approval).await.expect("put");
     assert_eq!(
@@ -369,6 +411,121 @@ pub async fn device_approvals_round_trip(store: Arc<dyn Store>) {
             .get_device_approval(&hash_handle("another code"), t)
             .await,
         Ok(None)
+    );
+}
+
+/// A walk over the store in small pages finds every profile, session and
+/// device answer exactly once, and nothing else (revocations).
+pub async fn scan_finds_every_sealed_item(store: Arc<dyn Store>) {
+    let empty = store.scan_sealed(None, 10).await.expect("scan");
+    assert!(empty.items.is_empty() && empty.next.is_none());
+    let sealer = sealer();
+    let mut want = Vec::new();
+    for i in 0..7 {
+        let p = profile(&format!("auth0|scan{i}"));
+        put_profile(store.as_ref(), &p).await;
+        want.push(format!("profile {}", p.user_id));
+        let s = session(&p.user_id);
+        store.create_session(&s).await.expect("create");
+        want.push(format!("session {}", s.id));
+    }
+    for i in 0..3 {
+        let mut approval = DeviceApproval {
+            id: hash_handle(&format!("code-{i}")),
+            session_id: hash_handle(&random_handle()),
+            session_version: Some(1),
+            handle: SealedSecret(String::new()),
+            expires_at: now() + 600,
+        };
+        approval.handle = sealer
+            .seal(&Secret::new("handle"), &approval.item_key())
+            .await
+            .expect("seals");
+        store.put_device_approval(&approval).await.expect("put");
+        want.push(format!("device {}", approval.id));
+    }
+    store
+        .put_revocation(&super::Revocation {
+            kind: super::RevocationKind::Subject,
+            issuer: "https://tenant.example.auth0.com/".to_owned(),
+            value: "auth0|scan0".to_owned(),
+            at_ms: now() * 1000,
+            expires_at: now() + 600,
+        })
+        .await
+        .expect("revoke");
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..100 {
+        let page = store.scan_sealed(cursor.as_deref(), 4).await.expect("scan");
+        for item in page.items {
+            seen.push(match item {
+                SealedItem::Profile { user_id, .. } => format!("profile {user_id}"),
+                SealedItem::Session(s) => format!("session {}", s.id),
+                SealedItem::DeviceApproval(a) => format!("device {}", a.id),
+            });
+        }
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert!(cursor.is_none(), "the walk ends");
+    seen.sort();
+    want.sort();
+    assert_eq!(seen, want);
+}
+
+/// Replacing an item by its re-sealed copy is conditional on it being as
+/// it was read.
+pub async fn replace_sealed_is_conditional(store: Arc<dyn Store>) {
+    let sealer = sealer();
+    let p = profile("auth0|reseal");
+    put_profile(store.as_ref(), &p).await;
+    let s = session("auth0|reseal");
+    store.create_session(&s).await.expect("create");
+    let mut items = store.scan_sealed(None, 100).await.expect("scan").items;
+    items.sort_by_key(|i| matches!(i, SealedItem::Session(_)));
+    let [old_profile, old_session] = <[SealedItem; 2]>::try_from(items).expect("two items");
+
+    let resealed = SealedItem::Profile {
+        user_id: p.user_id.clone(),
+        stored: StoredProfile::Sealed(sealed::seal(&sealer, &p).await.expect("seals")),
+    };
+    store
+        .replace_sealed(&old_profile, &resealed)
+        .await
+        .expect("replace");
+    assert_eq!(
+        get_profile(store.as_ref(), &p.user_id).await,
+        Some(p.clone())
+    );
+    // Read before that replacement: refused.
+    assert_eq!(
+        store.replace_sealed(&old_profile, &resealed).await,
+        Err(StoreError::Conflict)
+    );
+
+    let SealedItem::Session(read) = &old_session else {
+        unreachable!("sorted");
+    };
+    let mut next = read.clone();
+    next.version += 1;
+    next.refresh_token = Some(
+        sealer
+            .seal(&Secret::new("rt"), &read.item_key())
+            .await
+            .expect("seals"),
+    );
+    let new_session = SealedItem::Session(next.clone());
+    store
+        .replace_sealed(&old_session, &new_session)
+        .await
+        .expect("replace");
+    assert_eq!(store.get_session(&s.id, now()).await, Ok(Some(next)));
+    assert_eq!(
+        store.replace_sealed(&old_session, &new_session).await,
+        Err(StoreError::Conflict)
     );
 }
 
@@ -535,7 +692,8 @@ macro_rules! store_conformance_tests {
             profile_round_trip, unusual_values_round_trip, session_lifecycle,
             stale_version_update_fails, expired_sessions_are_ignored, lists_a_users_sessions,
             concurrent_writers_lose_no_update, sealed_secrets_round_trip,
-            full_session_round_trip, revocations_since_a_cursor, device_approvals_round_trip);
+            full_session_round_trip, revocations_since_a_cursor, device_approvals_round_trip,
+            scan_finds_every_sealed_item, replace_sealed_is_conditional);
         $crate::store_conformance_tests!(@pair $make, $replica;
             revocation_burst_reaches_every_replica, revocations_across_a_bucket_boundary);
     };

@@ -20,7 +20,11 @@ use std::{
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{DeviceApproval, Profile, Revocation, SessionRecord, Store, StoreError};
+use super::{
+    DeviceApproval, Profile, Revocation, SealedItem, SealedPage, SealingCensus, SessionRecord,
+    Store, StoreError, StoredProfile,
+};
+use crate::secrets::SealedSecret;
 
 const PROFILES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("profiles");
 const SESSIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sessions");
@@ -30,6 +34,10 @@ const REVOCATIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("revo
 /// device code hash → [`DeviceApproval`].
 const DEVICE_APPROVALS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("device_approvals");
 const USER_SESSIONS: TableDefinition<'_, (&str, &str), ()> = TableDefinition::new("user_sessions");
+/// name → JSON: records about the store itself (the sealing census).
+const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+/// The [`META`] key of the sealing census.
+const CENSUS: &str = "sealing_census";
 
 /// The file name inside the data directory.
 pub const FILE_NAME: &str = "authd.redb";
@@ -88,6 +96,7 @@ impl EmbeddedStore {
         txn.open_table(USER_SESSIONS).map_err(internal)?;
         txn.open_table(REVOCATIONS).map_err(internal)?;
         txn.open_table(DEVICE_APPROVALS).map_err(internal)?;
+        txn.open_table(META).map_err(internal)?;
         txn.commit().map_err(internal)?;
         Ok(EmbeddedStore { db: Arc::new(db) })
     }
@@ -146,20 +155,22 @@ fn live_session(
 
 #[async_trait::async_trait]
 impl Store for EmbeddedStore {
-    async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>, StoreError> {
+    async fn get_profile(&self, user_id: &str) -> Result<Option<StoredProfile>, StoreError> {
         let user_id = user_id.to_owned();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(internal)?;
             let table = txn.open_table(PROFILES).map_err(internal)?;
             let found = table.get(user_id.as_str()).map_err(internal)?;
-            found.map(|bytes| decode(bytes.value())).transpose()
+            found.map(|bytes| decode_profile(bytes.value())).transpose()
         })
         .await
     }
 
-    async fn put_profile(&self, profile: &Profile) -> Result<(), StoreError> {
-        let bytes = encode(profile)?;
-        let user_id = profile.user_id.clone();
+    async fn put_profile(&self, user_id: &str, sealed: &SealedSecret) -> Result<(), StoreError> {
+        let bytes = encode(&SealedProfileEntry {
+            sealed: sealed.clone(),
+        })?;
+        let user_id = user_id.to_owned();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(internal)?;
             txn.open_table(PROFILES)
@@ -372,10 +383,147 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn scan_sealed(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<SealedPage, StoreError> {
+        let (mut table, mut after) = match cursor {
+            None => (0, None),
+            Some(cursor) => {
+                let (table, key) = cursor
+                    .split_once(':')
+                    .and_then(|(t, k)| Some((t.parse::<usize>().ok()?, k.to_owned())))
+                    .filter(|(t, _)| *t < SEALED_TABLES.len())
+                    .ok_or_else(|| StoreError::Corrupt(format!("not a scan cursor: {cursor}")))?;
+                (table, Some(key))
+            }
+        };
+        let limit = limit.max(1);
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(internal)?;
+            let mut page = SealedPage::default();
+            while table < SEALED_TABLES.len() {
+                let open = txn.open_table(SEALED_TABLES[table]).map_err(internal)?;
+                let range = match &after {
+                    Some(key) => open.range::<&str>((
+                        std::ops::Bound::Excluded(key.as_str()),
+                        std::ops::Bound::Unbounded,
+                    )),
+                    None => open.range::<&str>(..),
+                }
+                .map_err(internal)?;
+                for entry in range {
+                    let (key, value) = entry.map_err(internal)?;
+                    let key = key.value().to_owned();
+                    page.items.push(sealed_item(table, &key, value.value())?);
+                    if page.items.len() >= limit {
+                        page.next = Some(format!("{table}:{key}"));
+                        return Ok(page);
+                    }
+                }
+                table += 1;
+                after = None;
+            }
+            Ok(page)
+        })
+        .await
+    }
+
+    async fn replace_sealed(&self, old: &SealedItem, new: &SealedItem) -> Result<(), StoreError> {
+        let (index, key, bytes) = match new {
+            SealedItem::Session(record) => (1, record.id.clone(), encode(record)?),
+            SealedItem::Profile { user_id, stored } => {
+                let StoredProfile::Sealed(sealed) = stored else {
+                    return Err(internal("a profile is never written in clear"));
+                };
+                let entry = SealedProfileEntry {
+                    sealed: sealed.clone(),
+                };
+                (0, user_id.clone(), encode(&entry)?)
+            }
+            SealedItem::DeviceApproval(approval) => (2, approval.id.clone(), encode(approval)?),
+        };
+        let table = SEALED_TABLES[index];
+        let old = old.clone();
+        self.blocking(move |db| {
+            // One writer at a time: the comparison and the write are atomic.
+            let txn = db.begin_write().map_err(internal)?;
+            {
+                let mut open = txn.open_table(table).map_err(internal)?;
+                let current = match open.get(key.as_str()).map_err(internal)? {
+                    Some(value) => sealed_item(index, &key, value.value())?,
+                    None => return Err(StoreError::NotFound),
+                };
+                if current != old {
+                    return Err(StoreError::Conflict);
+                }
+                open.insert(key.as_str(), bytes.as_slice())
+                    .map_err(internal)?;
+            }
+            txn.commit().map_err(internal)
+        })
+        .await
+    }
+
+    async fn put_census(&self, census: &SealingCensus) -> Result<(), StoreError> {
+        let bytes = encode(census)?;
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(internal)?;
+            txn.open_table(META)
+                .map_err(internal)?
+                .insert(CENSUS, bytes.as_slice())
+                .map_err(internal)?;
+            txn.commit().map_err(internal)
+        })
+        .await
+    }
+
+    async fn get_census(&self) -> Result<Option<SealingCensus>, StoreError> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(internal)?;
+            let table = txn.open_table(META).map_err(internal)?;
+            let found = table.get(CENSUS).map_err(internal)?;
+            found.map(|bytes| decode(bytes.value())).transpose()
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.blocking(|db| db.begin_read().map(drop).map_err(internal))
             .await
     }
+}
+
+/// The tables holding sealed values, in the order a scan walks them.
+const SEALED_TABLES: [TableDefinition<'_, &str, &[u8]>; 3] = [PROFILES, SESSIONS, DEVICE_APPROVALS];
+
+/// A profile entry as written: only the sealed profile.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedProfileEntry {
+    sealed: SealedSecret,
+}
+
+/// A stored profile: sealed, or a [`Profile`] in clear written before
+/// profiles were sealed.
+fn decode_profile(bytes: &[u8]) -> Result<StoredProfile, StoreError> {
+    match serde_json::from_slice::<SealedProfileEntry>(bytes) {
+        Ok(entry) => Ok(StoredProfile::Sealed(entry.sealed)),
+        Err(_) => decode::<Profile>(bytes).map(StoredProfile::Clear),
+    }
+}
+
+/// The entry `key` of sealed table number `table`.
+fn sealed_item(table: usize, key: &str, bytes: &[u8]) -> Result<SealedItem, StoreError> {
+    Ok(match table {
+        0 => SealedItem::Profile {
+            user_id: key.to_owned(),
+            stored: decode_profile(bytes)?,
+        },
+        1 => SealedItem::Session(decode(bytes)?),
+        _ => SealedItem::DeviceApproval(decode(bytes)?),
+    })
 }
 
 /// The keys of up to [`PURGE_BATCH`] records of `table` that expired as of
@@ -533,6 +681,7 @@ mod tests {
         let approval = |code: &str, expires_at| DeviceApproval {
             id: hash_handle(code),
             session_id: live.id.clone(),
+            session_version: Some(1),
             handle: SealedSecret(String::new()),
             expires_at,
         };
@@ -610,12 +759,57 @@ mod tests {
     #[tokio::test]
     async fn committed_writes_survive_reopening() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let profile = crate::store::conformance::profile("auth0|durable");
+        let sealed = SealedSecret("v1.k1.bm9uY2U.c2VhbGVk".to_owned());
         {
             let store = EmbeddedStore::open(dir.path()).expect("open");
-            store.put_profile(&profile).await.expect("put");
+            store
+                .put_profile("auth0|durable", &sealed)
+                .await
+                .expect("put");
         }
         let store = EmbeddedStore::open(dir.path()).expect("reopen");
-        assert_eq!(store.get_profile("auth0|durable").await, Ok(Some(profile)));
+        assert_eq!(
+            store.get_profile("auth0|durable").await,
+            Ok(Some(StoredProfile::Sealed(sealed)))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_profile_written_in_clear_by_an_earlier_version_is_read_then_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let legacy = crate::store::conformance::profile("auth0|legacy");
+        let bytes = encode(&legacy).expect("encode");
+        let db = Arc::clone(&store.db);
+        let txn = db.begin_write().expect("write");
+        txn.open_table(PROFILES)
+            .expect("table")
+            .insert("auth0|legacy", bytes.as_slice())
+            .expect("insert");
+        txn.commit().expect("commit");
+        assert_eq!(
+            store.get_profile("auth0|legacy").await,
+            Ok(Some(StoredProfile::Clear(legacy.clone())))
+        );
+        let page = store.scan_sealed(None, 10).await.expect("scan");
+        let old = SealedItem::Profile {
+            user_id: "auth0|legacy".to_owned(),
+            stored: StoredProfile::Clear(legacy),
+        };
+        assert_eq!(page.items, vec![old.clone()]);
+        let sealed = SealedSecret("v1.k1.bm9uY2U.c2VhbGVk".to_owned());
+        let new = SealedItem::Profile {
+            user_id: "auth0|legacy".to_owned(),
+            stored: StoredProfile::Sealed(sealed.clone()),
+        };
+        store.replace_sealed(&old, &new).await.expect("replace");
+        assert_eq!(
+            store.get_profile("auth0|legacy").await,
+            Ok(Some(StoredProfile::Sealed(sealed)))
+        );
+        assert_eq!(
+            store.replace_sealed(&old, &new).await,
+            Err(StoreError::Conflict)
+        );
     }
 }

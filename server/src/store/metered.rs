@@ -9,7 +9,11 @@ use std::{future::Future, time::Instant};
 
 use tracing::Instrument;
 
-use super::{DeviceApproval, Profile, Revocation, SessionRecord, Store, StoreError};
+use super::{
+    DeviceApproval, Revocation, SealedItem, SealedPage, SealingCensus, SessionRecord, Store,
+    StoreError, StoredProfile,
+};
+use crate::secrets::SealedSecret;
 
 /// Wraps a store with metrics; `kind` (`embedded`, `dynamodb`) labels them.
 #[derive(Debug)]
@@ -87,12 +91,12 @@ impl Drop for Cancelled {
 
 #[async_trait::async_trait]
 impl<S: Store> Store for Metered<S> {
-    async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>, StoreError> {
+    async fn get_profile(&self, user_id: &str) -> Result<Option<StoredProfile>, StoreError> {
         self.run("get_profile", self.inner.get_profile(user_id))
             .await
     }
-    async fn put_profile(&self, profile: &Profile) -> Result<(), StoreError> {
-        self.run("put_profile", self.inner.put_profile(profile))
+    async fn put_profile(&self, user_id: &str, sealed: &SealedSecret) -> Result<(), StoreError> {
+        self.run("put_profile", self.inner.put_profile(user_id, sealed))
             .await
     }
     async fn delete_profile(&self, user_id: &str) -> Result<bool, StoreError> {
@@ -163,6 +167,24 @@ impl<S: Store> Store for Metered<S> {
             self.inner.get_device_approval(id, now),
         )
         .await
+    }
+    async fn scan_sealed(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<SealedPage, StoreError> {
+        self.run("scan_sealed", self.inner.scan_sealed(cursor, limit))
+            .await
+    }
+    async fn replace_sealed(&self, old: &SealedItem, new: &SealedItem) -> Result<(), StoreError> {
+        self.run("replace_sealed", self.inner.replace_sealed(old, new))
+            .await
+    }
+    async fn put_census(&self, census: &SealingCensus) -> Result<(), StoreError> {
+        self.run("put_census", self.inner.put_census(census)).await
+    }
+    async fn get_census(&self) -> Result<Option<SealingCensus>, StoreError> {
+        self.run("get_census", self.inner.get_census()).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.run("ping", self.inner.ping()).await

@@ -2,9 +2,12 @@
 //! implementations — [`embedded`] (redb, the default) and [`dynamodb`] —
 //! and one conformance suite ([`conformance`]) that both must pass.
 //!
-//! Records hold no secret in clear: session handles are stored as their
-//! SHA-256 ([`crate::secrets::hash_handle`]) and refresh tokens sealed
-//! ([`crate::secrets::Sealer`]) before they reach a store.
+//! Records hold no secret and no personal data in clear: session handles
+//! and device codes are stored as their SHA-256
+//! ([`crate::secrets::hash_handle`]); tokens, the device answer's handle and
+//! whole profiles are sealed ([`crate::secrets::Sealer`]) before they reach a
+//! store. What stays in clear is what items are found by: user ids, issuer
+//! URLs, issuers' session ids (`sid`), hashes, times and versions.
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -13,6 +16,7 @@ pub mod embedded;
 pub mod metered;
 
 use std::{
+    collections::BTreeMap,
     fmt,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -49,6 +53,80 @@ pub struct Profile {
     pub updated_at: i64,
     /// When it was last filled from the issuer (unix seconds).
     pub fetched_at: i64,
+}
+
+/// A profile as a store holds it. Stores never see a profile in clear
+/// except one written before profiles were sealed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredProfile {
+    /// The whole [`Profile`] as JSON, sealed for [`profile_item_key`]
+    /// (`profile::sealed` seals and opens it).
+    Sealed(SealedSecret),
+    /// Written by a version of authd that stored profiles in clear: read,
+    /// re-sealed on its next write or by `authd store reseal`, never written.
+    Clear(Profile),
+}
+
+/// The key a profile is sealed for.
+pub fn profile_item_key(user_id: &str) -> String {
+    format!("PROFILE#{user_id}")
+}
+
+/// An item holding sealed values, as `authd store reseal` walks them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SealedItem {
+    /// A session: its refresh, access and id tokens.
+    Session(SessionRecord),
+    /// A profile.
+    Profile {
+        /// `sub`.
+        user_id: String,
+        /// What is stored.
+        stored: StoredProfile,
+    },
+    /// A device login's answer: the session handle.
+    DeviceApproval(DeviceApproval),
+}
+
+/// One page of a walk over every [`SealedItem`] of a store.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SealedPage {
+    /// The items of this page (possibly none, when the store skipped only
+    /// other items).
+    pub items: Vec<SealedItem>,
+    /// Where the next page starts; `None` after the last.
+    pub next: Option<String>,
+}
+
+/// How many values each key seals, by the kind of item holding them, as
+/// the last full `authd store reseal` walk counted them (`crate::reseal`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SealingCensus {
+    /// When the count finished (unix seconds).
+    pub counted_at: i64,
+    /// Key id (a local key id, a KMS key ARN, or [`SealingCensus::CLEAR`]) → kind
+    /// (`session`, `profile`, `device_approval`) → values.
+    pub counts: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl SealingCensus {
+    /// The key id counted for profiles still stored in clear.
+    pub const CLEAR: &str = "clear";
+
+    /// Counts one value of `kind` sealed by `key_id`.
+    pub fn add(&mut self, key_id: &str, kind: &str) {
+        *self
+            .counts
+            .entry(key_id.to_owned())
+            .or_default()
+            .entry(kind.to_owned())
+            .or_default() += 1;
+    }
+
+    /// All values sealed by `key_id`.
+    pub fn total(&self, key_id: &str) -> u64 {
+        self.counts.get(key_id).map_or(0, |k| k.values().sum())
+    }
 }
 
 /// A session as stored. The handle itself is never stored: `id` is its hash.
@@ -222,9 +300,9 @@ pub enum StoreError {
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
     /// The profile of `user_id`.
-    async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>, StoreError>;
-    /// Creates or replaces a profile.
-    async fn put_profile(&self, profile: &Profile) -> Result<(), StoreError>;
+    async fn get_profile(&self, user_id: &str) -> Result<Option<StoredProfile>, StoreError>;
+    /// Creates or replaces the profile of `user_id`, sealed.
+    async fn put_profile(&self, user_id: &str, sealed: &SealedSecret) -> Result<(), StoreError>;
     /// Deletes a profile; whether it existed.
     async fn delete_profile(&self, user_id: &str) -> Result<bool, StoreError>;
 
@@ -269,6 +347,25 @@ pub trait Store: Send + Sync + fmt::Debug {
         id: &str,
         now: i64,
     ) -> Result<Option<DeviceApproval>, StoreError>;
+
+    /// Every item holding sealed values, a page of at most about `limit`
+    /// items at a time from `cursor` (`None`: the start). Expired items may
+    /// be included.
+    async fn scan_sealed(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<SealedPage, StoreError>;
+    /// Replaces `old` (as read by [`Store::scan_sealed`]) by `new`, the same
+    /// item re-sealed, unless it changed since: [`StoreError::Conflict`]
+    /// (a session's `new.version` must be `old.version + 1`), or
+    /// [`StoreError::NotFound`] when it is gone.
+    async fn replace_sealed(&self, old: &SealedItem, new: &SealedItem) -> Result<(), StoreError>;
+
+    /// Records the census of sealed values a full re-sealing walk counted.
+    async fn put_census(&self, census: &SealingCensus) -> Result<(), StoreError>;
+    /// The census last recorded, if any.
+    async fn get_census(&self) -> Result<Option<SealingCensus>, StoreError>;
 
     /// Succeeds when the store answers (for health).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -7,7 +7,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::{Item, TTL_ATTRIBUTE};
 use crate::{
     secrets::SealedSecret,
-    store::{DeviceApproval, Profile, Revocation, SessionRecord, StoreError},
+    store::{
+        DeviceApproval, Profile, Revocation, SealedItem, SessionRecord, StoreError, StoredProfile,
+    },
 };
 
 pub(super) fn s(value: impl Into<String>) -> AttributeValue {
@@ -70,29 +72,21 @@ pub(super) fn session_key(id: &str) -> Item {
     ])
 }
 
-pub(super) fn profile_item(p: &Profile) -> Result<Item, StoreError> {
-    let mut item = profile_key(&p.user_id);
-    item.insert("user_id".to_owned(), s(p.user_id.clone()));
-    put_opt(&mut item, "email", &p.email);
-    item.insert(
-        "email_verified".to_owned(),
-        AttributeValue::Bool(p.email_verified),
-    );
-    put_opt(&mut item, "name", &p.name);
-    put_opt(&mut item, "nickname", &p.nickname);
-    put_opt(&mut item, "picture", &p.picture);
-    // JSON keeps numbers and nesting exactly as the issuer sent them.
-    let attributes =
-        serde_json::to_string(&p.attributes).map_err(|e| StoreError::Internal(e.to_string()))?;
-    item.insert("attributes".to_owned(), s(attributes));
-    item.insert("created_at".to_owned(), n(p.created_at));
-    item.insert("updated_at".to_owned(), n(p.updated_at));
-    item.insert("fetched_at".to_owned(), n(p.fetched_at));
-    Ok(item)
+/// A profile item: the user id (its key) and the sealed profile only.
+pub(super) fn profile_item(user_id: &str, sealed: &SealedSecret) -> Item {
+    let mut item = profile_key(user_id);
+    item.insert("user_id".to_owned(), s(user_id));
+    item.insert("sealed".to_owned(), s(sealed.0.clone()));
+    item
 }
 
-pub(super) fn profile_from(item: &Item) -> Result<Profile, StoreError> {
-    Ok(Profile {
+/// A stored profile: sealed, or in clear as written before profiles were
+/// sealed (no `sealed` attribute).
+pub(super) fn profile_from(item: &Item) -> Result<StoredProfile, StoreError> {
+    if item.contains_key("sealed") {
+        return Ok(StoredProfile::Sealed(SealedSecret(get_s(item, "sealed")?)));
+    }
+    Ok(StoredProfile::Clear(Profile {
         user_id: get_s(item, "user_id")?,
         email: get_opt_s(item, "email")?,
         email_verified: get_bool(item, "email_verified")?,
@@ -104,6 +98,27 @@ pub(super) fn profile_from(item: &Item) -> Result<Profile, StoreError> {
         created_at: get_n(item, "created_at")?,
         updated_at: get_n(item, "updated_at")?,
         fetched_at: get_n(item, "fetched_at")?,
+    }))
+}
+
+/// Any item holding sealed values, by its `sk`; `None` for other items.
+pub(super) fn sealed_item_from(item: &Item) -> Result<Option<SealedItem>, StoreError> {
+    let sk = item
+        .get("sk")
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str);
+    let pk = get_s(item, "pk")?;
+    Ok(match sk {
+        Some("PROFILE") => Some(SealedItem::Profile {
+            user_id: get_s(item, "user_id")?,
+            stored: profile_from(item)?,
+        }),
+        Some("SESSION") => Some(SealedItem::Session(session_from(item)?)),
+        Some("APPROVAL") => {
+            let id = pk.strip_prefix("DEVICE#").ok_or_else(|| corrupt("pk"))?;
+            Some(SealedItem::DeviceApproval(device_approval_from(id, item)?))
+        }
+        _ => None,
     })
 }
 

@@ -2,11 +2,12 @@
 //!
 //! | item | `pk` | `sk` | `gsi1pk` / `gsi1sk` | `ttl` |
 //! |---|---|---|---|---|
-//! | profile | `USER#<sub>` | `PROFILE` | — | — |
+//! | profile (sealed) | `USER#<sub>` | `PROFILE` | — | — |
 //! | session | `SESSION#<sha256 of handle>` | `SESSION` | `USER#<sub>` / `SESSION#<id>` | `expires_at` |
 //! | device approval | `DEVICE#<sha256 of code>` | `APPROVAL` | — | `expires_at` |
 //! | revocation | `REVOCATIONS#<bucket>#<shard>` | `<at_ms>#<kind>#<digest>` | — | `expires_at` |
 //! | revocation index | `REVOCATIONS#INDEX` | `<bucket end>#<bucket>#<shard>` | — | latest `expires_at`, rounded up |
+//! | sealing census | `SEALING#CENSUS` | `SEALING#CENSUS` | — | — |
 //!
 //! The revocation log and its index are described in [`revocations`].
 //!
@@ -26,13 +27,19 @@ use aws_sdk_dynamodb::{
 
 use aws_sdk_dynamodb::operation::{put_item::PutItemError, query::builders::QueryFluentBuilder};
 
-use super::{DeviceApproval, Profile, Revocation, SessionRecord, Store, StoreError};
+use super::{
+    DeviceApproval, Revocation, SealedItem, SealedPage, SealingCensus, SessionRecord, Store,
+    StoreError, StoredProfile,
+};
 use crate::config::StoreConfig;
+use crate::secrets::SealedSecret;
 
 /// The index of a user's sessions.
 pub const USER_INDEX: &str = "gsi1";
 /// The TTL attribute.
 pub const TTL_ATTRIBUTE: &str = "ttl";
+/// The `pk` and `sk` of the sealing census (`store::SealingCensus`).
+const CENSUS_PK: &str = "SEALING#CENSUS";
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -89,8 +96,8 @@ pub mod revocations;
 mod table;
 
 use items::{
-    device_approval_from, device_approval_item, device_approval_key, live, n, profile_from,
-    profile_item, profile_key, s, session_item, session_key,
+    device_approval_from, device_approval_item, device_approval_key, get_s, live, n, profile_from,
+    profile_item, profile_key, s, sealed_item_from, session_item, session_key,
 };
 pub use revocations::RevocationLayout;
 
@@ -173,7 +180,7 @@ impl DynamoStore {
 
 #[async_trait::async_trait]
 impl Store for DynamoStore {
-    async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>, StoreError> {
+    async fn get_profile(&self, user_id: &str) -> Result<Option<StoredProfile>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -186,11 +193,11 @@ impl Store for DynamoStore {
         out.item().map(profile_from).transpose()
     }
 
-    async fn put_profile(&self, profile: &Profile) -> Result<(), StoreError> {
+    async fn put_profile(&self, user_id: &str, sealed: &SealedSecret) -> Result<(), StoreError> {
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(profile_item(profile)?))
+            .set_item(Some(profile_item(user_id, sealed)))
             .send()
             .await
             .map_err(classify)?;
@@ -359,6 +366,135 @@ impl Store for DynamoStore {
             }
             None => Ok(None),
         }
+    }
+
+    async fn scan_sealed(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<SealedPage, StoreError> {
+        let start = match cursor {
+            None => None,
+            Some(cursor) => {
+                let (pk, sk): (String, String) = serde_json::from_str(cursor)
+                    .map_err(|_| StoreError::Corrupt(format!("not a scan cursor: {cursor}")))?;
+                Some(HashMap::from([
+                    ("pk".to_owned(), s(pk)),
+                    ("sk".to_owned(), s(sk)),
+                ]))
+            }
+        };
+        let out = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .set_exclusive_start_key(start)
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
+            .filter_expression("sk IN (:profile, :session, :approval)")
+            .expression_attribute_values(":profile", s("PROFILE"))
+            .expression_attribute_values(":session", s("SESSION"))
+            .expression_attribute_values(":approval", s("APPROVAL"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        let mut page = SealedPage::default();
+        for item in out.items() {
+            if let Some(sealed) = sealed_item_from(item)? {
+                page.items.push(sealed);
+            }
+        }
+        page.next = out
+            .last_evaluated_key()
+            .map(|key| -> Result<String, StoreError> {
+                let pair = (get_s(key, "pk")?, get_s(key, "sk")?);
+                serde_json::to_string(&pair).map_err(|e| StoreError::Internal(e.to_string()))
+            })
+            .transpose()?;
+        Ok(page)
+    }
+
+    async fn replace_sealed(&self, old: &SealedItem, new: &SealedItem) -> Result<(), StoreError> {
+        let put = match (old, new) {
+            (SealedItem::Session(old), SealedItem::Session(new)) => {
+                return self.update_session(new, old.version, i64::MIN).await;
+            }
+            (
+                SealedItem::Profile { stored: old, .. },
+                SealedItem::Profile {
+                    user_id,
+                    stored: StoredProfile::Sealed(sealed),
+                },
+            ) => {
+                let put = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(profile_item(user_id, sealed)));
+                match old {
+                    StoredProfile::Sealed(old) => put
+                        .condition_expression("sealed = :old")
+                        .expression_attribute_values(":old", s(old.0.clone())),
+                    StoredProfile::Clear(old) => put
+                        .condition_expression(
+                            "attribute_exists(pk) AND attribute_not_exists(sealed) \
+                             AND updated_at = :updated AND fetched_at = :fetched",
+                        )
+                        .expression_attribute_values(":updated", n(old.updated_at))
+                        .expression_attribute_values(":fetched", n(old.fetched_at)),
+                }
+            }
+            (SealedItem::DeviceApproval(old), SealedItem::DeviceApproval(new)) => self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(device_approval_item(new)))
+                .condition_expression("handle = :old")
+                .expression_attribute_values(":old", s(old.handle.0.clone())),
+            _ => {
+                return Err(StoreError::Internal(
+                    "replace_sealed: the new item is not the old one re-sealed".to_owned(),
+                ));
+            }
+        };
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => Err(StoreError::Conflict),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn put_census(&self, census: &SealingCensus) -> Result<(), StoreError> {
+        let body =
+            serde_json::to_string(census).map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(CENSUS_PK))
+            .item("sk", s(CENSUS_PK))
+            .item("census", s(body))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn get_census(&self) -> Result<Option<SealingCensus>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(CENSUS_PK))
+            .key("sk", s(CENSUS_PK))
+            .send()
+            .await
+            .map_err(classify)?;
+        out.item()
+            .map(|item| {
+                serde_json::from_str(&get_s(item, "census")?)
+                    .map_err(|e| StoreError::Corrupt(format!("census: {e}")))
+            })
+            .transpose()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
