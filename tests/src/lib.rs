@@ -417,6 +417,30 @@ impl Moto {
         Ok(store)
     }
 
+    /// A new symmetric KMS key of this server; its ARN.
+    pub async fn kms_key(&self) -> Result<String> {
+        let kms = aws_sdk_kms::Client::new(&self.sdk_config(3, Duration::from_secs(5)).await);
+        let key = kms.create_key().description("authd tests").send().await?;
+        key.key_metadata()
+            .and_then(|m| m.arn())
+            .map(str::to_owned)
+            .context("CreateKey answered without an ARN")
+    }
+
+    /// Environment for an `authd` process sealing under `key_arn` of this
+    /// server (its KMS), with short bounds so outages show quickly.
+    pub fn kms_env(&self, key_arn: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+            ("AUTHD_SECRETS__KMS_KEY_ID", key_arn.to_owned()),
+            ("AUTHD_SECRETS__KMS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AUTHD_SECRETS__KMS_REGION", "us-east-1".to_owned()),
+            ("AUTHD_SECRETS__KMS_TIMEOUT_MS", "500".to_owned()),
+        ]
+    }
+
     /// Environment for an `authd` process using this server.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![

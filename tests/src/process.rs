@@ -19,13 +19,19 @@ pub struct AuthdProcess {
     pub pid: u32,
     child: Child,
     log: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl AuthdProcess {
     /// Starts it with `toml` (issuers, limits, ...; without `[server]` or
     /// `[store]`, which this sets).
     pub async fn start(toml: &str) -> Result<AuthdProcess> {
+        Self::start_with_env(toml, &[]).await
+    }
+
+    /// [`AuthdProcess::start`] with `env` set for the process (e.g.
+    /// [`crate::Moto::env`], `AUTHD_*` overrides).
+    pub async fn start_with_env(toml: &str, env: &[(&str, String)]) -> Result<AuthdProcess> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
         let config = dir.path().join("authd.toml");
@@ -41,6 +47,7 @@ impl AuthdProcess {
             .args(["serve", "--config"])
             .arg(&config)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(std::fs::File::create(&log)?)
             .stderr(std::fs::OpenOptions::new().append(true).open(&log)?)
             .kill_on_drop(true)
@@ -53,8 +60,24 @@ impl AuthdProcess {
             pid,
             child,
             log,
-            _dir: dir,
+            dir,
         })
+    }
+
+    /// The embedded store's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The configuration file it was started with.
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("authd.toml")
+    }
+
+    /// Stops it (SIGKILL) and waits for it to exit.
+    pub async fn stop(&mut self) -> Result<()> {
+        self.child.kill().await?;
+        Ok(())
     }
 
     /// The `http://` URI for clients.
