@@ -473,7 +473,10 @@ async fn store_throttling_is_counted_and_every_alert_rule_metric_exists() -> Res
     // A healthy DynamoDB (moto): revocations poll, the store answers.
     let moto = authd_tests::Moto::start().await?;
     moto.store("authd").await?;
-    let healthy = Served::start(&issuer_toml(&issuer, ""), &dynamodb_env(&moto.endpoint)).await?;
+    // Sealing under moto's KMS: the KMS series exist.
+    let mut env = dynamodb_env(&moto.endpoint);
+    env.extend(moto.kms_env(&moto.kms_key().await?));
+    let healthy = Served::start(&issuer_toml(&issuer, ""), &env).await?;
     // One that throttles every call: 3 attempts each (the default).
     let endpoint = always_throttling().await?;
     let throttled = Served::start(
