@@ -9,6 +9,7 @@ use authd::{
     reseal::ResealOptions,
     secrets::Sealer,
     server::StartError,
+    store::RevocationKind,
     store::{dynamodb::DynamoStore, embedded::EmbeddedStore},
 };
 use clap::{Parser, Subcommand};
@@ -49,6 +50,26 @@ enum Command {
         /// The TOML configuration file.
         #[arg(long, env = "AUTHD_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Revokes a user's or an issuer session's tokens and authd sessions,
+    /// writing the revocation to the store (incident response: no gRPC call,
+    /// no service token). Every replica holds it after its next poll.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["user", "session_id"])))]
+    Revoke {
+        /// The TOML configuration file.
+        #[arg(long, env = "AUTHD_CONFIG")]
+        config: Option<PathBuf>,
+        /// The user (`sub`): tokens issued until now, and sessions begun
+        /// until now, are refused.
+        #[arg(long)]
+        user: Option<String>,
+        /// The issuer's session id (`sid`): its tokens and the authd
+        /// sessions begun with it are refused.
+        #[arg(long)]
+        session_id: Option<String>,
+        /// The issuer (`iss`); default: the only configured one.
+        #[arg(long)]
+        issuer: Option<String>,
     },
     /// Store administration.
     Store {
@@ -183,6 +204,24 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             });
         }
+        Command::Revoke {
+            config,
+            user,
+            session_id,
+            issuer,
+        } => {
+            let config = Config::load(config.as_deref())?;
+            authd::telemetry::init(&config.log);
+            let target = match (user, session_id) {
+                (Some(user), _) => (RevocationKind::Subject, user),
+                (None, Some(sid)) => (RevocationKind::SessionId, sid),
+                (None, None) => anyhow::bail!("name --user or --session-id"),
+            };
+            println!(
+                "{}",
+                operator_revoke(&config, target, issuer.as_deref()).await?
+            );
+        }
         Command::Store {
             command: StoreCommand::Init { config },
         } => {
@@ -257,6 +296,51 @@ async fn start_metrics(
     });
     tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     Ok(bound)
+}
+
+/// `authd revoke`: the revocation written to the store, as RevokeSession
+/// writes one; what it says about when replicas hold it.
+async fn operator_revoke(
+    config: &Config,
+    (kind, value): (RevocationKind, String),
+    issuer: Option<&str>,
+) -> anyhow::Result<String> {
+    if value.is_empty() || value.len() > 1024 {
+        anyhow::bail!("the user or session id must be 1 to 1024 bytes");
+    }
+    let issuer = match issuer {
+        Some(issuer) => config
+            .issuers
+            .iter()
+            .find(|i| i.issuer.as_str() == issuer)
+            .ok_or_else(|| anyhow::anyhow!("{issuer:?} is not a configured issuer"))?,
+        None => match config.issuers.as_slice() {
+            [only] => only,
+            _ => anyhow::bail!("several issuers are configured: name one with --issuer"),
+        },
+    };
+    let store = authd::store::open(&config.store)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the {:?} store: {e}", config.store.kind))?;
+    let expires_at =
+        authd::store::unix_now() + i64::try_from(config.sessions.revocation_ttl_seconds)?;
+    let revocation =
+        authd::revocation::revocation(kind, issuer.issuer.as_str(), &value, expires_at);
+    store
+        .put_revocation(&revocation)
+        .await
+        .map_err(|e| anyhow::anyhow!("the revocation was not stored (nothing is revoked): {e}"))?;
+    let what = match kind {
+        RevocationKind::Subject => {
+            format!("user {value:?}: tokens issued and sessions begun until now")
+        }
+        _ => format!("issuer session {value:?}: its tokens and the sessions begun with it"),
+    };
+    Ok(format!(
+        "revoked {what}, at {} (unix ms), of {}
+         every replica refuses them after its next poll: within {} ms (sessions.revocation_poll_ms)          plus a store round trip; callers' caches as soon as their replica holds it (WatchRevocations)",
+        revocation.at_ms, issuer.issuer, config.sessions.revocation_poll_ms
+    ))
 }
 
 /// `authd store reseal`: the walk, its progress on stderr, the census on

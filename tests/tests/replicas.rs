@@ -2,7 +2,8 @@
 //! replicas behind a load balancer: concurrent refreshes of one session on
 //! both spend its refresh token once and lose no rotation; a revocation on
 //! one replica is enforced by the other within the bound, also for the
-//! re-encoded twin of an ES256/ES384 token.
+//! re-encoded twin of an ES256/ES384 token; `authd revoke` from the command
+//! line reaches both.
 
 use std::{
     net::SocketAddr,
@@ -83,7 +84,11 @@ async fn replicas_for(
 }
 
 async fn login(issuer: &Issuer, replica: &Replica) -> Result<pb::NewSession> {
-    let (code, verifier) = issuer.authorize("alice", "n").await?;
+    login_as(issuer, replica, "alice").await
+}
+
+async fn login_as(issuer: &Issuer, replica: &Replica, user: &str) -> Result<pb::NewSession> {
+    let (code, verifier) = issuer.authorize(user, "n").await?;
     let request = pb::CreateSessionRequest {
         grant: Some(Grant::AuthorizationCode(pb::AuthorizationCodeGrant {
             code,
@@ -353,6 +358,111 @@ async fn a_revocation_on_one_replica_reaches_the_watchers_of_both() -> Result<()
             "on {name}"
         );
         assert_eq!(revocation.issuer, issuer.url, "on {name}");
+    }
+    Ok(())
+}
+
+/// `authd revoke` with the replicas' configuration: exit status, output.
+async fn operator_revoke(
+    moto: &Moto,
+    config: &std::path::Path,
+    args: &[&str],
+) -> Result<(bool, String)> {
+    let out = Command::new(authd_binary()?)
+        .arg("revoke")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .envs(
+            moto.env()
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("AWS_")),
+        )
+        .output()
+        .await?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), text))
+}
+
+/// The `sid` claim of a compact token.
+fn sid_of(token: &str) -> Result<String> {
+    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+    let payload = token.split('.').nth(1).unwrap_or_default();
+    let claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload)?)?;
+    Ok(claims["sid"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_revokes_a_user_or_an_issuer_session_from_the_command_line() -> Result<()> {
+    let (issuer, moto, dir) = (
+        Issuer::start().await?,
+        Moto::start().await?,
+        tempfile::tempdir()?,
+    );
+    let (a, b) = replicas(&issuer, &moto, &dir).await?;
+    let config = dir.path().join("a.toml");
+    let alice = login_as(&issuer, &a, "alice").await?;
+    let bob = login_as(&issuer, &a, "bob").await?;
+    let carol_token = issuer.token(&[("sub", "auth0|carol")]).await?;
+
+    // Refused input revokes nothing.
+    for args in [
+        &["--user", "auth0|alice", "--session-id", "x"][..],
+        &[][..],
+        &[
+            "--user",
+            "auth0|alice",
+            "--issuer",
+            "https://not-configured.example/",
+        ][..],
+        &["--user", ""][..],
+    ] {
+        let (ok, text) = operator_revoke(&moto, &config, args).await?;
+        assert!(!ok, "{args:?} was accepted: {text}");
+    }
+    b.client()
+        .await
+        .verify_token(&alice.access_token, &[])
+        .await?;
+
+    let since = Instant::now();
+    let (ok, text) = operator_revoke(&moto, &config, &["--user", "auth0|alice"]).await?;
+    assert!(
+        ok && text.contains("revoked user \"auth0|alice\""),
+        "{text}"
+    );
+    for replica in [&a, &b] {
+        refused_within_the_bound(replica, &alice.access_token, "alice's token", since).await;
+    }
+    let refused = refresh(&b, &alice.session_handle)
+        .await
+        .expect_err("revoked");
+    let status = refused.downcast::<tonic::Status>()?;
+    assert_eq!(
+        authd_client::AuthError::from(status).reason(),
+        Some(ErrorReason::SessionRevoked)
+    );
+
+    let sid = sid_of(&bob.access_token)?;
+    assert!(!sid.is_empty(), "the test issuer puts sid in access tokens");
+    let since = Instant::now();
+    let (ok, text) = operator_revoke(&moto, &config, &["--session-id", &sid]).await?;
+    assert!(ok, "{text}");
+    for replica in [&a, &b] {
+        refused_within_the_bound(replica, &bob.access_token, "bob's token", since).await;
+    }
+    assert!(refresh(&a, &bob.session_handle).await.is_err());
+    // Nobody else.
+    for replica in [&a, &b] {
+        replica
+            .client()
+            .await
+            .verify_token(&carol_token, &[])
+            .await?;
     }
     Ok(())
 }

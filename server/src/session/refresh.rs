@@ -2,6 +2,7 @@
 //! replicas, and the rotated refresh token stored with a conditional write.
 
 use super::*;
+use crate::revocation::SignedIdentity;
 use tracing::Instrument as _;
 
 impl Sessions {
@@ -144,6 +145,12 @@ impl Sessions {
         let leased = loop {
             let now = unix_now();
             let record = self.live_record(id, now).await?;
+            // Its `sid` or its user revoked since it began (by RevokeSession
+            // on any replica, or `authd revoke`): it ends here too.
+            if self.revocations.check(&started_as(&record)).is_err() {
+                self.mark_revoked(record).await?;
+                return Err(Error::SessionRevoked);
+            }
             if let Some(recent) = self
                 .recent_token(&record, now, waited.then_some(arrived))
                 .await?
@@ -324,6 +331,18 @@ impl Sessions {
             }
         }
         Err(Error::StoreUnavailable)
+    }
+}
+
+/// What a revocation can match of a session: its issuer's `sid`, its user
+/// as of when it began (no token: a digest never matches an empty input).
+fn started_as(record: &SessionRecord) -> SignedIdentity<'_> {
+    SignedIdentity {
+        issuer: &record.issuer,
+        subject: &record.user_id,
+        session_id: record.issuer_session_id.as_deref(),
+        issued_at: Some(record.created_at),
+        token: "",
     }
 }
 

@@ -380,6 +380,10 @@ impl Verifier {
             return Err(Error::WrongIssuer(truncate(&claims.iss, 256)));
         }
         let verified = check_claims(claims, policy.leeway, &[client_id.to_owned()], unix_now())?;
+        // A session the issuer or an operator ended (its `sid`, or its user
+        // since the id token was issued) does not start again here.
+        self.revocations
+            .check(&verified.signed_identity(id_token))?;
         if let Some(nonce) = nonce.filter(|n| !n.is_empty())
             && verified.claims.get("nonce").and_then(|v| v.as_str()) != Some(nonce)
         {
