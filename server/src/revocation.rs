@@ -18,13 +18,13 @@ mod watch;
 pub use watch::{Cursor, WatchEvent, Watched, Watchers};
 
 use std::{
-    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use arc_swap::ArcSwap;
 use aws_lc_rs::digest;
+use imbl::{HashMap, OrdMap};
 use tokio::{sync::broadcast, task::JoinHandle};
 
 use crate::{
@@ -114,6 +114,11 @@ fn parse_hex(text: &str) -> Option<Digest> {
     Some(out)
 }
 
+/// The set readers see. Persistent maps (hash array mapped tries, a B-tree
+/// for the log): a writer's copy shares all but the path it changes, so one
+/// more revocation costs O(log n) however many are held — a storm of
+/// logouts, each applied alone, stays linear instead of copying the whole
+/// set each time.
 #[derive(Debug, Default, Clone)]
 struct RevocationSet {
     /// issuer → sid → expires_at
@@ -130,7 +135,7 @@ struct RevocationSet {
     newest_ms: i64,
     /// Every revocation in force by sort key (so in the order made), for
     /// watchers that start or resume.
-    log: BTreeMap<String, Arc<Revocation>>,
+    log: OrdMap<String, Arc<Revocation>>,
 }
 
 impl RevocationSet {
@@ -151,19 +156,14 @@ impl RevocationSet {
         self.newest_ms = self.newest_ms.max(r.at_ms);
         match r.kind {
             RevocationKind::SessionId => {
-                self.sessions
-                    .entry(r.issuer.clone())
-                    .or_default()
-                    .insert(r.value.clone(), r.expires_at);
+                let sessions = self.sessions.entry(r.issuer.clone()).or_default();
+                let entry = sessions.entry(r.value.clone()).or_insert(r.expires_at);
+                *entry = (*entry).max(r.expires_at);
             }
             RevocationKind::Subject => {
                 let at = r.at_ms.div_euclid(1000);
-                let entry = self
-                    .subjects
-                    .entry(r.issuer.clone())
-                    .or_default()
-                    .entry(r.value.clone())
-                    .or_insert(at);
+                let subjects = self.subjects.entry(r.issuer.clone()).or_default();
+                let entry = subjects.entry(r.value.clone()).or_insert(at);
                 *entry = (*entry).max(at);
             }
             RevocationKind::SignedDigest | RevocationKind::TokenHash => {
@@ -377,12 +377,20 @@ impl Revocations {
         }
         let _writer = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = RevocationSet::clone(&self.current.load());
-        for m in next.sessions.values_mut() {
+        for (_, m) in next.sessions.iter_mut() {
             m.retain(|_, e| *e > now);
         }
         next.digests.retain(|_, e| *e > now);
         next.legacy_tokens.retain(|_, e| *e > now);
-        next.log.retain(|_, r| r.expires_at > now);
+        let gone: Vec<String> = next
+            .log
+            .iter()
+            .filter(|(_, r)| r.expires_at <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in gone {
+            next.log.remove(&key);
+        }
         self.current.store(Arc::new(next));
     }
 
