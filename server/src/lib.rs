@@ -13,6 +13,9 @@
 //! - [`revocation`]: the revocation set VerifyToken checks, fed by every replica;
 //!   `revocation/watch.rs`: WatchRevocations, the stream of it to callers
 //!   that cache answers ([`revocation::Watchers`]).
+//! - [`logout`]: OpenID Connect back-channel logout — the issuer ends a
+//!   session, authd revokes it everywhere (`POST /backchannel-logout`, HTTP/1.1
+//!   on authd's port).
 //! - [`secrets`]: secrets that never print, sealed at rest (AES-256-GCM)
 //!   under local keys or KMS data keys (envelope encryption).
 //! - [`reseal`]: `authd store reseal` — re-seals every value under the key
@@ -43,6 +46,7 @@ pub mod fuzzing;
 pub mod grpc;
 pub mod issuer;
 pub mod jwks;
+pub mod logout;
 pub mod observe;
 pub mod profile;
 pub mod reseal;

@@ -320,6 +320,24 @@ impl Revocations {
         Ok(())
     }
 
+    /// Whether a revocation of `issuer`'s session `sid` is held.
+    pub fn holds_session(&self, issuer: &str, sid: &str) -> bool {
+        self.current
+            .load()
+            .sessions
+            .get(issuer)
+            .is_some_and(|m| m.contains_key(sid))
+    }
+
+    /// The second up to which `issuer`'s tokens of `subject` are revoked.
+    pub fn subject_revoked_until(&self, issuer: &str, subject: &str) -> Option<i64> {
+        self.current
+            .load()
+            .subjects
+            .get(issuer)
+            .and_then(|m| m.get(subject).copied())
+    }
+
     /// Reads revocations made since the last poll (with a margin for clock
     /// skew between replicas) and drops expired ones.
     pub async fn poll(&self, store: &dyn Store) -> Result<usize, crate::store::StoreError> {

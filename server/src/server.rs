@@ -19,6 +19,7 @@ use crate::{
     grpc::{AuthServiceImpl, ExtAuthzImpl},
     issuer::IssuerClient,
     jwks::{BoxFuture, FetchError, FetchKeys, IssuerKeys, Jwk},
+    logout::Logouts,
     profile::Profiles,
     revocation::{Revocations, Watchers},
     secrets::Sealer,
@@ -62,6 +63,7 @@ pub struct App {
     profiles: Arc<Profiles>,
     sessions: Arc<Sessions>,
     watchers: Arc<Watchers>,
+    logouts: Arc<Logouts>,
     sealer: Option<Arc<Sealer>>,
     store_probe: Duration,
     workers: usize,
@@ -157,12 +159,18 @@ impl App {
             config.sessions.clone(),
         ));
         let watchers = Arc::new(Watchers::new(Arc::clone(&revocations), &config.watch));
+        let logouts = Arc::new(Logouts::new(
+            config,
+            Arc::clone(&verifier),
+            Arc::clone(&store),
+        ));
         Ok(App {
             verifier,
             store,
             profiles,
             sessions,
             watchers,
+            logouts,
             sealer,
             store_probe: Duration::from_secs(config.store.health_interval_seconds.max(1)),
             workers: transport::count(config.server.threads),
@@ -419,7 +427,10 @@ pub async fn run(
         .add_service(AuthorizationServer::new(ext_authz).max_decoding_message_size(max_message));
     // One layer around every service of the port decides who may call what.
     let policy = PolicyLayer::new(app.policy.clone(), Arc::clone(&app.verifier));
-    let routes = Routes::from(routes.into_axum_router().layer(policy)).prepare();
+    let routes = transport::Routes {
+        grpc: Routes::from(routes.into_axum_router().layer(policy)).prepare(),
+        http1: crate::logout::http::router(Arc::clone(&app.logouts)),
+    };
     let reloader = app.tls.as_ref().map(transport::Tls::spawn_reloader);
     tracing::info!(%addr, workers = app.workers, tls = app.tls.is_some(), callers_policy = app.policy.is_on(), "authd serving gRPC");
     let stop = async {

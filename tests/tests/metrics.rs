@@ -476,7 +476,15 @@ async fn store_throttling_is_counted_and_every_alert_rule_metric_exists() -> Res
     // Sealing under moto's KMS: the KMS series exist.
     let mut env = dynamodb_env(&moto.endpoint);
     env.extend(moto.kms_env(&moto.kms_key().await?));
-    let healthy = Served::start(&issuer_toml(&issuer, ""), &env).await?;
+    // Receiving back-channel logouts: their series exist too.
+    let healthy = Served::start(
+        &issuer_toml(
+            &issuer,
+            "[issuers.backchannel_logout]\nclient_ids = [\"app\"]\n",
+        ),
+        &env,
+    )
+    .await?;
     // One that throttles every call: 3 attempts each (the default).
     let endpoint = always_throttling().await?;
     let throttled = Served::start(

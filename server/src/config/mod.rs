@@ -324,6 +324,23 @@ impl Config {
                 ));
             }
         }
+        for (i, issuer) in self.issuers.iter().enumerate() {
+            if let Some(logout) = &issuer.backchannel_logout {
+                let at = |field: &str| format!("issuers[{i}].backchannel_logout.{field}");
+                if logout.client_ids.is_empty() || logout.client_ids.iter().any(String::is_empty) {
+                    return Err(invalid(
+                        at("client_ids"),
+                        "must name at least one client id",
+                    ));
+                }
+                if logout.session_claim.is_empty() {
+                    return Err(invalid(at("session_claim"), "must not be empty"));
+                }
+                if logout.max_age_seconds == 0 {
+                    return Err(invalid(at("max_age_seconds"), "must be at least 1"));
+                }
+            }
+        }
         if let Some(key) = &self.secrets.kms_key_id
             && !sections::valid_kms_key_id(key)
         {

@@ -338,6 +338,37 @@ pub struct IssuerConfig {
     /// token with an `events` claim) are refused.
     #[serde(default = "default_token_types")]
     pub token_types: Vec<String>,
+    /// `[issuers.backchannel_logout]`: this issuer's OpenID Connect
+    /// back-channel logout tokens are received at `POST
+    /// /backchannel-logout` on authd's port. Off when absent.
+    #[serde(default)]
+    pub backchannel_logout: Option<BackchannelLogoutConfig>,
+}
+
+/// `[issuers.backchannel_logout]`: OpenID Connect Back-Channel Logout 1.0.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackchannelLogoutConfig {
+    /// The `aud` values accepted: the OAuth clients (applications) whose
+    /// back-channel logout URL points at authd. Required, not empty.
+    pub client_ids: Vec<String>,
+    /// The claim of access tokens holding the issuer's session id, which a
+    /// logout's `sid` revokes. Defaults to `sid` (Auth0 access tokens carry
+    /// none unless an Action copies the session id into a namespaced claim).
+    #[serde(default = "default_session_claim")]
+    pub session_claim: String,
+    /// A logout token issued longer ago than this (by `iat`) is refused.
+    /// Defaults to `120`.
+    #[serde(default = "default_logout_max_age")]
+    pub max_age_seconds: u64,
+}
+
+fn default_session_claim() -> String {
+    "sid".to_owned()
+}
+
+fn default_logout_max_age() -> u64 {
+    120
 }
 
 fn default_dpop_algorithms() -> Vec<Algorithm> {
@@ -787,6 +818,7 @@ impl IssuerConfig {
             request_timeout_ms: default_request_timeout(),
             dpop_algorithms: default_dpop_algorithms(),
             token_types: default_token_types(),
+            backchannel_logout: None,
         }
     }
 

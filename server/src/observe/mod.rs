@@ -348,6 +348,10 @@ fn describe() {
         "When the census behind authd_sealed_values was counted."
     );
     describe_counter!(
+        "authd_backchannel_logout_total",
+        "Back-channel logout tokens received, by issuer (unknown until one verifies) and outcome: revoked, duplicate, refused, unavailable (the store did not take it; 503), overloaded."
+    );
+    describe_counter!(
         "authd_kms_requests_total",
         "KMS calls (generate_data_key, decrypt) by outcome."
     );

@@ -4,6 +4,12 @@
 //! pinged and dropped when they do not answer, and a connection without
 //! calls for the idle timeout is closed gracefully (GOAWAY), or dropped if
 //! the peer does not acknowledge that within the keep-alive timeout.
+//!
+//! A client whose first bytes are an HTTP/1.1 request line instead is
+//! served HTTP/1.1 ([`serve_http1`]) with bounds of its own: each request's
+//! head must arrive within the handshake timeout and fit the header limit,
+//! one request at a time (a pipelined one waits for the answer before it),
+//! and a connection idle for the idle timeout is closed.
 
 use std::{
     io,
@@ -13,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use hyper::server::conn::http2;
+use hyper::server::conn::{http1, http2};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     service::TowerToHyperService,
@@ -37,6 +43,7 @@ use crate::{callers::Peer, config::LimitsConfig};
 #[derive(Debug)]
 pub(crate) struct Shared {
     http2: http2::Builder<TokioExecutor>,
+    http1: http1::Builder,
     handshake_timeout: Duration,
     idle_timeout: Option<Duration>,
     keepalive_timeout: Duration,
@@ -66,8 +73,16 @@ impl Shared {
             // peer past these gets GOAWAY.
             .max_pending_accept_reset_streams(20)
             .max_local_error_reset_streams(256);
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.handshake_timeout())
+            .max_buf_size(limits.max_header_list_bytes.max(8192) as usize)
+            .keep_alive(true)
+            .half_close(false);
         Arc::new(Shared {
             http2,
+            http1,
             handshake_timeout: limits.handshake_timeout(),
             idle_timeout: limits.idle_timeout(),
             keepalive_timeout: Duration::from_secs(limits.keepalive_timeout_seconds),
@@ -134,7 +149,7 @@ pub(crate) async fn serve(
         }
     };
     match opened {
-        Opened::Plain(first, tcp) => {
+        Opened::Plain(Protocol::Http2(first), tcp) => {
             Box::pin(serve_http2(
                 Rewind::new(first, tcp),
                 None,
@@ -145,7 +160,7 @@ pub(crate) async fn serve(
             ))
             .await;
         }
-        Opened::Tls(first, tls, peer) => {
+        Opened::Tls(Protocol::Http2(first), tls, peer) => {
             Box::pin(serve_http2(
                 Rewind::new(first, *tls),
                 peer,
@@ -156,14 +171,109 @@ pub(crate) async fn serve(
             ))
             .await;
         }
+        Opened::Plain(Protocol::Http1(first), tcp) => {
+            Box::pin(serve_http1(
+                Rewind::new(first, tcp),
+                routes.http1,
+                shared,
+                stage,
+                permit,
+            ))
+            .await;
+        }
+        Opened::Tls(Protocol::Http1(first), tls, _) => {
+            Box::pin(serve_http1(
+                Rewind::new(first, *tls),
+                routes.http1,
+                shared,
+                stage,
+                permit,
+            ))
+            .await;
+        }
     }
+}
+
+/// Serves HTTP/1.1 on a connection whose first bytes were a request line.
+async fn serve_http1<T>(
+    io: Rewind<T>,
+    router: axum::Router,
+    shared: Arc<Shared>,
+    mut stage: watch::Receiver<Stage>,
+    permit: OwnedSemaphorePermit,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::new());
+    let marked = Arc::clone(&activity);
+    // Each request counts as a call of the connection while it is served.
+    let service = tower::ServiceBuilder::new()
+        .map_request(move |mut request: http::Request<hyper::body::Incoming>| {
+            let guard = marked.start();
+            request.extensions_mut().insert(Arc::new(guard));
+            request
+        })
+        .service(router);
+    let connection = shared
+        .http1
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+    let mut connection = std::pin::pin!(connection);
+    let idle = shared.idle_timeout.unwrap_or(shared.handshake_timeout * 6);
+    let mut tick = tokio::time::interval(
+        (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(15)),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut closing = false;
+    let mut watching = true;
+    loop {
+        tokio::select! {
+            served = connection.as_mut() => {
+                if let Err(error) = served {
+                    tracing::debug!(%error, "HTTP/1.1 connection ended");
+                }
+                break;
+            }
+            changed = stage.changed(), if watching => {
+                if changed.is_err() {
+                    watching = false;
+                    continue;
+                }
+                match *stage.borrow_and_update() {
+                    Stage::Serving => {}
+                    Stage::Draining if !closing => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    Stage::Draining => {}
+                    Stage::Dropping => break,
+                }
+            }
+            _ = tick.tick(), if !closing => {
+                if activity.idle_for().is_some_and(|d| d >= idle) {
+                    tracing::debug!("closing an idle HTTP/1.1 connection");
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+    drop(permit);
 }
 
 /// A connection whose handshake arrived: its first bytes, its stream, and
 /// the identity of its client certificate.
 enum Opened {
-    Plain(Vec<u8>, TcpStream),
-    Tls(Vec<u8>, Box<TlsStream<TcpStream>>, Option<Peer>),
+    Plain(Protocol, TcpStream),
+    Tls(Protocol, Box<TlsStream<TcpStream>>, Option<Peer>),
+}
+
+/// What the client speaks, with the first bytes it sent.
+#[derive(Debug, PartialEq, Eq)]
+enum Protocol {
+    /// The HTTP/2 preface and first frame.
+    Http2(Vec<u8>),
+    /// The start of an HTTP/1.1 request line.
+    Http1(Vec<u8>),
 }
 
 /// Why a handshake did not complete.
@@ -182,13 +292,13 @@ async fn open(mut tcp: TcpStream, tls: Option<&Tls>) -> Result<Option<Opened>, F
         return Ok(read_handshake(&mut tcp)
             .await
             .map_err(Failed::Io)?
-            .map(|first| Opened::Plain(first, tcp)));
+            .map(|protocol| Opened::Plain(protocol, tcp)));
     };
     let (mut stream, peer) = tls.accept(tcp).await.map_err(Failed::Tls)?;
     Ok(read_handshake(&mut stream)
         .await
         .map_err(Failed::Io)?
-        .map(|first| Opened::Tls(first, Box::new(stream), peer)))
+        .map(|protocol| Opened::Tls(protocol, Box::new(stream), peer)))
 }
 
 /// Serves a connection whose handshake arrived.
@@ -204,7 +314,7 @@ async fn serve_http2<T>(
 {
     let activity = Arc::new(Activity::new());
     let calls = crate::observe::GrpcMetrics::new(Calls::new(
-        routes,
+        routes.grpc,
         Arc::clone(&shared.calls),
         Arc::clone(&activity),
         peer,
@@ -273,15 +383,17 @@ const FRAME_HEADER: usize = 9;
 /// A first frame longer than this is left for HTTP/2 to refuse.
 const MAX_FIRST_FRAME: usize = 16_384;
 
-/// Reads the preface and the first frame; `None` when the client does not
-/// speak HTTP/2 (prior knowledge, as gRPC clients do).
-async fn read_handshake<T: AsyncRead + Unpin>(tcp: &mut T) -> io::Result<Option<Vec<u8>>> {
+/// Reads the preface and the first frame (HTTP/2 with prior knowledge, as
+/// gRPC clients speak it), or the first bytes of an HTTP/1.1 request line;
+/// `None` when the client speaks neither.
+async fn read_handshake<T: AsyncRead + Unpin>(tcp: &mut T) -> io::Result<Option<Protocol>> {
     let mut head = [0u8; PREFACE.len() + FRAME_HEADER];
     // The preface alone first: a client speaking anything else is told
     // apart without waiting for more bytes than it may send.
     tcp.read_exact(&mut head[..PREFACE.len()]).await?;
     if &head[..PREFACE.len()] != PREFACE {
-        return Ok(None);
+        let start = &head[..PREFACE.len()];
+        return Ok(is_http1_request_line(start).then(|| Protocol::Http1(start.to_vec())));
     }
     tcp.read_exact(&mut head[PREFACE.len()..]).await?;
     let header = &head[PREFACE.len()..];
@@ -291,7 +403,18 @@ async fn read_handshake<T: AsyncRead + Unpin>(tcp: &mut T) -> io::Result<Option<
         first.resize(head.len() + payload, 0);
         tcp.read_exact(&mut first[head.len()..]).await?;
     }
-    Ok(Some(first))
+    Ok(Some(Protocol::Http2(first)))
+}
+
+/// Whether `start` begins an HTTP/1.x request line: a method (1 to 10
+/// upper-case letters) and a space, then an origin-form target (`/…`).
+fn is_http1_request_line(start: &[u8]) -> bool {
+    let Some(space) = start.iter().position(|b| *b == b' ') else {
+        return false;
+    };
+    (1..=10).contains(&space)
+        && start[..space].iter().all(u8::is_ascii_uppercase)
+        && start.get(space + 1) == Some(&b'/')
 }
 
 /// A stream whose first bytes were already read: they are read again first.
@@ -390,10 +513,9 @@ mod tests {
             }
             client
         });
-        let first = read_handshake(&mut server)
-            .await
-            .expect("read")
-            .expect("h2");
+        let Some(Protocol::Http2(first)) = read_handshake(&mut server).await.expect("read") else {
+            panic!("h2");
+        };
         assert_eq!(first.len(), 24 + 9 + 6);
         let _client = writer.await.expect("writer");
         let mut rewound = Rewind::new(first.clone(), server);
@@ -404,12 +526,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_client_that_does_not_speak_http2_is_refused() {
+    async fn an_http1_request_is_told_apart_and_anything_else_refused() {
         let (mut client, mut server) = pair().await;
         client
-            .write_all(b"GET / HTTP/1.1\r\nHost: authd\r\n\r\n")
+            .write_all(b"POST /backchannel-logout HTTP/1.1\r\nHost: authd\r\n\r\n")
             .await
             .expect("write");
-        assert_eq!(read_handshake(&mut server).await.expect("read"), None);
+        assert_eq!(
+            read_handshake(&mut server).await.expect("read"),
+            Some(Protocol::Http1(b"POST /backchannel-logout".to_vec()))
+        );
+        for garbage in [
+            &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 a TLS hello......"[..],
+            b"post /lower-case-method HTTP/1.1\r\n",
+            b"CONNECT authd:443 HTTP/1.1\r\nHost: x\r\n",
+            b"GET http://absolute/ HTTP/1.1\r\nHost: x\r\n",
+        ] {
+            let (mut client, mut server) = pair().await;
+            client.write_all(garbage).await.expect("write");
+            assert_eq!(read_handshake(&mut server).await.expect("read"), None);
+        }
     }
 }

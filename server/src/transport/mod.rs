@@ -22,8 +22,16 @@ use std::{
 pub(crate) use tls::{Tls, check_plaintext};
 pub(crate) use workers::{count, serve};
 
-/// The gRPC services of the port, as tonic routes them.
-pub(crate) type Routes = tonic::service::Routes;
+/// What the port serves: the gRPC services, as tonic routes them, to
+/// HTTP/2 clients; the HTTP/1.1 endpoints (OpenID Connect back-channel
+/// logout) to HTTP/1.1 clients.
+#[derive(Clone)]
+pub(crate) struct Routes {
+    /// gRPC, over HTTP/2.
+    pub(crate) grpc: tonic::service::Routes,
+    /// Plain HTTP/1.1 requests.
+    pub(crate) http1: axum::Router,
+}
 
 /// Where the server is in its life; connections watch it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

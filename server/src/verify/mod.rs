@@ -93,6 +93,33 @@ impl VerifiedToken {
     }
 }
 
+/// A token whose signature verified with its issuer's keys under one of
+/// the issuer's configured algorithms (never `none` nor a MAC), its claims
+/// not yet checked: what `crate::logout` checks a logout token from.
+#[derive(Debug, Clone)]
+pub struct SignedToken {
+    /// `iss`, a configured issuer.
+    pub issuer: String,
+    /// The header `typ`.
+    pub typ: Option<String>,
+    /// `sub`.
+    pub subject: Option<String>,
+    /// `aud`, as a list.
+    pub audiences: Vec<String>,
+    /// `exp`, unix seconds.
+    pub expires_at: Option<f64>,
+    /// `iat`, unix seconds.
+    pub issued_at: Option<f64>,
+    /// `jti`.
+    pub token_id: Option<String>,
+    /// `sid`.
+    pub session_id: Option<String>,
+    /// The issuer's clock leeway, seconds.
+    pub leeway: i64,
+    /// Every other claim (`events`, `nonce`, …).
+    pub other: Map<String, Value>,
+}
+
 /// One configured issuer: its rules and its keys.
 #[derive(Debug)]
 pub struct IssuerPolicy {
@@ -101,6 +128,8 @@ pub struct IssuerPolicy {
     leeway: i64,
     dpop_algorithms: Vec<Algorithm>,
     token_types: TokenTypes,
+    /// The claim holding the issuer's session id when it is not `sid`.
+    session_claim: Option<String>,
     keys: Arc<IssuerKeys>,
     /// `authd_verify_total` of this issuer's valid tokens, registered once.
     valid: metrics::Counter,
@@ -115,6 +144,11 @@ impl IssuerPolicy {
             leeway: i64::try_from(config.leeway_seconds).unwrap_or(i64::MAX),
             dpop_algorithms: config.dpop_algorithms.clone(),
             token_types: TokenTypes::new(&config.token_types),
+            session_claim: config
+                .backchannel_logout
+                .as_ref()
+                .map(|b| b.session_claim.clone())
+                .filter(|claim| claim != "sid"),
             valid: metrics::counter!(
                 "authd_verify_total",
                 "issuer" => keys.issuer().clone(),
@@ -321,7 +355,17 @@ impl Verifier {
         policy.token_types.check(typ.as_deref(), &claims)?;
         // The cached entry is checked against the issuer's audiences; a
         // request's own audience and scopes are checked on every hit.
-        let verified = Arc::new(check_claims(claims, policy.leeway, &policy.audiences, now)?);
+        let mut verified = check_claims(claims, policy.leeway, &policy.audiences, now)?;
+        if let Some(claim) = &policy.session_claim {
+            // The issuer's session id under another name (an Auth0 Action's
+            // namespaced claim): what a back-channel logout's `sid` revokes.
+            verified.session_id = verified
+                .claims
+                .get(claim)
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+        }
+        let verified = Arc::new(verified);
         if let (Some(cache), Some(key)) = (&self.cache, key) {
             cache.insert(key, &verified, token.len(), now);
         }
@@ -392,6 +436,31 @@ impl Verifier {
             ));
         }
         Ok(verified)
+    }
+
+    /// A token signed by a configured issuer (steps 1–3 of VerifyToken),
+    /// with its claims as they are: for tokens other than access tokens,
+    /// whose rules are their reader's.
+    pub async fn authenticate_signed(&self, token: &str) -> Result<SignedToken, Error> {
+        self.check_size(token)?;
+        let (claims, typ, policy) = self.authenticate(token, &mut None).await?;
+        let audiences = match claims.aud {
+            None => Vec::new(),
+            Some(token::OneOrMany::One(aud)) => vec![aud],
+            Some(token::OneOrMany::Many(auds)) => auds,
+        };
+        Ok(SignedToken {
+            issuer: claims.iss,
+            typ,
+            subject: claims.sub,
+            audiences,
+            expires_at: claims.exp,
+            issued_at: claims.iat,
+            token_id: claims.jti,
+            session_id: claims.sid,
+            leeway: policy.leeway,
+            other: claims.extra,
+        })
     }
 
     /// Step 1: refuses empty and oversized tokens before any parsing.

@@ -1,0 +1,327 @@
+//! OpenID Connect back-channel logout at `POST /backchannel-logout`, over
+//! HTTP/1.1 on authd's own port beside gRPC: a logout token from the
+//! Auth0-shaped issuer ends that session's tokens and refreshes; sub-only
+//! logouts are stamped with the token's `iat`; forged, expired, old,
+//! wrong-audience, HS256, ID-token and access-token submissions are refused
+//! and revoke nothing; replays cost nothing; the body and the form are
+//! bounded; VerifyToken refuses logout tokens.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use authd_client::ErrorReason;
+use authd_proto::pb::{self, create_session_request::Grant, refresh_session_request::Credential};
+use authd_tests::{Authd, CLIENT_ID, Issuer, REDIRECT_URI};
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use serde_json::json;
+
+const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+fn config(issuer: &Issuer) -> String {
+    issuer.sessions_config(&format!(
+        "[sessions]\nreuse_access_token_seconds = 0\n\
+         [issuers.backchannel_logout]\nclient_ids = [\"{CLIENT_ID}\"]\nmax_age_seconds = 120\n"
+    ))
+}
+
+/// A logout token from the issuer's real signing key: its token endpoint
+/// with the claims of §2.4 (`claims` merged last; `null` removes one).
+async fn logout_token(
+    issuer: &Issuer,
+    sub: &str,
+    sid: Option<&str>,
+    extra: &[(&str, &str)],
+    claims: serde_json::Value,
+) -> Result<String> {
+    let mut merged = json!({
+        "events": { EVENT: {} },
+        "scope": null, "permissions": null, "azp": null,
+    });
+    if let (Some(into), Some(from)) = (merged.as_object_mut(), claims.as_object()) {
+        into.extend(from.clone());
+    }
+    let merged = merged.to_string();
+    let jti = authd::secrets::random_handle();
+    let mut form = vec![
+        ("sub", sub),
+        ("audience", CLIENT_ID),
+        ("jti", jti.as_str()),
+        ("claims", merged.as_str()),
+    ];
+    if let Some(sid) = sid {
+        form.push(("sid", sid));
+    }
+    // What `extra` names replaces the default.
+    form.retain(|(name, _)| !extra.iter().any(|(other, _)| other == name));
+    form.extend_from_slice(extra);
+    issuer.token(&form).await
+}
+
+async fn post(authd: &Authd, content_type: &str, body: String) -> Result<(u16, String, String)> {
+    let http = reqwest::Client::builder().http1_only().build()?;
+    let response = http
+        .post(format!("{}/backchannel-logout", authd.uri()))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let cache = response
+        .headers()
+        .get("cache-control")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    Ok((status, cache, response.text().await?))
+}
+
+async fn logout(authd: &Authd, token: &str) -> Result<(u16, String)> {
+    let body = format!("logout_token={}", urlencode(token));
+    let (status, cache, text) = post(authd, "application/x-www-form-urlencoded", body).await?;
+    assert_eq!(cache, "no-store", "every answer is no-store");
+    Ok((status, text))
+}
+
+fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+fn sid_of(token: &str) -> Result<String> {
+    let payload = token.split('.').nth(1).context("jwt")?;
+    let claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload)?)?;
+    claims["sid"].as_str().map(str::to_owned).context("sid")
+}
+
+async fn login(issuer: &Issuer, authd: &Authd, user: &str) -> Result<pb::NewSession> {
+    let (code, code_verifier) = issuer.authorize(user, "n-1").await?;
+    let request = pb::CreateSessionRequest {
+        grant: Some(Grant::AuthorizationCode(pb::AuthorizationCodeGrant {
+            code,
+            redirect_uri: REDIRECT_URI.to_owned(),
+            code_verifier,
+            nonce: "n-1".to_owned(),
+        })),
+        issuer: String::new(),
+    };
+    authd
+        .client()
+        .await?
+        .raw()
+        .create_session(request)
+        .await?
+        .into_inner()
+        .session
+        .context("session")
+}
+
+async fn verify_reason(authd: &Authd, token: &str) -> Option<ErrorReason> {
+    authd
+        .client()
+        .await
+        .expect("client")
+        .verify_token(token, &[])
+        .await
+        .err()
+        .and_then(|e| e.reason())
+}
+
+async fn refresh(authd: &Authd, handle: &str) -> Option<ErrorReason> {
+    let request = pb::RefreshSessionRequest {
+        credential: Some(Credential::SessionHandle(handle.to_owned())),
+        issuer: String::new(),
+    };
+    let mut client = authd.client().await.expect("client");
+    client
+        .raw()
+        .refresh_session(request)
+        .await
+        .err()
+        .and_then(|s| authd_client::AuthError::from(s).reason())
+}
+
+#[tokio::test]
+async fn a_logout_token_ends_its_session_everywhere_and_nothing_forged_does() -> Result<()> {
+    let issuer = Issuer::start().await?;
+    let authd = Authd::start(&config(&issuer)).await?;
+    let alice = login(&issuer, &authd, "alice").await?;
+    let bob = login(&issuer, &authd, "bob").await?;
+    let alice_sid = sid_of(&alice.access_token)?;
+    let bob_sid = sid_of(&bob.access_token)?;
+
+    // Refused, each for its own reason, revoking nothing.
+    let valid_for_bob = logout_token(&issuer, "auth0|bob", Some(&bob_sid), &[], json!({})).await?;
+    let mut forged = valid_for_bob.clone();
+    forged.replace_range(forged.len() - 6.., "AAAAAA");
+    let hs256 = {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"logout+jwt"}"#);
+        let payload_part = valid_for_bob.split('.').nth(1).context("payload")?;
+        format!(
+            "{header}.{payload_part}.{}",
+            URL_SAFE_NO_PAD.encode([7u8; 32])
+        )
+    };
+    let refused = [
+        ("forged signature", forged),
+        ("HS256", hs256),
+        (
+            "expired",
+            logout_token(
+                &issuer,
+                "auth0|bob",
+                Some(&bob_sid),
+                &[("expires_in", "-60")],
+                json!({}),
+            )
+            .await?,
+        ),
+        (
+            "issued too long ago",
+            logout_token(
+                &issuer,
+                "auth0|bob",
+                Some(&bob_sid),
+                &[("iat_offset", "-600")],
+                json!({}),
+            )
+            .await?,
+        ),
+        (
+            "another audience",
+            logout_token(
+                &issuer,
+                "auth0|bob",
+                Some(&bob_sid),
+                &[("audience", "some-other-app")],
+                json!({}),
+            )
+            .await?,
+        ),
+        (
+            "no events",
+            logout_token(
+                &issuer,
+                "auth0|bob",
+                Some(&bob_sid),
+                &[],
+                json!({"events": null}),
+            )
+            .await?,
+        ),
+        (
+            "a nonce",
+            logout_token(
+                &issuer,
+                "auth0|bob",
+                Some(&bob_sid),
+                &[],
+                json!({"nonce": "n-1"}),
+            )
+            .await?,
+        ),
+        (
+            "no jti",
+            logout_token(
+                &issuer,
+                "auth0|bob",
+                Some(&bob_sid),
+                &[],
+                json!({"jti": null}),
+            )
+            .await?,
+        ),
+        ("an ID token", bob.id_token.clone()),
+        ("an access token", bob.access_token.clone()),
+        ("not a token", "not.a.token".to_owned()),
+    ];
+    for (what, token) in &refused {
+        let (status, body) = logout(&authd, token).await?;
+        assert_eq!(status, 400, "{what}: {body}");
+        assert!(body.contains("invalid_request"), "{what}: {body}");
+    }
+    // The form itself.
+    let (status, _, _) = post(
+        &authd,
+        "application/json",
+        json!({"logout_token": valid_for_bob}).to_string(),
+    )
+    .await?;
+    assert_eq!(status, 400);
+    let twice = format!(
+        "logout_token={0}&logout_token={0}",
+        urlencode(&valid_for_bob)
+    );
+    let (status, _, _) = post(&authd, "application/x-www-form-urlencoded", twice).await?;
+    assert_eq!(status, 400);
+    let (status, _, _) = post(
+        &authd,
+        "application/x-www-form-urlencoded",
+        "logout_token=".to_owned() + &"x".repeat(40_000),
+    )
+    .await?;
+    assert_eq!(status, 413, "the body is bounded before it is read whole");
+    assert_eq!(
+        verify_reason(&authd, &bob.access_token).await,
+        None,
+        "nothing was revoked"
+    );
+
+    // VerifyToken never takes a logout token for an access token.
+    assert_eq!(
+        verify_reason(&authd, &valid_for_bob).await,
+        Some(ErrorReason::TokenTypeNotAllowed)
+    );
+
+    // alice logs out at the issuer: her session's tokens and refreshes end.
+    let token = logout_token(&issuer, "auth0|alice", Some(&alice_sid), &[], json!({})).await?;
+    let (status, body) = logout(&authd, &token).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        verify_reason(&authd, &alice.access_token).await,
+        Some(ErrorReason::SessionRevoked)
+    );
+    assert_eq!(
+        refresh(&authd, &alice.session_handle).await,
+        Some(ErrorReason::SessionRevoked)
+    );
+    // The same token again, or another app's token for the same logout:
+    // acknowledged, nothing new.
+    let held = authd.verifier().revocations().status().0;
+    assert_eq!(logout(&authd, &token).await?.0, 200);
+    let twin = logout_token(&issuer, "auth0|alice", Some(&alice_sid), &[], json!({})).await?;
+    assert_eq!(logout(&authd, &twin).await?.0, 200);
+    assert_eq!(authd.verifier().revocations().status().0, held);
+    assert_eq!(verify_reason(&authd, &bob.access_token).await, None);
+
+    // A sub-only logout refuses bob's tokens up to the logout's iat.
+    let older = issuer.token(&[("sub", "auth0|bob")]).await?;
+    let sub_only = logout_token(&issuer, "auth0|bob", None, &[], json!({})).await?;
+    assert_eq!(logout(&authd, &sub_only).await?.0, 200);
+    for token in [&older, &bob.access_token] {
+        assert_eq!(
+            verify_reason(&authd, token).await,
+            Some(ErrorReason::SessionRevoked)
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let newer = issuer.token(&[("sub", "auth0|bob")]).await?;
+    assert_eq!(
+        verify_reason(&authd, &newer).await,
+        None,
+        "tokens issued after pass"
+    );
+    // gRPC on the same port still serves.
+    assert_eq!(verify_reason(&authd, &newer).await, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_configuration_the_endpoint_is_not_there() -> Result<()> {
+    let issuer = Issuer::start().await?;
+    let authd = Authd::start(&issuer.sessions_config("")).await?;
+    let token = logout_token(&issuer, "auth0|alice", Some("sid-1"), &[], json!({})).await?;
+    assert_eq!(logout(&authd, &token).await?.0, 404);
+    let http = reqwest::Client::builder().http1_only().build()?;
+    let other = http.get(format!("{}/anything", authd.uri())).send().await?;
+    assert_eq!(other.status().as_u16(), 404);
+    Ok(())
+}
