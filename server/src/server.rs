@@ -19,7 +19,7 @@ use crate::{
     grpc::{AuthServiceImpl, ExtAuthzImpl},
     issuer::IssuerClient,
     jwks::{BoxFuture, FetchError, FetchKeys, IssuerKeys, Jwk},
-    logout::Logouts,
+    logout::{Logouts, events::AccountEvents},
     profile::Profiles,
     revocation::{Revocations, Watchers},
     secrets::Sealer,
@@ -64,6 +64,7 @@ pub struct App {
     sessions: Arc<Sessions>,
     watchers: Arc<Watchers>,
     logouts: Arc<Logouts>,
+    account_events: Arc<AccountEvents>,
     sealer: Option<Arc<Sealer>>,
     store_probe: Duration,
     workers: usize,
@@ -164,6 +165,10 @@ impl App {
             Arc::clone(&verifier),
             Arc::clone(&store),
         ));
+        let account_events = Arc::new(
+            AccountEvents::new(config, Arc::clone(&store), Arc::clone(&revocations))
+                .map_err(|e| StartError::Setup(format!("configuration: {e}")))?,
+        );
         Ok(App {
             verifier,
             store,
@@ -171,6 +176,7 @@ impl App {
             sessions,
             watchers,
             logouts,
+            account_events,
             sealer,
             store_probe: Duration::from_secs(config.store.health_interval_seconds.max(1)),
             workers: transport::count(config.server.threads),
@@ -429,7 +435,10 @@ pub async fn run(
     let policy = PolicyLayer::new(app.policy.clone(), Arc::clone(&app.verifier));
     let routes = transport::Routes {
         grpc: Routes::from(routes.into_axum_router().layer(policy)).prepare(),
-        http1: crate::logout::http::router(Arc::clone(&app.logouts)),
+        http1: crate::logout::http::router(
+            Arc::clone(&app.logouts),
+            Arc::clone(&app.account_events),
+        ),
     };
     let reloader = app.tls.as_ref().map(transport::Tls::spawn_reloader);
     tracing::info!(%addr, workers = app.workers, tls = app.tls.is_some(), callers_policy = app.policy.is_on(), "authd serving gRPC");

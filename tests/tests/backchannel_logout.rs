@@ -325,3 +325,125 @@ async fn without_configuration_the_endpoint_is_not_there() -> Result<()> {
     assert_eq!(other.status().as_u16(), 404);
     Ok(())
 }
+
+const STREAM_TOKEN: &str = "event-stream-token-0123456789";
+
+async fn deliver(
+    authd: &Authd,
+    bearer: Option<&str>,
+    body: serde_json::Value,
+) -> Result<(u16, String)> {
+    let http = reqwest::Client::builder().http1_only().build()?;
+    let mut request = http
+        .post(format!("{}/events/auth0", authd.uri()))
+        .header("content-type", "application/cloudevents+json")
+        .body(body.to_string());
+    if let Some(bearer) = bearer {
+        request = request.bearer_auth(bearer);
+    }
+    let response = request.send().await?;
+    Ok((response.status().as_u16(), response.text().await?))
+}
+
+fn cloud_event(id: &str, kind: &str, object: serde_json::Value, at: &str) -> serde_json::Value {
+    json!({
+        "specversion": "1.0", "id": id, "type": kind,
+        "source": "urn:auth0:tenant.auth0.com", "time": at,
+        "datacontenttype": "application/json",
+        "data": {"object": object}
+    })
+}
+
+/// RFC 3339 for unix seconds `at`.
+fn rfc3339(at: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(at).expect("time");
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("format")
+}
+
+#[tokio::test]
+async fn auth0_account_events_revoke_deleted_and_blocked_users() -> Result<()> {
+    let issuer = Issuer::start().await?;
+    let toml = format!(
+        "{}[issuers.events]\nbearer_token = {{ value = \"{STREAM_TOKEN}\" }}\n",
+        config(&issuer)
+    );
+    let authd = Authd::start(&toml).await?;
+    let alice = issuer.token(&[("sub", "auth0|alice")]).await?;
+    let bob = issuer.token(&[("sub", "auth0|bob")]).await?;
+    let carol = issuer.token(&[("sub", "auth0|carol")]).await?;
+    let now = authd::store::unix_now();
+    let blocked = cloud_event(
+        "evt_1",
+        "user.updated",
+        json!({"user_id": "auth0|alice", "blocked": true, "email": "alice@authd.test"}),
+        &rfc3339(now),
+    );
+
+    // Without the stream's token, or with another: 401, nothing revoked.
+    for bearer in [None, Some("not-the-stream-token-at-all")] {
+        let (status, _) = deliver(&authd, bearer, blocked.clone()).await?;
+        assert_eq!(status, 401);
+    }
+    // Malformed deliveries: 400, nothing of them done.
+    let mut no_time = blocked.clone();
+    no_time["time"] = json!(null);
+    for bad in [
+        json!("text"),
+        json!([blocked.clone(), no_time]),
+        json!({"specversion": "1.0"}),
+    ] {
+        let (status, body) = deliver(&authd, Some(STREAM_TOKEN), bad.clone()).await?;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    assert_eq!(verify_reason(&authd, &alice).await, None);
+
+    // A batch: alice blocked, bob deleted, carol updated (not blocked), an
+    // unknown type: the first two revoked, the rest acknowledged.
+    let batch = json!([
+        blocked,
+        cloud_event(
+            "evt_2",
+            "user.deleted",
+            json!({"user_id": "auth0|bob"}),
+            &rfc3339(now)
+        ),
+        cloud_event(
+            "evt_3",
+            "user.updated",
+            json!({"user_id": "auth0|carol", "blocked": false}),
+            &rfc3339(now)
+        ),
+        cloud_event(
+            "evt_4",
+            "organization.created",
+            json!({"id": "org_1"}),
+            &rfc3339(now)
+        ),
+    ]);
+    let (status, body) = deliver(&authd, Some(STREAM_TOKEN), batch.clone()).await?;
+    assert_eq!(status, 200, "{body}");
+    for token in [&alice, &bob] {
+        assert_eq!(
+            verify_reason(&authd, token).await,
+            Some(ErrorReason::SessionRevoked)
+        );
+    }
+    assert_eq!(verify_reason(&authd, &carol).await, None);
+    // Redelivered: acknowledged, no new revocation.
+    let held = authd.verifier().revocations().status().0;
+    assert_eq!(deliver(&authd, Some(STREAM_TOKEN), batch).await?.0, 200);
+    assert_eq!(authd.verifier().revocations().status().0, held);
+    // An old event replayed with a new id revokes nothing newer than its time.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let fresh = issuer.token(&[("sub", "auth0|alice")]).await?;
+    let replayed = cloud_event(
+        "evt_9",
+        "user.updated",
+        json!({"user_id": "auth0|alice", "blocked": true}),
+        &rfc3339(now - 3600),
+    );
+    assert_eq!(deliver(&authd, Some(STREAM_TOKEN), replayed).await?.0, 200);
+    assert_eq!(verify_reason(&authd, &fresh).await, None);
+    Ok(())
+}

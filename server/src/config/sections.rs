@@ -343,6 +343,20 @@ pub struct IssuerConfig {
     /// /backchannel-logout` on authd's port. Off when absent.
     #[serde(default)]
     pub backchannel_logout: Option<BackchannelLogoutConfig>,
+    /// `[issuers.events]`: this issuer's account events (Auth0 Event
+    /// Streams, webhook delivery) are received at `POST /events/auth0`.
+    /// Off when absent.
+    #[serde(default)]
+    pub events: Option<AccountEventsConfig>,
+}
+
+/// `[issuers.events]`: Auth0 Event Streams' webhook delivery.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountEventsConfig {
+    /// The token the stream sends as `Authorization: Bearer …` (an env or
+    /// file secret); it also tells which issuer the events are of.
+    pub bearer_token: KeySource,
 }
 
 /// `[issuers.backchannel_logout]`: OpenID Connect Back-Channel Logout 1.0.
@@ -819,6 +833,7 @@ impl IssuerConfig {
             dpop_algorithms: default_dpop_algorithms(),
             token_types: default_token_types(),
             backchannel_logout: None,
+            events: None,
         }
     }
 

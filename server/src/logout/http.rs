@@ -1,5 +1,6 @@
-//! `POST /backchannel-logout` on authd's port, over HTTP/1.1 (the
-//! transport serves HTTP/1.1 requests here, gRPC over HTTP/2 elsewhere).
+//! `POST /backchannel-logout` and `POST /events/auth0` on authd's port,
+//! over HTTP/1.1 (the transport serves HTTP/1.1 requests here, gRPC over
+//! HTTP/2 elsewhere).
 //!
 //! The endpoint is anonymous by design: the signed logout token is the
 //! credential. Bounded: the body (16 KiB) before it is parsed, the requests
@@ -22,10 +23,19 @@ use axum::{
 };
 use tokio::sync::Semaphore;
 
-use super::{LogoutError, Logouts, Received};
+use super::{
+    LogoutError, Logouts, Received,
+    events::{AccountEvents, EventsError},
+};
 
 /// The path issuers post logout tokens to.
 pub const PATH: &str = "/backchannel-logout";
+
+/// The path Auth0 Event Streams deliver to.
+pub const EVENTS_PATH: &str = "/events/auth0";
+
+/// The largest event delivery read (a batch of user objects).
+const MAX_EVENTS_BODY: usize = 256 * 1024;
 
 /// The largest request body read (a logout token is ~1 KiB).
 const MAX_BODY: usize = 16 * 1024;
@@ -36,20 +46,108 @@ const IN_FLIGHT: usize = 64;
 #[derive(Clone)]
 struct Receiver {
     logouts: Arc<Logouts>,
+    events: Arc<AccountEvents>,
     in_flight: Arc<Semaphore>,
 }
 
 /// The HTTP/1.1 routes of authd's port.
-pub fn router(logouts: Arc<Logouts>) -> Router {
+pub fn router(logouts: Arc<Logouts>, events: Arc<AccountEvents>) -> Router {
     let receiver = Receiver {
         logouts,
+        events,
         in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
     };
     Router::new()
-        .route(PATH, post(receive))
+        .route(PATH, post(receive).layer(DefaultBodyLimit::max(MAX_BODY)))
+        .route(
+            EVENTS_PATH,
+            post(receive_events).layer(DefaultBodyLimit::max(MAX_EVENTS_BODY)),
+        )
         .fallback(|| async { answer(StatusCode::NOT_FOUND, Some("no such endpoint")) })
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(receiver)
+}
+
+async fn receive_events(
+    State(receiver): State<Receiver>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let events = &receiver.events;
+    if !events.is_on() {
+        return answer(
+            StatusCode::NOT_FOUND,
+            Some("no issuer has [issuers.events]"),
+        );
+    }
+    let Ok(_permit) = receiver.in_flight.try_acquire() else {
+        counted_events("unknown", "overloaded", 1);
+        return answer(StatusCode::SERVICE_UNAVAILABLE, None);
+    };
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let issuer = match events.issuer_for(authorization) {
+        Ok(issuer) => issuer.to_owned(),
+        Err(_) => {
+            counted_events("unknown", "unauthorized", 1);
+            let mut response = answer(StatusCode::UNAUTHORIZED, None);
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"authd-events\""),
+            );
+            return response;
+        }
+    };
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .is_some_and(|v| {
+            v == "application/json"
+                || v == "application/cloudevents+json"
+                || v == "application/cloudevents-batch+json"
+        });
+    if !json {
+        counted_events(&issuer, "refused", 1);
+        return answer(
+            StatusCode::BAD_REQUEST,
+            Some("the body must be CloudEvents JSON"),
+        );
+    }
+    match events.receive(&issuer, &body).await {
+        Ok(delivered) => {
+            counted_events(&issuer, "revoked", delivered.revoked);
+            counted_events(&issuer, "duplicate", delivered.duplicate);
+            counted_events(&issuer, "ignored", delivered.ignored);
+            answer(StatusCode::OK, None)
+        }
+        Err(EventsError::Refused(why)) => {
+            counted_events(&issuer, "refused", 1);
+            answer(StatusCode::BAD_REQUEST, Some(&why))
+        }
+        Err(EventsError::Unauthorized) => answer(StatusCode::UNAUTHORIZED, None),
+        Err(EventsError::Unavailable) => {
+            counted_events(&issuer, "unavailable", 1);
+            let mut response = answer(StatusCode::SERVICE_UNAVAILABLE, None);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response
+        }
+    }
+}
+
+/// `authd_account_events_total{issuer, outcome}`.
+fn counted_events(issuer: &str, outcome: &'static str, events: usize) {
+    if events > 0 {
+        metrics::counter!(
+            "authd_account_events_total",
+            "issuer" => issuer.to_owned(),
+            "outcome" => outcome,
+        )
+        .increment(events as u64);
+    }
 }
 
 async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {

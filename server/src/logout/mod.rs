@@ -22,7 +22,11 @@
 //! sessions. A token seen before (its `jti`), or one whose revocation is
 //! already held (N applications pointing at authd get N tokens per logout),
 //! costs no new revocation.
+//!
+//! [`events`] receives the identity provider's account events (Auth0 Event
+//! Streams): a deleted or blocked user is revoked the same way.
 
+pub mod events;
 pub mod http;
 
 use std::{
@@ -131,7 +135,11 @@ impl Logouts {
         let revocations = Arc::clone(verifier.revocations());
         // Every configured issuer's series exist from the start, so alerts
         // and dashboards see zeros rather than nothing.
-        for issuer in config.issuers.iter().filter(|i| i.backchannel_logout.is_some()) {
+        for issuer in config
+            .issuers
+            .iter()
+            .filter(|i| i.backchannel_logout.is_some())
+        {
             for outcome in ["revoked", "duplicate"] {
                 metrics::counter!(
                     "authd_backchannel_logout_total",

@@ -352,6 +352,10 @@ fn describe() {
         "Back-channel logout tokens received, by issuer (unknown until one verifies) and outcome: revoked, duplicate, refused, unavailable (the store did not take it; 503), overloaded."
     );
     describe_counter!(
+        "authd_account_events_total",
+        "Account events (Auth0 Event Streams) received, by issuer and outcome: revoked, duplicate, ignored, refused, unauthorized, unavailable, overloaded."
+    );
+    describe_counter!(
         "authd_kms_requests_total",
         "KMS calls (generate_data_key, decrypt) by outcome."
     );
