@@ -109,6 +109,14 @@ const (
 	// token is a DPoP proof, a logout token or a security event token rather
 	// than an access token (UNAUTHENTICATED); metadata `typ`.
 	ReasonTokenTypeNotAllowed Reason = "TOKEN_TYPE_NOT_ALLOWED"
+	// ReasonDeviceCodeSpent (ERROR_REASON_DEVICE_CODE_SPENT): The device code was spent: the session its login created has been used
+	// since (refreshed or revoked), so polling with the code again answers
+	// nothing about that session (UNAUTHENTICATED). Start a new device login.
+	ReasonDeviceCodeSpent Reason = "DEVICE_CODE_SPENT"
+	// ReasonSealingKeysUnavailable (ERROR_REASON_SEALING_KEYS_UNAVAILABLE): The keys that seal secrets at rest cannot be reached: KMS does not
+	// answer and no data key cached in memory serves this value
+	// (UNAVAILABLE). Retry later.
+	ReasonSealingKeysUnavailable Reason = "SEALING_KEYS_UNAVAILABLE"
 )
 
 // knownReasons lists every reason above, in the enum's order.
@@ -149,4 +157,6 @@ var knownReasons = []Reason{
 	ReasonDpopProofReplayed,
 	ReasonDpopNonceRequired,
 	ReasonTokenTypeNotAllowed,
+	ReasonDeviceCodeSpent,
+	ReasonSealingKeysUnavailable,
 }

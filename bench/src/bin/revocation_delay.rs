@@ -12,6 +12,11 @@
 //! `after_request_us` from the moment it was sent. A caller watching
 //! another replica adds that replica's `sessions.revocation_poll_ms` at most.
 //!
+//! With `--via backchannel-logout` the revocation comes as the identity
+//! provider sends it instead: a logout token (`sub` only) posted to
+//! `POST /backchannel-logout` on authd's port (HTTP/1.1), answered once the
+//! revocation is stored.
+//!
 //! `cargo run --release -p authd-bench --bin revocation-delay -- --trials 1000`
 
 use std::{
@@ -45,6 +50,18 @@ struct Args {
     /// A refusal later than this fails the run.
     #[arg(long, default_value_t = 10.0)]
     max_seconds: f64,
+    /// How each user is revoked.
+    #[arg(long, value_enum, default_value_t = Via::RevokeSession)]
+    via: Via,
+}
+
+/// What revokes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Via {
+    /// RevokeSession by user id, over gRPC, with a service token.
+    RevokeSession,
+    /// A back-channel logout token posted to /backchannel-logout.
+    BackchannelLogout,
 }
 
 fn main() -> ExitCode {
@@ -73,8 +90,10 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     let issuer = DevIssuer::start(loopback, AUDIENCE).await?;
     let config = Config::from_toml(&format!(
         "[[issuers]]\nissuer = \"{}\"\naudiences = [\"{AUDIENCE}\"]\n\
+         [issuers.backchannel_logout]\nclient_ids = [\"{}\"]\n\
          [watch]\nheartbeat_ms = {}\n[log]\nfilter = \"error\"\n",
         issuer.issuer(),
+        issuer.client_id(),
         args.heartbeat_ms
     ))?;
     let dir = tempfile::tempdir()?;
@@ -115,6 +134,8 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         .connect()
         .await?;
 
+    let http = reqwest::Client::builder().http1_only().build()?;
+    let logout_url = format!("{uri}/backchannel-logout");
     let mut after_answer = Histogram::<u64>::new(3)?;
     let mut after_request = Histogram::<u64>::new(3)?;
     let limit = Duration::from_secs_f64(args.max_seconds);
@@ -140,9 +161,22 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
             }
         });
         let sent = Instant::now();
-        revoker
-            .revoke_session(RevokeTarget::User(user), Some(&service))
-            .await?;
+        match args.via {
+            Via::RevokeSession => {
+                revoker
+                    .revoke_session(RevokeTarget::User(user), Some(&service))
+                    .await?;
+            }
+            Via::BackchannelLogout => {
+                let form = [("logout_token", issuer.mint_logout(&user, None))];
+                let answer = http.post(&logout_url).form(&form).send().await?;
+                ensure!(
+                    answer.status().as_u16() == 200,
+                    "logout answered {}",
+                    answer.status()
+                );
+            }
+        }
         let answered = Instant::now();
         let refused_at = refused.await??;
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
@@ -159,6 +193,7 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     };
     Ok(json!({
         "tool": "revocation-delay",
+        "via": format!("{:?}", args.via),
         "trials": args.trials,
         "heartbeat_ms": args.heartbeat_ms,
         "threads": args.threads,

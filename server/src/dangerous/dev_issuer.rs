@@ -166,6 +166,27 @@ impl DevIssuer {
         )
     }
 
+    /// A back-channel logout token (`typ: logout+jwt`) for `subject` and,
+    /// when given, the IdP session `sid`, addressed to the development
+    /// client (`aud`), as an identity provider posts it.
+    pub fn mint_logout(&self, subject: &str, sid: Option<&str>) -> String {
+        let now = now();
+        let mut claims = json!({
+            "iss": self.inner.issuer,
+            "sub": subject,
+            "aud": DEV_CLIENT_ID,
+            "iat": now,
+            "exp": now + 120,
+            "jti": crate::secrets::random_handle(),
+            "events": {crate::logout::LOGOUT_EVENT: {}},
+        });
+        if let Some(sid) = sid {
+            claims["sid"] = json!(sid);
+        }
+        let header = json!({"alg": self.inner.key.alg().as_str(), "typ": "logout+jwt", "kid": self.inner.key.kid()});
+        self.inner.key.sign_with_header(&header, &claims)
+    }
+
     /// [`Self::mint`] bound to the DPoP key whose RFC 7638 thumbprint is
     /// `jkt` (`cnf.jkt`, RFC 9449).
     pub fn mint_dpop_bound(

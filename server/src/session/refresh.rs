@@ -336,12 +336,14 @@ impl Sessions {
 
 /// What a revocation can match of a session: its issuer's `sid`, its user
 /// as of when it began (no token: a digest never matches an empty input).
+/// Times are whole seconds: a session begun in a user revocation's own
+/// second counts as begun after it (a login right after the revocation).
 fn started_as(record: &SessionRecord) -> SignedIdentity<'_> {
     SignedIdentity {
         issuer: &record.issuer,
         subject: &record.user_id,
         session_id: record.issuer_session_id.as_deref(),
-        issued_at: Some(record.created_at),
+        issued_at: Some(record.created_at.saturating_add(1)),
         token: "",
     }
 }

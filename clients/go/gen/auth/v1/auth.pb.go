@@ -144,6 +144,14 @@ const (
 	// token is a DPoP proof, a logout token or a security event token rather
 	// than an access token (UNAUTHENTICATED); metadata `typ`.
 	ErrorReason_ERROR_REASON_TOKEN_TYPE_NOT_ALLOWED ErrorReason = 36
+	// The device code was spent: the session its login created has been used
+	// since (refreshed or revoked), so polling with the code again answers
+	// nothing about that session (UNAUTHENTICATED). Start a new device login.
+	ErrorReason_ERROR_REASON_DEVICE_CODE_SPENT ErrorReason = 37
+	// The keys that seal secrets at rest cannot be reached: KMS does not
+	// answer and no data key cached in memory serves this value
+	// (UNAVAILABLE). Retry later.
+	ErrorReason_ERROR_REASON_SEALING_KEYS_UNAVAILABLE ErrorReason = 38
 )
 
 // Enum value maps for ErrorReason.
@@ -186,45 +194,49 @@ var (
 		34: "ERROR_REASON_DPOP_PROOF_REPLAYED",
 		35: "ERROR_REASON_DPOP_NONCE_REQUIRED",
 		36: "ERROR_REASON_TOKEN_TYPE_NOT_ALLOWED",
+		37: "ERROR_REASON_DEVICE_CODE_SPENT",
+		38: "ERROR_REASON_SEALING_KEYS_UNAVAILABLE",
 	}
 	ErrorReason_value = map[string]int32{
-		"ERROR_REASON_UNSPECIFIED":            0,
-		"ERROR_REASON_TOKEN_MISSING":          1,
-		"ERROR_REASON_TOKEN_TOO_LARGE":        2,
-		"ERROR_REASON_MALFORMED_TOKEN":        3,
-		"ERROR_REASON_BAD_SIGNATURE":          4,
-		"ERROR_REASON_UNKNOWN_KEY":            5,
-		"ERROR_REASON_ALGORITHM_NOT_ALLOWED":  6,
-		"ERROR_REASON_TOKEN_EXPIRED":          7,
-		"ERROR_REASON_TOKEN_NOT_YET_VALID":    8,
-		"ERROR_REASON_WRONG_ISSUER":           9,
-		"ERROR_REASON_WRONG_AUDIENCE":         10,
-		"ERROR_REASON_INSUFFICIENT_SCOPE":     11,
-		"ERROR_REASON_SESSION_REVOKED":        12,
-		"ERROR_REASON_KEYS_UNAVAILABLE":       13,
-		"ERROR_REASON_INVALID_REQUEST":        14,
-		"ERROR_REASON_SESSION_NOT_FOUND":      15,
-		"ERROR_REASON_SESSION_EXPIRED":        16,
-		"ERROR_REASON_USER_NOT_FOUND":         17,
-		"ERROR_REASON_CALLER_NOT_TRUSTED":     18,
-		"ERROR_REASON_GRANT_REJECTED":         19,
-		"ERROR_REASON_ISSUER_UNAVAILABLE":     20,
-		"ERROR_REASON_RATE_LIMITED":           21,
-		"ERROR_REASON_STORE_UNAVAILABLE":      22,
-		"ERROR_REASON_CONFLICT":               23,
-		"ERROR_REASON_NOT_IMPLEMENTED":        24,
-		"ERROR_REASON_INTERNAL":               25,
-		"ERROR_REASON_REQUEST_TOO_LARGE":      26,
-		"ERROR_REASON_MALFORMED_REQUEST":      27,
-		"ERROR_REASON_OVERLOADED":             28,
-		"ERROR_REASON_DEADLINE_EXCEEDED":      29,
-		"ERROR_REASON_WATCHER_TOO_SLOW":       30,
-		"ERROR_REASON_TOO_MANY_WATCHERS":      31,
-		"ERROR_REASON_TOKEN_BINDING_MISMATCH": 32,
-		"ERROR_REASON_DPOP_PROOF_INVALID":     33,
-		"ERROR_REASON_DPOP_PROOF_REPLAYED":    34,
-		"ERROR_REASON_DPOP_NONCE_REQUIRED":    35,
-		"ERROR_REASON_TOKEN_TYPE_NOT_ALLOWED": 36,
+		"ERROR_REASON_UNSPECIFIED":              0,
+		"ERROR_REASON_TOKEN_MISSING":            1,
+		"ERROR_REASON_TOKEN_TOO_LARGE":          2,
+		"ERROR_REASON_MALFORMED_TOKEN":          3,
+		"ERROR_REASON_BAD_SIGNATURE":            4,
+		"ERROR_REASON_UNKNOWN_KEY":              5,
+		"ERROR_REASON_ALGORITHM_NOT_ALLOWED":    6,
+		"ERROR_REASON_TOKEN_EXPIRED":            7,
+		"ERROR_REASON_TOKEN_NOT_YET_VALID":      8,
+		"ERROR_REASON_WRONG_ISSUER":             9,
+		"ERROR_REASON_WRONG_AUDIENCE":           10,
+		"ERROR_REASON_INSUFFICIENT_SCOPE":       11,
+		"ERROR_REASON_SESSION_REVOKED":          12,
+		"ERROR_REASON_KEYS_UNAVAILABLE":         13,
+		"ERROR_REASON_INVALID_REQUEST":          14,
+		"ERROR_REASON_SESSION_NOT_FOUND":        15,
+		"ERROR_REASON_SESSION_EXPIRED":          16,
+		"ERROR_REASON_USER_NOT_FOUND":           17,
+		"ERROR_REASON_CALLER_NOT_TRUSTED":       18,
+		"ERROR_REASON_GRANT_REJECTED":           19,
+		"ERROR_REASON_ISSUER_UNAVAILABLE":       20,
+		"ERROR_REASON_RATE_LIMITED":             21,
+		"ERROR_REASON_STORE_UNAVAILABLE":        22,
+		"ERROR_REASON_CONFLICT":                 23,
+		"ERROR_REASON_NOT_IMPLEMENTED":          24,
+		"ERROR_REASON_INTERNAL":                 25,
+		"ERROR_REASON_REQUEST_TOO_LARGE":        26,
+		"ERROR_REASON_MALFORMED_REQUEST":        27,
+		"ERROR_REASON_OVERLOADED":               28,
+		"ERROR_REASON_DEADLINE_EXCEEDED":        29,
+		"ERROR_REASON_WATCHER_TOO_SLOW":         30,
+		"ERROR_REASON_TOO_MANY_WATCHERS":        31,
+		"ERROR_REASON_TOKEN_BINDING_MISMATCH":   32,
+		"ERROR_REASON_DPOP_PROOF_INVALID":       33,
+		"ERROR_REASON_DPOP_PROOF_REPLAYED":      34,
+		"ERROR_REASON_DPOP_NONCE_REQUIRED":      35,
+		"ERROR_REASON_TOKEN_TYPE_NOT_ALLOWED":   36,
+		"ERROR_REASON_DEVICE_CODE_SPENT":        37,
+		"ERROR_REASON_SEALING_KEYS_UNAVAILABLE": 38,
 	}
 )
 
@@ -2452,7 +2464,7 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\",\n" +
 	"\tHeartbeat\x12\x1f\n" +
 	"\vinterval_ms\x18\x01 \x01(\rR\n" +
-	"intervalMs*\x87\n" +
+	"intervalMs*\xd6\n" +
 	"\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
@@ -2492,7 +2504,9 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x1fERROR_REASON_DPOP_PROOF_INVALID\x10!\x12$\n" +
 	" ERROR_REASON_DPOP_PROOF_REPLAYED\x10\"\x12$\n" +
 	" ERROR_REASON_DPOP_NONCE_REQUIRED\x10#\x12'\n" +
-	"#ERROR_REASON_TOKEN_TYPE_NOT_ALLOWED\x10$*\xd8\x01\n" +
+	"#ERROR_REASON_TOKEN_TYPE_NOT_ALLOWED\x10$\x12\"\n" +
+	"\x1eERROR_REASON_DEVICE_CODE_SPENT\x10%\x12)\n" +
+	"%ERROR_REASON_SEALING_KEYS_UNAVAILABLE\x10&*\xd8\x01\n" +
 	"\x10DeviceLoginState\x12\"\n" +
 	"\x1eDEVICE_LOGIN_STATE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aDEVICE_LOGIN_STATE_PENDING\x10\x01\x12 \n" +

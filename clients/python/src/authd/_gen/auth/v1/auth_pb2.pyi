@@ -164,6 +164,16 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     token is a DPoP proof, a logout token or a security event token rather
     than an access token (UNAUTHENTICATED); metadata `typ`.
     """
+    ERROR_REASON_DEVICE_CODE_SPENT: _ErrorReason.ValueType  # 37
+    """The device code was spent: the session its login created has been used
+    since (refreshed or revoked), so polling with the code again answers
+    nothing about that session (UNAUTHENTICATED). Start a new device login.
+    """
+    ERROR_REASON_SEALING_KEYS_UNAVAILABLE: _ErrorReason.ValueType  # 38
+    """The keys that seal secrets at rest cannot be reached: KMS does not
+    answer and no data key cached in memory serves this value
+    (UNAVAILABLE). Retry later.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the stable reasons carried in `google.rpc.ErrorInfo`.
@@ -296,6 +306,16 @@ ERROR_REASON_TOKEN_TYPE_NOT_ALLOWED: ErrorReason.ValueType  # 36
 """The token's `typ` is not one the issuer's `token_types` accepts, or the
 token is a DPoP proof, a logout token or a security event token rather
 than an access token (UNAUTHENTICATED); metadata `typ`.
+"""
+ERROR_REASON_DEVICE_CODE_SPENT: ErrorReason.ValueType  # 37
+"""The device code was spent: the session its login created has been used
+since (refreshed or revoked), so polling with the code again answers
+nothing about that session (UNAUTHENTICATED). Start a new device login.
+"""
+ERROR_REASON_SEALING_KEYS_UNAVAILABLE: ErrorReason.ValueType  # 38
+"""The keys that seal secrets at rest cannot be reached: KMS does not
+answer and no data key cached in memory serves this value
+(UNAVAILABLE). Retry later.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
