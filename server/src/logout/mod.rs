@@ -224,7 +224,9 @@ impl Logouts {
                     expires_at: now + self.revocation_ttl,
                 }
             }
-            (None, None) => unreachable!("check requires sub or sid"),
+            (None, None) => {
+                return Err(LogoutError::Refused("sub or sid is required".to_owned()));
+            }
         };
         if let Err(error) = self.store.put_revocation(&revocation).await {
             tracing::warn!(%error, %issuer, "a back-channel logout could not be stored; the issuer may retry");
