@@ -276,6 +276,7 @@ async function startIssuer({
     // interactions (login, consent) issuer.js answers itself for the control routes.
     features: {
       backchannelLogout: { enabled: true },
+      claimsParameter: { enabled: true },
       rpInitiatedLogout: {
         enabled: true,
         logoutSource(ctx, form) {
@@ -474,6 +475,11 @@ function makeControl({ issuer, audience, provider, logoutDeliveries }) {
       // offline_access (a refresh token) needs prompt=consent (OpenID Connect Core §11).
       scope: `openid offline_access ${SCOPE}`,
       prompt: 'consent',
+      // oidc-provider puts the session's sid into the code (so into the ID and access tokens)
+      // when the client has a backchannel_logout_uri, or when the ID token's sid is asked
+      // for. Ask, so that a login before the URI is set (POST
+      // /__control/backchannel-logout-uri) has a sid too.
+      claims: JSON.stringify({ id_token: { sid: null } }),
       resource: audience,
       login_hint: user,
       state,
