@@ -511,9 +511,18 @@ describe('back-channel logout', () => {
     assert.equal(again.sid, json.sid);
     assert.notEqual(again.jti, at.jti);
 
-    // Clean up: end this session so the next tests see only their own deliveries.
+    // End this session (the next tests see only their own deliveries). The grant has
+    // offline_access, so oidc-provider keeps it past logout (persistsLogout): the refresh
+    // token still works, and its access tokens still carry the ended session's sid.
     const out = await control(idp.url, 'logout', { user: 'alice' });
     assert.equal(out.status, 200, JSON.stringify(out.json));
+    const afterLogout = await fetch(idpDiscovery.token_endpoint, {
+      method: 'POST',
+      headers: { authorization: basic('logout-app', 'logout-secret'), 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: json.refresh_token, resource: API }),
+    });
+    assert.equal(afterLogout.status, 200);
+    assert.equal(decodeJwt((await afterLogout.json()).access_token).sid, json.sid);
   });
 
   test('logout: the receiver gets a real logout token, the control route answers it and the status', async () => {
