@@ -343,10 +343,11 @@ async function startIssuer({
   });
 
   // Plain http on loopback. oidc-provider 9 accepts an http:// issuer identifier (it only
-  // requires a web URI), and nothing that this client_credentials-only issuer uses insists on
-  // https: the https-only checks are on client metadata that is not registered here
-  // (redirect_uris of web clients, jwks_uri, client_id metadata documents) and on cookies,
-  // which are never set. `provider.proxy` stays false: the request's own scheme and Host make
+  // requires a web URI), and nothing that this issuer uses insists on https: the https-only
+  // checks are on client metadata that is not registered here (jwks_uri, client_id metadata
+  // documents). logout-app's redirect URI is https and never dereferenced; the session and
+  // interaction cookies of its logins are set without `secure` (oidc-provider's defaults), so
+  // they work over http. `provider.proxy` stays false: the request's own scheme and Host make
   // the endpoint URLs (discovery's token_endpoint, the `htu` a DPoP proof must carry), so
   // they are http://127.0.0.1:PORT/... exactly as the client dials them, and no
   // X-Forwarded-* header can change them.
