@@ -4,7 +4,11 @@
 //   - DPoP-bound (RFC 9449): cnf.jkt, for the client `dpop-client`
 //   - certificate-bound (RFC 8705): cnf["x5t#S256"], for the client `mtls-client`
 //
+//   - user logins and OpenID Connect Back-Channel Logout 1.0 for the client `logout-app`,
+//     driven by the loopback-only control routes /__control/login and /__control/logout
+//
 //   node tests/issuer-dpop/issuer.js [--port N] [--audience URL] [--require-dpop-nonce]
+//                                    [--backchannel-logout-uri URL]
 //
 // Binds 127.0.0.1 only. Once listening it prints exactly one line to stdout,
 //   READY http://127.0.0.1:PORT/
@@ -12,7 +16,7 @@
 // `issuer` of its discovery document. Everything else goes to stderr. SIGTERM / SIGINT
 // stop it with exit code 0; bad options exit with code 2. See README.md.
 
-import { randomBytes, X509Certificate } from 'node:crypto';
+import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 
@@ -22,16 +26,23 @@ import { parseArgs } from 'node:util';
 console.info = console.error;
 console.log = console.error;
 const { default: Provider, errors } = await import('oidc-provider');
-const { exportJWK, generateKeyPair, calculateJwkThumbprint } = await import('jose');
+const { exportJWK, generateKeyPair, calculateJwkThumbprint, decodeJwt } = await import('jose');
 
 const DEFAULT_AUDIENCE = 'https://api.authd.test';
 const SCOPE = 'api:read';
 const TOKEN_TTL_SECONDS = 600;
+const LOGOUT_CLIENT = { id: 'logout-app', secret: 'logout-secret' };
+// Never dereferenced: the control route stops at the redirect to it and reads the code.
+const LOGOUT_REDIRECT_URI = 'https://logout-app.authd.test/callback';
+const USER_NAME = /^[A-Za-z0-9._@+-]{1,64}$/;
 
 const USAGE = `usage: node issuer.js [options]
   --port N               port on 127.0.0.1, 0 = ephemeral (default 0)
   --audience URL         resource indicator = the access tokens' aud (default ${DEFAULT_AUDIENCE})
   --require-dpop-nonce   the token endpoint demands a DPoP nonce (answers use_dpop_nonce first)
+  --backchannel-logout-uri URL
+                         logout-app's backchannel_logout_uri (may be loopback; can also be set
+                         later with POST /__control/backchannel-logout-uri)
   --verbose              log every request to stderr
   -h, --help             this text`;
 
@@ -49,6 +60,7 @@ function parseCli(argv) {
         port: { type: 'string' },
         audience: { type: 'string' },
         'require-dpop-nonce': { type: 'boolean' },
+        'backchannel-logout-uri': { type: 'string' },
         verbose: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -71,9 +83,15 @@ function parseCli(argv) {
   // A resource indicator is an absolute URI without a fragment (RFC 8707 §2).
   const parsed = URL.parse(audience);
   if (!parsed || parsed.hash || audience.includes('#')) fail('--audience must be an absolute URI without a fragment');
+  const backchannelLogoutUri = values['backchannel-logout-uri'];
+  if (backchannelLogoutUri !== undefined) {
+    const problem = checkBackchannelLogoutUri(backchannelLogoutUri);
+    if (problem) fail(`--backchannel-logout-uri ${problem}`);
+  }
   return {
     port,
     audience,
+    backchannelLogoutUri,
     requireDpopNonce: values['require-dpop-nonce'] ?? false,
     verbose: values.verbose ?? false,
   };
@@ -100,7 +118,58 @@ function getCertificate(ctx) {
   }
 }
 
-async function startIssuer({ port = 0, audience = DEFAULT_AUDIENCE, requireDpopNonce = false, verbose = false } = {}) {
+// OpenID Connect Back-Channel Logout 1.0 §2.2: an absolute http(s) URL without a fragment.
+// Returns what is wrong with `uri`, or undefined.
+function checkBackchannelLogoutUri(uri) {
+  const parsed = typeof uri === 'string' ? URL.parse(uri) : null;
+  if (!parsed || !['http:', 'https:'].includes(parsed.protocol)) return 'must be an absolute http(s) URL';
+  if (uri.includes('#')) return 'must not have a fragment';
+  return undefined;
+}
+
+function isLoopbackHost(hostname) {
+  return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname);
+}
+
+// A minimal cookie jar for the control routes' own browser: name → value, attributes
+// ignored (every cookie goes to every path of the issuer; oidc-provider's cookie names
+// do not collide across paths within one login), deletions honoured.
+class CookieJar {
+  #cookies = new Map();
+
+  store(response) {
+    for (const line of response.headers.getSetCookie()) {
+      const [pair, ...attributes] = line.split(';');
+      const eq = pair.indexOf('=');
+      if (eq <= 0) continue;
+      const name = pair.slice(0, eq).trim();
+      const value = pair.slice(eq + 1).trim();
+      const expires = attributes.map((a) => a.trim()).find((a) => /^expires=/i.test(a));
+      const expired = expires && Date.parse(expires.slice(8)) <= Date.now();
+      if (!value || expired) this.#cookies.delete(name);
+      else this.#cookies.set(name, value);
+    }
+  }
+
+  header() {
+    return [...this.#cookies].map(([name, value]) => `${name}=${value}`).join('; ');
+  }
+}
+
+class ControlError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function startIssuer({
+  port = 0,
+  audience = DEFAULT_AUDIENCE,
+  backchannelLogoutUri,
+  requireDpopNonce = false,
+  verbose = false,
+} = {}) {
   // The issuer identifier contains the port, and the provider needs the identifier when it
   // is built, so bind first (with no request handler yet) and build the provider after.
   const server = createServer();
@@ -138,18 +207,85 @@ async function startIssuer({ port = 0, audience = DEFAULT_AUDIENCE, requireDpopN
     token_endpoint_auth_method: 'client_secret_basic',
   };
 
+  // Every Back-Channel Logout POST oidc-provider makes, as the fetch hook saw it:
+  // { uri, token, sid, status (null when there was no answer), error }.
+  const logoutDeliveries = [];
+
   const provider = new Provider(issuer, {
     clients: [
       { ...common, client_id: 'dpop-client', client_secret: 'dpop-secret', dpop_bound_access_tokens: true },
       { ...common, client_id: 'mtls-client', client_secret: 'mtls-secret', tls_client_certificate_bound_access_tokens: true },
+      {
+        // A user-facing web app: code flow with refresh tokens, and back-channel logout
+        // with sid in its logout tokens.
+        client_id: LOGOUT_CLIENT.id,
+        client_secret: LOGOUT_CLIENT.secret,
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        redirect_uris: [LOGOUT_REDIRECT_URI],
+        scope: `openid offline_access ${SCOPE}`,
+        token_endpoint_auth_method: 'client_secret_basic',
+        ...(backchannelLogoutUri ? { backchannel_logout_uri: backchannelLogoutUri } : {}),
+        backchannel_logout_session_required: true,
+      },
     ],
+    // Users: any name logs in (as the login_hint the control route sends); the account id
+    // and `sub` is `auth0|<name>`, shaped like an Auth0 database user's.
+    async findAccount(ctx, id) {
+      return { accountId: id, claims: () => ({ sub: id }) };
+    },
+    // RFC 9068 access tokens of logout-app's user logins carry the OIDC session id as `sid`
+    // (the same value as the ID token's and the logout token's `sid`). The access token
+    // knows it from the code or refresh token it was made from.
+    extraTokenClaims(ctx, token) {
+      if (token.kind === 'AccessToken' && token.clientId === LOGOUT_CLIENT.id && token.sid) {
+        return { sid: token.sid };
+      }
+      return undefined;
+    },
+    // oidc-provider >= 9.7 gives every outgoing request (here: only back-channel logout POSTs)
+    // an undici dispatcher that destroys connections to special-use addresses (loopback,
+    // private networks), against SSRF. authd's receiver in a test listens on 127.0.0.1, so
+    // this test issuer drops that dispatcher for loopback URLs only; anything else keeps it.
+    // The hook also records each logout token it delivers and the receiver's status, for
+    // POST /__control/logout.
+    async fetch(url, options) {
+      const target = new URL(url);
+      const loopback = isLoopbackHost(target.hostname);
+      const request = loopback ? { ...options, dispatcher: undefined } : options;
+      const token = options.body instanceof URLSearchParams ? options.body.get('logout_token') : null;
+      const delivery = token ? { uri: target.href, token, sid: safeClaims(token).sid, status: null, error: null } : null;
+      if (delivery) logoutDeliveries.push(delivery);
+      try {
+        const response = await globalThis.fetch(url, request);
+        if (delivery) delivery.status = response.status;
+        await response.arrayBuffer(); // oidc-provider only reads the status; free the connection
+        return response;
+      } catch (err) {
+        if (delivery) delivery.error = err.cause?.message ?? err.message;
+        throw err;
+      }
+    },
+    interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     clientAuthMethods: ['client_secret_basic', 'client_secret_post'],
     // The resource server's scope must be a scope the provider knows, or the clients'
     // `scope` metadata is invalid (which oidc-provider only reports at the first request).
-    scopes: [SCOPE],
+    scopes: ['openid', 'offline_access', SCOPE],
     jwks: { keys: [jwk] },
-    // Only client_credentials is used; no user ever logs in, so no interactions and no accounts.
+    // client_credentials for dpop-client and mtls-client; the code flow for logout-app, whose
+    // interactions (login, consent) issuer.js answers itself for the control routes.
     features: {
+      backchannelLogout: { enabled: true },
+      claimsParameter: { enabled: true },
+      rpInitiatedLogout: {
+        enabled: true,
+        logoutSource(ctx, form) {
+          ctx.body = `<!DOCTYPE html><html><body>${form}<button type="submit" form="op.logoutForm" value="yes" name="logout">Sign out</button></body></html>`;
+        },
+        postLogoutSuccessSource(ctx) {
+          ctx.body = '<!DOCTYPE html><html><body>Signed out</body></html>';
+        },
+      },
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
       introspection: { enabled: false },
@@ -190,6 +326,12 @@ async function startIssuer({ port = 0, audience = DEFAULT_AUDIENCE, requireDpopN
     ttl: {
       AccessToken: TOKEN_TTL_SECONDS,
       ClientCredentials: TOKEN_TTL_SECONDS,
+      AuthorizationCode: 60,
+      IdToken: TOKEN_TTL_SECONDS,
+      RefreshToken: 24 * 3600,
+      Interaction: 600,
+      Session: 24 * 3600,
+      Grant: 24 * 3600,
     },
     cookies: { keys: [randomBytes(32).toString('base64url')] },
     clientBasedCORS: () => false,
@@ -201,10 +343,11 @@ async function startIssuer({ port = 0, audience = DEFAULT_AUDIENCE, requireDpopN
   });
 
   // Plain http on loopback. oidc-provider 9 accepts an http:// issuer identifier (it only
-  // requires a web URI), and nothing that this client_credentials-only issuer uses insists on
-  // https: the https-only checks are on client metadata that is not registered here
-  // (redirect_uris of web clients, jwks_uri, client_id metadata documents) and on cookies,
-  // which are never set. `provider.proxy` stays false: the request's own scheme and Host make
+  // requires a web URI), and nothing that this issuer uses insists on https: the https-only
+  // checks are on client metadata that is not registered here (jwks_uri, client_id metadata
+  // documents). logout-app's redirect URI is https and never dereferenced; the session and
+  // interaction cookies of its logins are set without `secure` (oidc-provider's defaults), so
+  // they work over http. `provider.proxy` stays false: the request's own scheme and Host make
   // the endpoint URLs (discovery's token_endpoint, the `htu` a DPoP proof must carry), so
   // they are http://127.0.0.1:PORT/... exactly as the client dials them, and no
   // X-Forwarded-* header can change them.
@@ -232,14 +375,21 @@ async function startIssuer({ port = 0, audience = DEFAULT_AUDIENCE, requireDpopN
 
   // Static clients are validated lazily, at their first request; load them now so a
   // configuration mistake stops the start instead of failing every token request.
-  for (const id of ['dpop-client', 'mtls-client']) {
+  for (const id of ['dpop-client', 'mtls-client', LOGOUT_CLIENT.id]) {
     if (!(await provider.Client.find(id))) throw new Error(`client ${id} did not load`);
   }
 
+  provider.on('backchannel.error', (ctx, err, client, accountId, sid) =>
+    console.error(`[issuer-dpop] back-channel logout of ${accountId} (sid ${sid}) to ${client.clientId}: ${err.message}`));
+
+  const control = makeControl({ issuer, audience, provider, logoutDeliveries });
   const handler = provider.callback();
   server.on('request', (req, res) => {
     if (verbose) console.error(`[issuer-dpop] ${req.method} ${req.url}`);
-    handler(req, res);
+    const path = req.url.split('?')[0];
+    if (path.startsWith('/__control/')) control.route(req, res, path);
+    else if (path.startsWith('/interaction/')) control.interaction(req, res);
+    else handler(req, res);
   });
 
   return {
@@ -251,6 +401,267 @@ async function startIssuer({ port = 0, audience = DEFAULT_AUDIENCE, requireDpopN
         server.close(() => resolve());
         server.closeAllConnections();
       });
+    },
+  };
+}
+
+function safeClaims(jwt) {
+  try {
+    return decodeJwt(jwt);
+  } catch {
+    return {};
+  }
+}
+
+async function readJson(req) {
+  const chunks = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += chunk.length;
+    if (size > 64 * 1024) throw new ControlError(413, 'body too large');
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (!text) return {};
+  let body;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new ControlError(400, 'the body is not JSON');
+  }
+  if (!body || typeof body !== 'object' || Array.isArray(body)) throw new ControlError(400, 'the body must be a JSON object');
+  return body;
+}
+
+function sendJson(res, status, body) {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+// The control routes (/__control/...) and the interaction endpoint (/interaction/UID) that
+// oidc-provider sends the user agent to for login and consent. Both exist only in this
+// loopback test issuer.
+function makeControl({ issuer, audience, provider, logoutDeliveries }) {
+  // The IdP sessions the control route opened: { user, sub, sid, jar }. The jar holds the
+  // session cookie, as the user's browser would.
+  const sessions = [];
+
+  // One request of the control route's browser to the issuer itself; no redirects followed.
+  async function browse(jar, url, init = {}) {
+    const response = await fetch(new URL(url, issuer), {
+      ...init,
+      redirect: 'manual',
+      signal: AbortSignal.timeout(10_000),
+      headers: { ...init.headers, cookie: jar.header() },
+    });
+    jar.store(response);
+    return response;
+  }
+
+  async function login(body) {
+    const { user } = body;
+    if (typeof user !== 'string' || !USER_NAME.test(user)) {
+      throw new ControlError(400, `"user" must match ${USER_NAME}`);
+    }
+    const jar = new CookieJar();
+    const state = randomBytes(16).toString('base64url');
+    const nonce = randomBytes(16).toString('base64url');
+    const verifier = randomBytes(32).toString('base64url');
+    const authorize = new URL('auth', issuer);
+    authorize.search = new URLSearchParams({
+      client_id: LOGOUT_CLIENT.id,
+      response_type: 'code',
+      redirect_uri: LOGOUT_REDIRECT_URI,
+      // offline_access (a refresh token) needs prompt=consent (OpenID Connect Core §11).
+      scope: `openid offline_access ${SCOPE}`,
+      prompt: 'consent',
+      // oidc-provider puts the session's sid into the code (so into the ID and access tokens)
+      // when the client has a backchannel_logout_uri, or when the ID token's sid is asked
+      // for. Ask, so that a login before the URI is set (POST
+      // /__control/backchannel-logout-uri) has a sid too.
+      claims: JSON.stringify({ id_token: { sid: null } }),
+      resource: audience,
+      login_hint: user,
+      state,
+      nonce,
+      code_challenge: createHash('sha256').update(verifier).digest('base64url'),
+      code_challenge_method: 'S256',
+    });
+
+    // The browser: /auth → /interaction/UID (login) → /auth/UID → /interaction/UID (consent)
+    // → /auth/UID → the redirect URI with the code.
+    let url = authorize.href;
+    let code;
+    for (let hop = 0; hop < 10 && !code; hop += 1) {
+      const response = await browse(jar, url);
+      const location = response.headers.get('location');
+      if (response.status < 300 || response.status >= 400 || !location) {
+        throw new ControlError(502, `GET ${url}: HTTP ${response.status} without a redirect: ${(await response.text()).slice(0, 500)}`);
+      }
+      await response.arrayBuffer();
+      const next = new URL(location, url);
+      if (next.href.startsWith(LOGOUT_REDIRECT_URI)) {
+        const params = next.searchParams;
+        if (params.get('error')) {
+          throw new ControlError(502, `the authorization failed: ${params.get('error')}: ${params.get('error_description')}`);
+        }
+        if (params.get('state') !== state) throw new ControlError(502, 'the authorization response has the wrong state');
+        code = params.get('code');
+      } else {
+        url = next.href;
+      }
+    }
+    if (!code) throw new ControlError(502, 'no authorization code after 10 redirects');
+
+    const tokenResponse = await fetch(new URL('token', issuer), {
+      method: 'POST',
+      signal: AbortSignal.timeout(10_000),
+      headers: {
+        authorization: `Basic ${Buffer.from(`${LOGOUT_CLIENT.id}:${LOGOUT_CLIENT.secret}`).toString('base64')}`,
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: new URLSearchParams({
+        grant_type: 'authorization_code',
+        code,
+        redirect_uri: LOGOUT_REDIRECT_URI,
+        code_verifier: verifier,
+        resource: audience,
+      }),
+    });
+    const tokens = await tokenResponse.json();
+    if (!tokenResponse.ok) throw new ControlError(502, `the code exchange failed: HTTP ${tokenResponse.status} ${JSON.stringify(tokens)}`);
+    const idClaims = safeClaims(tokens.id_token);
+    const atClaims = safeClaims(tokens.access_token);
+    if (idClaims.nonce !== nonce) throw new ControlError(502, 'the ID token has the wrong nonce');
+    if (!idClaims.sid || atClaims.sid !== idClaims.sid) {
+      throw new ControlError(502, `the access token's sid ${atClaims.sid} is not the ID token's ${idClaims.sid}`);
+    }
+    sessions.push({ user, sub: idClaims.sub, sid: idClaims.sid, jar });
+    console.error(`[issuer-dpop] ${user} logged in to ${LOGOUT_CLIENT.id} (sub ${idClaims.sub}, sid ${idClaims.sid})`);
+    return {
+      access_token: tokens.access_token,
+      id_token: tokens.id_token,
+      ...(tokens.refresh_token ? { refresh_token: tokens.refresh_token } : {}),
+      sid: idClaims.sid,
+      sub: idClaims.sub,
+    };
+  }
+
+  // RP-initiated logout through the end_session endpoint, as a browser does it: GET
+  // /session/end, then POST its form (xsrf, logout=yes) to /session/end/confirm. oidc-provider
+  // sends the back-channel logout tokens and awaits them before it answers the POST.
+  async function endSession(session) {
+    const start = new URL('session/end', issuer);
+    start.search = new URLSearchParams({ client_id: LOGOUT_CLIENT.id });
+    const page = await browse(session.jar, start.href);
+    const html = await page.text();
+    const xsrf = /name="xsrf" value="([^"]+)"/.exec(html)?.[1];
+    if (page.status !== 200 || !xsrf) {
+      throw new ControlError(502, `GET ${start.href}: HTTP ${page.status}, no logout form: ${html.slice(0, 500)}`);
+    }
+    const first = logoutDeliveries.length;
+    const confirm = await browse(session.jar, new URL('session/end/confirm', issuer).href, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ xsrf, logout: 'yes' }),
+    });
+    const text = await confirm.text();
+    if (confirm.status !== 303) throw new ControlError(502, `POST /session/end/confirm: HTTP ${confirm.status}: ${text.slice(0, 500)}`);
+    console.error(`[issuer-dpop] ${session.user} logged out (sid ${session.sid})`);
+    return logoutDeliveries.slice(first).filter((d) => d.sid === session.sid);
+  }
+
+  async function logout(body) {
+    const { user, sid } = body;
+    if (user !== undefined && (typeof user !== 'string' || !USER_NAME.test(user))) {
+      throw new ControlError(400, `"user" must match ${USER_NAME}`);
+    }
+    if (sid !== undefined && typeof sid !== 'string') throw new ControlError(400, '"sid" must be a string');
+    if (user === undefined && sid === undefined) throw new ControlError(400, 'give "user", "sid" or both');
+    const chosen = sessions.filter((s) => (user === undefined || s.user === user) && (sid === undefined || s.sid === sid));
+    if (!chosen.length) throw new ControlError(404, 'no such session (log in with POST /__control/login first)');
+    const deliveries = [];
+    // One at a time, so the logout tokens of one session are told apart from another's.
+    for (const session of chosen) {
+      sessions.splice(sessions.indexOf(session), 1);
+      deliveries.push(...(await endSession(session)));
+    }
+    const answer = {
+      logout_tokens: deliveries.map((d) => d.token),
+      statuses: deliveries.map((d) => d.status),
+      sids: chosen.map((s) => s.sid),
+    };
+    if (deliveries.some((d) => d.error)) answer.errors = deliveries.map((d) => d.error);
+    return answer;
+  }
+
+  async function setBackchannelLogoutUri(body) {
+    const { uri } = body;
+    if (uri !== null) {
+      const problem = checkBackchannelLogoutUri(uri);
+      if (problem) throw new ControlError(400, `"uri" ${problem} (or null to remove it)`);
+    }
+    // Static clients are built once and cached by Client.find; the logout action reads
+    // client.backchannelLogoutUri when a session ends, so replacing it on that instance
+    // takes effect at the next logout.
+    const client = await provider.Client.find(LOGOUT_CLIENT.id);
+    client.backchannelLogoutUri = uri ?? undefined;
+    console.error(`[issuer-dpop] ${LOGOUT_CLIENT.id}'s backchannel_logout_uri is now ${uri}`);
+    return { uri };
+  }
+
+  const routes = {
+    '/__control/login': login,
+    '/__control/logout': logout,
+    '/__control/backchannel-logout-uri': setBackchannelLogoutUri,
+  };
+
+  return {
+    async route(req, res, path) {
+      try {
+        const action = routes[path];
+        if (!action) throw new ControlError(404, `no control route ${path}`);
+        if (req.method !== 'POST') throw new ControlError(405, 'POST only');
+        sendJson(res, 200, await action(await readJson(req)));
+      } catch (err) {
+        if (!(err instanceof ControlError)) console.error(`[issuer-dpop] ${path}: ${err.stack || err}`);
+        if (err instanceof ControlError) console.error(`[issuer-dpop] ${path}: ${err.status} ${err.message}`);
+        if (!res.headersSent) sendJson(res, err.status ?? 500, { error: err.message });
+      }
+    },
+
+    // Answers each prompt oidc-provider asks through its interaction API: login as the
+    // login_hint's user (account id auth0|<name>), then consent to what the client asked
+    // (a Grant with the missing OIDC scopes and the resource's scopes).
+    async interaction(req, res) {
+      try {
+        const details = await provider.interactionDetails(req, res);
+        const { prompt, params, session } = details;
+        let result;
+        if (prompt.name === 'login') {
+          const user = params.login_hint;
+          if (typeof user !== 'string' || !USER_NAME.test(user)) throw new ControlError(400, 'login needs a login_hint naming the user');
+          result = { login: { accountId: `auth0|${user}` } };
+        } else if (prompt.name === 'consent') {
+          const grant = details.grantId
+            ? await provider.Grant.find(details.grantId)
+            : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+          const { missingOIDCScope, missingOIDCClaims, missingResourceScopes } = prompt.details;
+          if (missingOIDCScope) grant.addOIDCScope(missingOIDCScope.join(' '));
+          if (missingOIDCClaims) grant.addOIDCClaims(missingOIDCClaims);
+          for (const [indicator, scopes] of Object.entries(missingResourceScopes ?? {})) {
+            grant.addResourceScope(indicator, scopes.join(' '));
+          }
+          result = { consent: { grantId: await grant.save() } };
+        } else {
+          throw new ControlError(400, `unexpected prompt ${prompt.name}`);
+        }
+        await provider.interactionFinished(req, res, result, { mergeWithLastSubmission: false });
+      } catch (err) {
+        console.error(`[issuer-dpop] interaction: ${err.stack || err}`);
+        if (!res.headersSent) sendJson(res, err.status ?? err.statusCode ?? 500, { error: err.message });
+      }
     },
   };
 }
@@ -277,7 +688,7 @@ async function main() {
   process.on('SIGINT', () => stop('SIGINT'));
 
   console.error(
-    `[issuer-dpop] listening on ${issuer.url} (audience ${issuer.audience}, clients dpop-client and mtls-client` +
+    `[issuer-dpop] listening on ${issuer.url} (audience ${issuer.audience}, clients dpop-client, mtls-client and logout-app` +
       `${options.requireDpopNonce ? ', DPoP nonce required' : ''})`,
   );
   // The one and only stdout line. process.stdout.write, not console.log, which goes to stderr.

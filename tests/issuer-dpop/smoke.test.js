@@ -1,5 +1,7 @@
 // Smoke test of the DPoP / mTLS test issuer: starts issuer.js, mints both kinds of token
-// with mint.js, and checks them as a resource server would.
+// with mint.js, and checks them as a resource server would; logs users in and out of
+// logout-app through the control routes and checks the back-channel logout tokens a small
+// receiver on 127.0.0.1 gets.
 //
 //   npm ci --prefix tests/issuer-dpop && node --test tests/issuer-dpop/
 //
@@ -9,6 +11,7 @@ import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
+import { createServer } from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +23,7 @@ import { generateKeyPair, generateProof } from 'dpop';
 import {
   calculateJwkThumbprint,
   createLocalJWKSet,
+  decodeJwt,
   decodeProtectedHeader,
   EmbeddedJWK,
   jwtVerify,
@@ -382,5 +386,276 @@ describe('issuer.js options', () => {
     assert.equal(await issuer.stop('SIGTERM'), 0);
     assert.equal(issuer.stdout(), `READY ${issuer.url}\n`);
     assert.match(issuer.stderr(), /SIGTERM: stopping/);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// back-channel logout
+// ---------------------------------------------------------------------------
+
+const BACKCHANNEL_LOGOUT_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
+
+/** A back-channel logout receiver on 127.0.0.1 that records every request and answers `status`. */
+async function receiver(status = 200) {
+  const requests = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8').on('data', (d) => (body += d));
+    req.on('end', () => {
+      requests.push({ method: req.method, url: req.url, headers: req.headers, body });
+      res.writeHead(rx.status, { 'cache-control': 'no-store' });
+      res.end();
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const rx = {
+    status,
+    requests,
+    uri: `http://127.0.0.1:${server.address().port}/backchannel-logout`,
+    close: () => new Promise((resolve) => {
+      server.close(resolve);
+      server.closeAllConnections();
+    }),
+  };
+  return rx;
+}
+
+async function control(issuerUrl, path, body) {
+  const response = await fetch(`${issuerUrl}__control/${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, json: await response.json() };
+}
+
+/** Checks a logout token as Back-Channel Logout 1.0 §2.4 and §2.6 say; returns its claims. */
+async function checkLogoutToken(token, { issuer: iss, jwks: keys, sub, sid }) {
+  const header = decodeProtectedHeader(token);
+  assert.equal(header.typ, 'logout+jwt');
+  assert.equal(header.alg, 'RS256');
+  const { payload } = await jwtVerify(token, createLocalJWKSet(keys), {
+    issuer: iss,
+    audience: 'logout-app',
+    typ: 'logout+jwt',
+    algorithms: ['RS256'],
+  });
+  assert.deepEqual(Object.keys(payload).sort(), ['aud', 'events', 'exp', 'iat', 'iss', 'jti', 'sid', 'sub']);
+  assert.equal(payload.aud, 'logout-app');
+  assert.deepEqual(payload.events, { [BACKCHANNEL_LOGOUT_EVENT]: {} });
+  assert.equal(payload.sub, sub);
+  assert.equal(payload.sid, sid);
+  assert.equal(payload.nonce, undefined, 'a logout token has no nonce');
+  assert.equal(typeof payload.jti, 'string');
+  assert.ok(Math.abs(payload.iat - Date.now() / 1000) < 60);
+  assert.equal(payload.exp - payload.iat, 120);
+  return payload;
+}
+
+describe('back-channel logout', () => {
+  let rx;
+  let idp;
+  let idpJwks;
+  let idpDiscovery;
+
+  before(async () => {
+    rx = await receiver();
+    idp = await launch(['--backchannel-logout-uri', rx.uri]);
+    idpDiscovery = await getJson(`${idp.url}.well-known/openid-configuration`);
+    idpJwks = await getJson(idpDiscovery.jwks_uri);
+  });
+
+  after(async () => {
+    if (idp) await idp.stop('SIGKILL');
+    if (rx) await rx.close();
+  });
+
+  test('discovery announces back-channel logout with sid', () => {
+    assert.equal(idpDiscovery.backchannel_logout_supported, true);
+    assert.equal(idpDiscovery.backchannel_logout_session_supported, true);
+    assert.equal(idpDiscovery.end_session_endpoint, `${idp.url}session/end`);
+  });
+
+  test('login: the access token carries the ID token\'s sid; a refreshed one too', async () => {
+    const { status, json } = await control(idp.url, 'login', { user: 'alice' });
+    assert.equal(status, 200, JSON.stringify(json));
+    assert.deepEqual(Object.keys(json).sort(), ['access_token', 'id_token', 'refresh_token', 'sid', 'sub']);
+    assert.equal(json.sub, 'auth0|alice');
+    assert.match(json.sid, /^[A-Za-z0-9_-]{20,}$/);
+
+    const { payload: id } = await jwtVerify(json.id_token, createLocalJWKSet(idpJwks), {
+      issuer: idp.url, audience: 'logout-app', algorithms: ['RS256'],
+    });
+    assert.equal(id.sub, 'auth0|alice');
+    assert.equal(id.sid, json.sid);
+
+    const header = decodeProtectedHeader(json.access_token);
+    assert.equal(header.typ, 'at+jwt');
+    const { payload: at } = await jwtVerify(json.access_token, createLocalJWKSet(idpJwks), {
+      issuer: idp.url, audience: API, typ: 'at+jwt', algorithms: ['RS256'],
+    });
+    assert.equal(at.sid, id.sid, "the access token's sid is the ID token's");
+    assert.equal(at.sub, 'auth0|alice');
+    assert.equal(at.client_id, 'logout-app');
+    assert.equal(at.scope, 'api:read');
+    assert.equal(at.exp - at.iat, 600);
+
+    const refreshed = await fetch(idpDiscovery.token_endpoint, {
+      method: 'POST',
+      headers: { authorization: basic('logout-app', 'logout-secret'), 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: json.refresh_token, resource: API }),
+    });
+    const body = await refreshed.json();
+    assert.equal(refreshed.status, 200, JSON.stringify(body));
+    const again = decodeJwt(body.access_token);
+    assert.equal(again.sid, json.sid);
+    assert.notEqual(again.jti, at.jti);
+
+    // End this session (the next tests see only their own deliveries). The grant has
+    // offline_access, so oidc-provider keeps it past logout (persistsLogout): the refresh
+    // token still works, and its access tokens still carry the ended session's sid.
+    const out = await control(idp.url, 'logout', { user: 'alice' });
+    assert.equal(out.status, 200, JSON.stringify(out.json));
+    const afterLogout = await fetch(idpDiscovery.token_endpoint, {
+      method: 'POST',
+      headers: { authorization: basic('logout-app', 'logout-secret'), 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: json.refresh_token, resource: API }),
+    });
+    assert.equal(afterLogout.status, 200);
+    assert.equal(decodeJwt((await afterLogout.json()).access_token).sid, json.sid);
+  });
+
+  test('logout: the receiver gets a real logout token, the control route answers it and the status', async () => {
+    const login = (await control(idp.url, 'login', { user: 'bob' })).json;
+    const before = rx.requests.length;
+    const { status, json } = await control(idp.url, 'logout', { user: 'bob' });
+    assert.equal(status, 200, JSON.stringify(json));
+    assert.deepEqual(json.statuses, [200]);
+    assert.deepEqual(json.sids, [login.sid]);
+    assert.equal(json.logout_tokens.length, 1);
+    assert.equal(json.errors, undefined);
+
+    const received = rx.requests.slice(before);
+    assert.equal(received.length, 1, 'one POST, done before the control route answered');
+    const [request] = received;
+    assert.equal(request.method, 'POST');
+    assert.equal(request.url, '/backchannel-logout');
+    assert.match(request.headers['content-type'], /^application\/x-www-form-urlencoded/);
+    const form = new URLSearchParams(request.body);
+    assert.deepEqual([...form.keys()], ['logout_token']);
+    assert.equal(form.get('logout_token'), json.logout_tokens[0], 'the answer is the exact token sent');
+
+    await checkLogoutToken(json.logout_tokens[0], { issuer: idp.url, jwks: idpJwks, sub: 'auth0|bob', sid: login.sid });
+
+    // The session is gone: a second logout finds nothing.
+    const again = await control(idp.url, 'logout', { user: 'bob' });
+    assert.equal(again.status, 404);
+  });
+
+  test('logout of one session leaves the others; sessions can be picked by sid', async () => {
+    const first = (await control(idp.url, 'login', { user: 'carol' })).json;
+    const second = (await control(idp.url, 'login', { user: 'carol' })).json;
+    const dave = (await control(idp.url, 'login', { user: 'dave' })).json;
+    assert.notEqual(first.sid, second.sid, 'each login is its own session');
+
+    const jtis = new Set();
+    let out = await control(idp.url, 'logout', { sid: second.sid });
+    assert.equal(out.status, 200, JSON.stringify(out.json));
+    assert.equal(out.json.logout_tokens.length, 1);
+    assert.equal(decodeJwt(out.json.logout_tokens[0]).sid, second.sid);
+    jtis.add(decodeJwt(out.json.logout_tokens[0]).jti);
+
+    out = await control(idp.url, 'logout', { user: 'carol' });
+    assert.equal(out.status, 200, JSON.stringify(out.json));
+    assert.deepEqual(out.json.sids, [first.sid]);
+    assert.equal(decodeJwt(out.json.logout_tokens[0]).sid, first.sid);
+    jtis.add(decodeJwt(out.json.logout_tokens[0]).jti);
+
+    out = await control(idp.url, 'logout', { user: 'dave', sid: dave.sid });
+    assert.equal(out.status, 200);
+    const claims = await checkLogoutToken(out.json.logout_tokens[0], {
+      issuer: idp.url, jwks: idpJwks, sub: 'auth0|dave', sid: dave.sid,
+    });
+    jtis.add(claims.jti);
+    assert.equal(jtis.size, 3, 'every logout token has its own jti');
+  });
+
+  test('the receiver\'s status is reported, whatever it is', async () => {
+    rx.status = 400;
+    try {
+      await control(idp.url, 'login', { user: 'erin' });
+      const out = await control(idp.url, 'logout', { user: 'erin' });
+      assert.equal(out.status, 200, JSON.stringify(out.json));
+      assert.deepEqual(out.json.statuses, [400]);
+      assert.equal(out.json.logout_tokens.length, 1);
+    } finally {
+      rx.status = 200;
+    }
+    assert.match(idp.stderr(), /back-channel logout of auth0\|erin .*expected 200 OK/);
+  });
+
+  test('bad control requests', async () => {
+    assert.equal((await control(idp.url, 'login', {})).status, 400);
+    assert.equal((await control(idp.url, 'login', { user: 'no spaces' })).status, 400);
+    assert.equal((await control(idp.url, 'logout', {})).status, 400);
+    assert.equal((await control(idp.url, 'logout', { user: 'nobody' })).status, 404);
+    assert.equal((await control(idp.url, 'backchannel-logout-uri', { uri: 'ftp://127.0.0.1/x' })).status, 400);
+    assert.equal((await control(idp.url, 'backchannel-logout-uri', { uri: 'http://127.0.0.1/x#f' })).status, 400);
+    assert.equal((await control(idp.url, 'nothing', {})).status, 404);
+    assert.equal((await fetch(`${idp.url}__control/login`)).status, 405);
+  });
+
+  test('POST /__control/backchannel-logout-uri sets and replaces the URI at runtime', async () => {
+    const late = await launch(); // no --backchannel-logout-uri
+    const a = await receiver();
+    const b = await receiver();
+    try {
+      const lateJwks = await getJson(`${late.url}jwks`);
+      // Without a URI, logout ends the session and sends nothing.
+      await control(late.url, 'login', { user: 'frank' });
+      let out = await control(late.url, 'logout', { user: 'frank' });
+      assert.equal(out.status, 200);
+      assert.deepEqual(out.json.logout_tokens, []);
+      assert.deepEqual(out.json.statuses, []);
+
+      let set = await control(late.url, 'backchannel-logout-uri', { uri: a.uri });
+      assert.deepEqual(set, { status: 200, json: { uri: a.uri } });
+      const login = (await control(late.url, 'login', { user: 'frank' })).json;
+      set = await control(late.url, 'backchannel-logout-uri', { uri: b.uri });
+      assert.equal(set.status, 200);
+      out = await control(late.url, 'logout', { user: 'frank' });
+      assert.deepEqual(out.json.statuses, [200]);
+      assert.equal(a.requests.length, 0, 'the replaced URI gets nothing');
+      assert.equal(b.requests.length, 1);
+      assert.equal(new URLSearchParams(b.requests[0].body).get('logout_token'), out.json.logout_tokens[0]);
+      await checkLogoutToken(out.json.logout_tokens[0], { issuer: late.url, jwks: lateJwks, sub: 'auth0|frank', sid: login.sid });
+
+      // A receiver that is not there: no status, and the reason.
+      await b.close();
+      await control(late.url, 'login', { user: 'frank' });
+      out = await control(late.url, 'logout', { user: 'frank' });
+      assert.equal(out.status, 200);
+      assert.deepEqual(out.json.statuses, [null]);
+      assert.equal(out.json.errors.length, 1);
+      assert.equal(typeof out.json.errors[0], 'string');
+    } finally {
+      await late.stop('SIGKILL');
+      await a.close();
+      await b.close();
+    }
+  });
+
+  test('a bad --backchannel-logout-uri exits 2', async () => {
+    const result = await new Promise((resolve) => {
+      execFile(process.execPath, [ISSUER_JS, '--backchannel-logout-uri', 'not a url'], (err, stdout, stderr) =>
+        resolve({ code: err?.code ?? 0, stdout, stderr }));
+    });
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /--backchannel-logout-uri must be an absolute http\(s\) URL/);
+    assert.equal(result.stdout, '');
+  });
+
+  test('stdout holds only the READY line', () => {
+    assert.equal(idp.stdout(), `READY ${idp.url}\n`);
   });
 });
