@@ -125,6 +125,44 @@ impl DpopIssuer {
         Ok(DpopIssuer { url, _child: child })
     }
 
+    /// Posts `body` to its control route `/__control/<what>` (login, logout,
+    /// backchannel-logout-uri: tests/issuer-dpop/README.md); the answer.
+    pub async fn control(&self, what: &str, body: serde_json::Value) -> Result<serde_json::Value> {
+        let response = reqwest::Client::new()
+            .post(format!("{}__control/{what}", self.url))
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let answer: serde_json::Value = response.json().await?;
+        anyhow::ensure!(
+            status.is_success(),
+            "/__control/{what} answered {status}: {answer}"
+        );
+        Ok(answer)
+    }
+
+    /// Refreshes at its token endpoint as `logout-app` does; the new access
+    /// token.
+    pub async fn refresh_logout_app(&self, refresh_token: &str) -> Result<String> {
+        let response = reqwest::Client::new()
+            .post(format!("{}token", self.url))
+            .basic_auth("logout-app", Some("logout-secret"))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ])
+            .send()
+            .await?;
+        let status = response.status();
+        let answer: serde_json::Value = response.json().await?;
+        anyhow::ensure!(status.is_success(), "refresh answered {status}: {answer}");
+        answer["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no access_token")
+    }
+
     /// authd's `[[issuers]]` entry for it.
     pub fn config_entry(&self) -> String {
         format!(

@@ -4,7 +4,10 @@
 //! logouts are stamped with the token's `iat`; forged, expired, old,
 //! wrong-audience, HS256, ID-token and access-token submissions are refused
 //! and revoke nothing; replays cost nothing; the body and the form are
-//! bounded; VerifyToken refuses logout tokens.
+//! bounded; VerifyToken refuses logout tokens. And a real logout at
+//! oidc-provider (`features.backchannelLogout`, tests/issuer-dpop): the token
+//! it sends ends the session on two replicas, a refresh after it is refused
+//! too, and the exact token replayed changes nothing.
 
 use std::time::Duration;
 
@@ -445,5 +448,70 @@ async fn auth0_account_events_revoke_deleted_and_blocked_users() -> Result<()> {
     );
     assert_eq!(deliver(&authd, Some(STREAM_TOKEN), replayed).await?.0, 200);
     assert_eq!(verify_reason(&authd, &fresh).await, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_real_logout_at_oidc_provider_ends_the_session_on_two_replicas() -> Result<()> {
+    let issuer = authd_tests::dpop::DpopIssuer::start().await?;
+    let toml = format!(
+        "{}[issuers.backchannel_logout]\nclient_ids = [\"logout-app\"]\n\
+         [sessions]\nrevocation_poll_ms = 200\n",
+        issuer.config_entry()
+    );
+    let a = Authd::start(&toml).await?;
+    let b = Authd::start_with_store(&toml, std::sync::Arc::clone(a.store())).await?;
+    issuer
+        .control(
+            "backchannel-logout-uri",
+            json!({"uri": format!("{}/backchannel-logout", a.uri())}),
+        )
+        .await?;
+    let alice = issuer.control("login", json!({"user": "alice"})).await?;
+    let bob = issuer.control("login", json!({"user": "bob"})).await?;
+    let token = |v: &serde_json::Value, name: &str| v[name].as_str().unwrap_or_default().to_owned();
+    let alice_token = token(&alice, "access_token");
+    assert_eq!(sid_of(&alice_token)?, token(&alice, "sid"));
+    for replica in [&a, &b] {
+        assert_eq!(verify_reason(replica, &alice_token).await, None);
+    }
+
+    // alice logs out at the identity provider, which posts its logout token.
+    let out = issuer.control("logout", json!({"user": "alice"})).await?;
+    assert_eq!(out["statuses"], json!([200]), "{out}");
+    assert_eq!(
+        verify_reason(&a, &alice_token).await,
+        Some(ErrorReason::SessionRevoked)
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while verify_reason(&b, &alice_token).await != Some(ErrorReason::SessionRevoked) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replica b still accepts alice's token"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Her refresh token outlives the logout at oidc-provider; what it mints
+    // carries the ended session's sid, and is refused.
+    let after = issuer
+        .refresh_logout_app(&token(&alice, "refresh_token"))
+        .await?;
+    assert_eq!(
+        verify_reason(&b, &after).await,
+        Some(ErrorReason::SessionRevoked)
+    );
+    // bob's session was not part of it.
+    assert_eq!(verify_reason(&b, &token(&bob, "access_token")).await, None);
+
+    // The exact token replayed: acknowledged, nothing new.
+    let sent = out["logout_tokens"][0].as_str().context("the token sent")?;
+    let held = a.verifier().revocations().status().0;
+    assert_eq!(logout(&a, sent).await?.0, 200);
+    assert_eq!(a.verifier().revocations().status().0, held);
+    // And VerifyToken never takes it for an access token.
+    assert_eq!(
+        verify_reason(&a, sent).await,
+        Some(ErrorReason::TokenTypeNotAllowed)
+    );
     Ok(())
 }
