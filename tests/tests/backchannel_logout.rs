@@ -515,3 +515,51 @@ async fn a_real_logout_at_oidc_provider_ends_the_session_on_two_replicas() -> Re
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_flood_is_held_to_the_issuers_rate() -> Result<()> {
+    let issuer = Issuer::start().await?;
+    let toml = issuer.sessions_config(&format!(
+        "[issuers.backchannel_logout]\nclient_ids = [\"{CLIENT_ID}\"]\nmax_per_second = 3\n"
+    ));
+    let authd = Authd::start(&toml).await?;
+    let bob = login(&issuer, &authd, "bob").await?;
+    let mut forged = logout_token(
+        &issuer,
+        "auth0|bob",
+        Some(&sid_of(&bob.access_token)?),
+        &[],
+        json!({}),
+    )
+    .await?;
+    forged.replace_range(forged.len() - 6.., "AAAAAA");
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(logout(&authd, &forged).await?.0);
+    }
+    assert_eq!(&statuses[..3], &[400, 400, 400], "{statuses:?}");
+    assert!(statuses[3..].iter().all(|s| *s == 503), "{statuses:?}");
+    // A token claiming no configured issuer spends its own bucket.
+    let stranger = format!(
+        "e30.{}.c2ln",
+        URL_SAFE_NO_PAD.encode(br#"{"iss":"https://elsewhere.example/"}"#)
+    );
+    assert_eq!(logout(&authd, &stranger).await?.0, 400);
+    assert_eq!(verify_reason(&authd, &bob.access_token).await, None);
+    // The rate refills: a genuine logout gets through a second later.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let genuine = logout_token(
+        &issuer,
+        "auth0|bob",
+        Some(&sid_of(&bob.access_token)?),
+        &[],
+        json!({}),
+    )
+    .await?;
+    assert_eq!(logout(&authd, &genuine).await?.0, 200);
+    assert_eq!(
+        verify_reason(&authd, &bob.access_token).await,
+        Some(ErrorReason::SessionRevoked)
+    );
+    Ok(())
+}

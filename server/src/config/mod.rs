@@ -336,6 +336,9 @@ impl Config {
                 if logout.session_claim.is_empty() {
                     return Err(invalid(at("session_claim"), "must not be empty"));
                 }
+                if logout.max_per_second == 0 {
+                    return Err(invalid(at("max_per_second"), "must be at least 1"));
+                }
                 if logout.max_age_seconds == 0 {
                     return Err(invalid(at("max_age_seconds"), "must be at least 1"));
                 }

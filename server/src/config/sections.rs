@@ -375,6 +375,15 @@ pub struct BackchannelLogoutConfig {
     /// Defaults to `120`.
     #[serde(default = "default_logout_max_age")]
     pub max_age_seconds: u64,
+    /// Logout tokens taken from this issuer per second, with a burst of as
+    /// many; more are answered 503 with `Retry-After` (the issuer retries).
+    /// Defaults to `1000` (a storm of 10,000 logouts a minute is 167).
+    #[serde(default = "default_logout_rate")]
+    pub max_per_second: u32,
+}
+
+fn default_logout_rate() -> u32 {
+    1000
 }
 
 fn default_session_claim() -> String {

@@ -4,8 +4,9 @@
 //!
 //! The endpoint is anonymous by design: the signed logout token is the
 //! credential. Bounded: the body (16 KiB) before it is parsed, the requests
-//! in flight (64; more are 503 at once), and every token is checked before
-//! anything is written. Answers (§2.8): 200 once the revocation is stored,
+//! in flight (64; more are 503 at once), a rate per issuer (by the `iss` a
+//! token claims; over it, 503 with `Retry-After: 1`), and every token is
+//! checked before anything is written. Answers (§2.8): 200 once the revocation is stored,
 //! 400 with an OAuth error body for a token authd does not accept, 503 when
 //! the store does not take the revocation — a deviation from the
 //! specification's 400, so that the issuer retries a logout authd could not
@@ -186,6 +187,14 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
             Some("exactly one logout_token parameter is required"),
         );
     };
+    if !receiver.logouts.admit(&token) {
+        counted("unknown", "rate_limited");
+        let mut response = answer(StatusCode::SERVICE_UNAVAILABLE, None);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    }
     match receiver.logouts.receive(&token).await {
         Ok((issuer, Received::Revoked(_))) => {
             counted(&issuer, "revoked");

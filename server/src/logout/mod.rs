@@ -32,7 +32,10 @@ pub mod http;
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
+    time::Instant,
 };
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 
 use serde_json::Value;
 
@@ -57,6 +60,41 @@ const MAX_CLAIM_BYTES: usize = 1024;
 struct Policy {
     client_ids: Vec<String>,
     max_age_seconds: i64,
+    max_per_second: f64,
+}
+
+/// The bucket of tokens whose `iss` names no issuer receiving logouts
+/// (forged or misdirected ones): its rate is the lowest configured.
+const UNKNOWN: &str = "";
+
+/// A token bucket: `rate` a second, as many at once.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, now: Instant) -> Bucket {
+        Bucket {
+            rate,
+            tokens: rate,
+            at: now,
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// What a logout token did.
@@ -88,6 +126,9 @@ pub struct Logouts {
     policies: HashMap<String, Policy>,
     revocation_ttl: i64,
     seen: Mutex<Seen>,
+    /// One bucket per issuer receiving logouts, and [`UNKNOWN`]'s: bounded
+    /// by the configuration, whatever tokens claim.
+    buckets: Mutex<HashMap<String, Bucket>>,
 }
 
 /// A bounded memory of `(iss, jti)` pairs accepted, oldest forgotten first.
@@ -118,7 +159,7 @@ impl Logouts {
     /// The receiver of `config`'s issuers that have
     /// `[issuers.backchannel_logout]`.
     pub fn new(config: &Config, verifier: Arc<Verifier>, store: Arc<dyn Store>) -> Logouts {
-        let policies = config
+        let policies: HashMap<String, Policy> = config
             .issuers
             .iter()
             .filter_map(|issuer| {
@@ -128,6 +169,7 @@ impl Logouts {
                     Policy {
                         client_ids: logout.client_ids.clone(),
                         max_age_seconds: i64::try_from(logout.max_age_seconds).unwrap_or(i64::MAX),
+                        max_per_second: f64::from(logout.max_per_second.max(1)),
                     },
                 ))
             })
@@ -149,7 +191,7 @@ impl Logouts {
                 .absolute(0);
             }
         }
-        for outcome in ["refused", "unavailable", "overloaded"] {
+        for outcome in ["refused", "unavailable", "overloaded", "rate_limited"] {
             metrics::counter!(
                 "authd_backchannel_logout_total",
                 "issuer" => "unknown",
@@ -157,7 +199,20 @@ impl Logouts {
             )
             .absolute(0);
         }
+        let now = Instant::now();
+        let mut buckets: HashMap<String, Bucket> = policies
+            .iter()
+            .map(|(issuer, p)| (issuer.clone(), Bucket::new(p.max_per_second, now)))
+            .collect();
+        let lowest = policies
+            .values()
+            .map(|p| p.max_per_second)
+            .fold(f64::INFINITY, f64::min);
+        if lowest.is_finite() {
+            buckets.insert(UNKNOWN.to_owned(), Bucket::new(lowest, now));
+        }
         Logouts {
+            buckets: Mutex::new(buckets),
             verifier,
             store,
             revocations,
@@ -171,6 +226,19 @@ impl Logouts {
     /// Whether any issuer sends logout tokens here.
     pub fn is_on(&self) -> bool {
         !self.policies.is_empty()
+    }
+
+    /// Whether `logout_token` may be checked now: its issuer's rate (by the
+    /// `iss` it claims, not yet verified: a forged token spends its claimed
+    /// issuer's rate at most, or the unknown bucket's) allows one more.
+    pub fn admit(&self, logout_token: &str) -> bool {
+        let claimed = claimed_issuer(logout_token)
+            .filter(|iss| self.policies.contains_key(iss))
+            .unwrap_or_default();
+        let mut buckets = lock(&self.buckets);
+        buckets
+            .get_mut(&claimed)
+            .is_none_or(|bucket| bucket.take(Instant::now()))
     }
 
     /// Checks `logout_token` and revokes what it names.
@@ -237,6 +305,17 @@ impl Logouts {
         tracing::info!(%issuer, kind = ?revocation.kind, "back-channel logout: revoked");
         Ok((issuer, Received::Revoked(revocation.kind)))
     }
+}
+
+/// The `iss` a compact token claims, unverified (only to pick its rate).
+fn claimed_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    if payload.len() > 16 * 1024 {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
 }
 
 /// What a logout token names, once checked.
@@ -325,6 +404,31 @@ mod tests {
         Policy {
             client_ids: vec!["app-1".to_owned(), "app-2".to_owned()],
             max_age_seconds: 120,
+            max_per_second: 10.0,
+        }
+    }
+
+    #[test]
+    fn a_bucket_allows_its_rate_and_a_burst_of_as_many() {
+        let start = Instant::now();
+        let mut bucket = Bucket::new(10.0, start);
+        let taken = (0..25).filter(|_| bucket.take(start)).count();
+        assert_eq!(taken, 10, "the burst");
+        let later = start + std::time::Duration::from_millis(500);
+        assert_eq!((0..25).filter(|_| bucket.take(later)).count(), 5);
+        let much_later = start + std::time::Duration::from_secs(60);
+        assert_eq!((0..25).filter(|_| bucket.take(much_later)).count(), 10);
+    }
+
+    #[test]
+    fn the_claimed_issuer_is_read_without_trusting_it() {
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"iss":"https://i/","sub":"x"}"#);
+        assert_eq!(
+            claimed_issuer(&format!("e30.{payload}.sig")).as_deref(),
+            Some("https://i/")
+        );
+        for junk in ["", "a.b.c", "e30.e30.x", "no-dots"] {
+            assert_eq!(claimed_issuer(junk), None, "{junk}");
         }
     }
 
