@@ -53,6 +53,11 @@ struct Args {
     /// How each user is revoked.
     #[arg(long, value_enum, default_value_t = Via::RevokeSession)]
     via: Via,
+    /// Instead of delays: post this many distinct logout tokens (sub only)
+    /// to /backchannel-logout from 32 concurrent HTTP/1.1 connections and
+    /// report logouts a second, each stored before its 200.
+    #[arg(long)]
+    throughput: Option<u32>,
 }
 
 /// What revokes.
@@ -90,7 +95,7 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
     let issuer = DevIssuer::start(loopback, AUDIENCE).await?;
     let config = Config::from_toml(&format!(
         "[[issuers]]\nissuer = \"{}\"\naudiences = [\"{AUDIENCE}\"]\n\
-         [issuers.backchannel_logout]\nclient_ids = [\"{}\"]\n\
+         [issuers.backchannel_logout]\nclient_ids = [\"{}\"]\nmax_per_second = 1000000\n\
          [watch]\nheartbeat_ms = {}\n[log]\nfilter = \"error\"\n",
         issuer.issuer(),
         issuer.client_id(),
@@ -136,6 +141,9 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
 
     let http = reqwest::Client::builder().http1_only().build()?;
     let logout_url = format!("{uri}/backchannel-logout");
+    if let Some(count) = args.throughput {
+        return logout_throughput(&issuer, &http, &logout_url, count).await;
+    }
     let mut after_answer = Histogram::<u64>::new(3)?;
     let mut after_request = Histogram::<u64>::new(3)?;
     let limit = Duration::from_secs_f64(args.max_seconds);
@@ -199,5 +207,57 @@ async fn run(args: &Args) -> anyhow::Result<serde_json::Value> {
         "threads": args.threads,
         "after_answer_us": summary(&after_answer),
         "after_request_us": summary(&after_request),
+    }))
+}
+
+/// Posts `count` distinct logout tokens, 32 at a time; logouts a second.
+async fn logout_throughput(
+    issuer: &DevIssuer,
+    http: &reqwest::Client,
+    url: &str,
+    count: u32,
+) -> anyhow::Result<serde_json::Value> {
+    ensure!(
+        (1..=1_000_000).contains(&count),
+        "--throughput must be in 1..=1000000"
+    );
+    let tokens: Vec<String> = (0..count)
+        .map(|i| issuer.mint_logout(&format!("auth0|flood-{i}"), None))
+        .collect();
+    let queue = Arc::new(std::sync::Mutex::new(tokens));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..32)
+        .map(|_| {
+            let (queue, http, url) = (Arc::clone(&queue), http.clone(), url.to_owned());
+            tokio::spawn(async move {
+                loop {
+                    let Some(token) = queue.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.pop()
+                    else {
+                        return Ok::<_, anyhow::Error>(());
+                    };
+                    let answer = http
+                        .post(&url)
+                        .form(&[("logout_token", token)])
+                        .send()
+                        .await?;
+                    ensure!(
+                        answer.status().as_u16() == 200,
+                        "logout answered {}",
+                        answer.status()
+                    );
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "tool": "revocation-delay",
+        "mode": "backchannel-logout throughput",
+        "logouts": count,
+        "seconds": seconds,
+        "per_second": f64::from(count) / seconds,
     }))
 }
