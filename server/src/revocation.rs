@@ -291,6 +291,18 @@ impl Revocations {
     /// Refuses the token `id` describes when a revocation names its session,
     /// its subject (issued at or before the revocation) or its signing input.
     pub fn check(&self, id: &SignedIdentity<'_>) -> Result<(), Error> {
+        self.refuse(id, false)
+    }
+
+    /// [`Self::check`] for a session that began at `id.issued_at` (an authd
+    /// session, or the id token that starts one). Times are whole seconds:
+    /// one begun in a subject revocation's own second counts as begun after
+    /// it, so that a user may log in again at once.
+    pub fn check_begun(&self, id: &SignedIdentity<'_>) -> Result<(), Error> {
+        self.refuse(id, true)
+    }
+
+    fn refuse(&self, id: &SignedIdentity<'_>, same_second_is_after: bool) -> Result<(), Error> {
         let set = self.current.load();
         if set.is_empty() {
             return Ok(());
@@ -307,7 +319,8 @@ impl Revocations {
         if let Some(at) = set.subjects.get(id.issuer).and_then(|m| m.get(id.subject)) {
             // Tokens issued at or before the revocation second are refused;
             // a token without iat cannot prove it is newer.
-            if id.issued_at.is_none_or(|iat| iat <= *at) {
+            let before = |iat: i64| iat < *at || (iat == *at && !same_second_is_after);
+            if id.issued_at.is_none_or(before) {
                 return Err(revoked());
             }
         }

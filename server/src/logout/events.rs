@@ -9,13 +9,11 @@
 //! acknowledged and ignored. An event seen before (its `id`), or whose
 //! revocation is already held, costs nothing.
 
-use std::{
-    collections::{HashSet, VecDeque},
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::Seen;
 use crate::{
     config::Config,
     revocation::Revocations,
@@ -65,7 +63,7 @@ pub struct AccountEvents {
     store: Arc<dyn Store>,
     revocations: Arc<Revocations>,
     revocation_ttl: i64,
-    seen: Mutex<(VecDeque<String>, HashSet<String>)>,
+    seen: Seen<String>,
 }
 
 /// One event that revokes: its id, user and time (unix milliseconds).
@@ -104,7 +102,7 @@ impl AccountEvents {
             revocations,
             revocation_ttl: i64::try_from(config.sessions.revocation_ttl_seconds)
                 .unwrap_or(i64::MAX),
-            seen: Mutex::new((VecDeque::new(), HashSet::new())),
+            seen: Seen::new(SEEN_EVENTS),
         })
     }
 
@@ -162,14 +160,14 @@ impl AccountEvents {
         }
         let now = unix_now();
         for event in revoking {
-            let seen = self.seen_before(&event.id);
+            let seen = self.seen.contains(&event.id);
             let held = self
                 .revocations
                 .subject_revoked_until(issuer, &event.user)
                 .is_some_and(|until| until >= event.at_ms.div_euclid(1000));
             if seen || held {
                 delivered.duplicate += 1;
-                self.remember(event.id);
+                self.seen.insert(event.id);
                 continue;
             }
             let revocation = Revocation {
@@ -184,30 +182,10 @@ impl AccountEvents {
                 return Err(EventsError::Unavailable);
             }
             self.revocations.apply(std::slice::from_ref(&revocation));
-            self.remember(event.id);
+            self.seen.insert(event.id);
             delivered.revoked += 1;
         }
         Ok(delivered)
-    }
-
-    fn seen_before(&self, id: &str) -> bool {
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .1
-            .contains(id)
-    }
-
-    fn remember(&self, id: String) {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.1.insert(id.clone()) {
-            seen.0.push_back(id);
-            while seen.0.len() > SEEN_EVENTS {
-                if let Some(old) = seen.0.pop_front() {
-                    seen.1.remove(&old);
-                }
-            }
-        }
     }
 }
 

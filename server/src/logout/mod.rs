@@ -30,7 +30,7 @@ pub mod events;
 pub mod http;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -125,30 +125,40 @@ pub struct Logouts {
     revocations: Arc<Revocations>,
     policies: HashMap<String, Policy>,
     revocation_ttl: i64,
-    seen: Mutex<Seen>,
+    seen: Seen<(String, String)>,
     /// One bucket per issuer receiving logouts, and [`UNKNOWN`]'s: bounded
     /// by the configuration, whatever tokens claim.
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
-/// A bounded memory of `(iss, jti)` pairs accepted, oldest forgotten first.
-#[derive(Debug, Default)]
-struct Seen {
-    order: VecDeque<(String, String)>,
-    set: std::collections::HashSet<(String, String)>,
+/// A bounded memory of what was accepted (a logout's `(iss, jti)`, an
+/// event's id), oldest forgotten first; shared between callers.
+#[derive(Debug)]
+pub(crate) struct Seen<K> {
+    capacity: usize,
+    held: Mutex<(VecDeque<K>, HashSet<K>)>,
 }
 
-impl Seen {
-    fn contains(&self, key: &(String, String)) -> bool {
-        self.set.contains(key)
+impl<K: Clone + Eq + std::hash::Hash> Seen<K> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Seen {
+            capacity,
+            held: Mutex::new((VecDeque::new(), HashSet::new())),
+        }
     }
 
-    fn insert(&mut self, key: (String, String)) {
-        if self.set.insert(key.clone()) {
-            self.order.push_back(key);
-            while self.order.len() > SEEN_JTIS {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
+    pub(crate) fn contains(&self, key: &K) -> bool {
+        lock(&self.held).1.contains(key)
+    }
+
+    pub(crate) fn insert(&self, key: K) {
+        let mut held = lock(&self.held);
+        let (order, set) = &mut *held;
+        if set.insert(key.clone()) {
+            order.push_back(key);
+            while order.len() > self.capacity {
+                if let Some(old) = order.pop_front() {
+                    set.remove(&old);
                 }
             }
         }
@@ -219,7 +229,7 @@ impl Logouts {
             policies,
             revocation_ttl: i64::try_from(config.sessions.revocation_ttl_seconds)
                 .unwrap_or(i64::MAX),
-            seen: Mutex::new(Seen::default()),
+            seen: Seen::new(SEEN_JTIS),
         }
     }
 
@@ -258,13 +268,13 @@ impl Logouts {
         let logout =
             check(&signed, policy, now).map_err(|why| LogoutError::Refused(why.to_owned()))?;
         let key = (issuer.clone(), logout.jti.clone());
-        if lock(&self.seen).contains(&key) {
+        if self.seen.contains(&key) {
             return Ok((issuer, Received::AlreadyHeld));
         }
         let revocation = match (&logout.sid, &logout.sub) {
             (Some(sid), _) => {
                 if self.revocations.holds_session(&issuer, sid) {
-                    lock(&self.seen).insert(key);
+                    self.seen.insert(key);
                     return Ok((issuer, Received::AlreadyHeld));
                 }
                 revocation(
@@ -280,7 +290,7 @@ impl Logouts {
                     .subject_revoked_until(&issuer, sub)
                     .is_some_and(|until| until >= logout.iat)
                 {
-                    lock(&self.seen).insert(key);
+                    self.seen.insert(key);
                     return Ok((issuer, Received::AlreadyHeld));
                 }
                 Revocation {
@@ -301,7 +311,7 @@ impl Logouts {
             return Err(LogoutError::Unavailable);
         }
         self.revocations.apply(std::slice::from_ref(&revocation));
-        lock(&self.seen).insert(key);
+        self.seen.insert(key);
         tracing::info!(%issuer, kind = ?revocation.kind, "back-channel logout: revoked");
         Ok((issuer, Received::Revoked(revocation.kind)))
     }

@@ -39,7 +39,7 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use zeroize::Zeroize as _;
 
 use super::{
-    SealError, SealedSecret, Secret,
+    SealError, SealedSecret, Secret, fields,
     local::{open_with, seal_with},
 };
 use crate::config::{SecretsConfig, valid_kms_key_id as valid_key_id};
@@ -165,17 +165,7 @@ impl Kms {
 
     /// Decrypts a `v2` value sealed for `item_key`.
     pub async fn open(&self, sealed: &SealedSecret, item_key: &str) -> Result<Secret, SealError> {
-        let mut parts = sealed.0.split('.');
-        let (Some("v2"), Some(key_arn), Some(wrapped), Some(nonce), Some(data), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return Err(SealError::Corrupt);
-        };
+        let [key_arn, wrapped, nonce, data] = fields(sealed, "v2")?;
         let key = self.data_key(key_arn, wrapped).await?;
         open_with(&key, &aad(key_arn, item_key), nonce, data)
     }

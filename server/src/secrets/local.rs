@@ -9,7 +9,7 @@ use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
 };
 
-use super::{SealError, SealedSecret, Secret, random_nonce};
+use super::{SealError, SealedSecret, Secret, fields, random_nonce};
 use crate::config::SecretKeyConfig;
 
 /// One AES-256-GCM key and its id.
@@ -119,16 +119,7 @@ impl LocalKeys {
 
     /// Decrypts a `v1` value, which must have been sealed for `item_key`.
     pub fn open(&self, sealed: &SealedSecret, item_key: &str) -> Result<Secret, SealError> {
-        let mut parts = sealed.0.split('.');
-        let (Some("v1"), Some(id), Some(nonce), Some(data), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return Err(SealError::Corrupt);
-        };
+        let [id, nonce, data] = fields(sealed, "v1")?;
         let key = self
             .keys
             .iter()

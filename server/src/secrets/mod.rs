@@ -73,6 +73,20 @@ impl SealedSecret {
     }
 }
 
+/// The `N` dot-separated fields after `version` (`v1`, `v2`) of a sealed
+/// value; anything else is [`SealError::Corrupt`].
+fn fields<'a, const N: usize>(
+    sealed: &'a SealedSecret,
+    version: &str,
+) -> Result<[&'a str; N], SealError> {
+    let mut parts = sealed.0.split('.');
+    if parts.next() != Some(version) {
+        return Err(SealError::Corrupt);
+    }
+    let fields: Vec<&str> = parts.collect();
+    <[&str; N]>::try_from(fields).map_err(|_| SealError::Corrupt)
+}
+
 /// Why secrets cannot be sealed or opened.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SealError {

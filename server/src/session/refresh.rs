@@ -147,7 +147,7 @@ impl Sessions {
             let record = self.live_record(id, now).await?;
             // Its `sid` or its user revoked since it began (by RevokeSession
             // on any replica, or `authd revoke`): it ends here too.
-            if self.revocations.check(&started_as(&record)).is_err() {
+            if self.revocations.check_begun(&started_as(&record)).is_err() {
                 self.mark_revoked(record).await?;
                 return Err(Error::SessionRevoked);
             }
@@ -336,14 +336,12 @@ impl Sessions {
 
 /// What a revocation can match of a session: its issuer's `sid`, its user
 /// as of when it began (no token: a digest never matches an empty input).
-/// Times are whole seconds: a session begun in a user revocation's own
-/// second counts as begun after it (a login right after the revocation).
 fn started_as(record: &SessionRecord) -> SignedIdentity<'_> {
     SignedIdentity {
         issuer: &record.issuer,
         subject: &record.user_id,
         session_id: record.issuer_session_id.as_deref(),
-        issued_at: Some(record.created_at.saturating_add(1)),
+        issued_at: Some(record.created_at),
         token: "",
     }
 }

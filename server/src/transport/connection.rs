@@ -217,46 +217,18 @@ async fn serve_http1<T>(
     let connection = shared
         .http1
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
-    let mut connection = std::pin::pin!(connection);
+    let connection = std::pin::pin!(connection);
+    // Always an idle bound: an HTTP/1.1 client has no PING to keep it honest.
     let idle = shared.idle_timeout.unwrap_or(shared.handshake_timeout * 6);
-    let mut tick = tokio::time::interval(
-        (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(15)),
-    );
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut closing = false;
-    let mut watching = true;
-    loop {
-        tokio::select! {
-            served = connection.as_mut() => {
-                if let Err(error) = served {
-                    tracing::debug!(%error, "HTTP/1.1 connection ended");
-                }
-                break;
-            }
-            changed = stage.changed(), if watching => {
-                if changed.is_err() {
-                    watching = false;
-                    continue;
-                }
-                match *stage.borrow_and_update() {
-                    Stage::Serving => {}
-                    Stage::Draining if !closing => {
-                        connection.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    Stage::Draining => {}
-                    Stage::Dropping => break,
-                }
-            }
-            _ = tick.tick(), if !closing => {
-                if activity.idle_for().is_some_and(|d| d >= idle) {
-                    tracing::debug!("closing an idle HTTP/1.1 connection");
-                    connection.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-            }
-        }
-    }
+    drive(
+        connection,
+        |c| c.graceful_shutdown(),
+        &mut stage,
+        &activity,
+        Some(idle),
+        shared.keepalive_timeout,
+    )
+    .await;
     drop(permit);
 }
 
@@ -322,8 +294,33 @@ async fn serve_http2<T>(
     let connection = shared
         .http2
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(calls));
-    let mut connection = std::pin::pin!(connection);
-    let idle = shared.idle_timeout;
+    let connection = std::pin::pin!(connection);
+    drive(
+        connection,
+        |c| c.graceful_shutdown(),
+        &mut stage,
+        &activity,
+        shared.idle_timeout,
+        shared.keepalive_timeout,
+    )
+    .await;
+    drop(permit);
+}
+
+/// Serves `connection` (HTTP/2 or HTTP/1.1) until it ends: closed
+/// gracefully (`shut_down`) when the stage drains or when it has had no call
+/// for `idle`, dropped when the stage drops it or when a peer told to close
+/// has not gone `keepalive_timeout` later.
+async fn drive<C>(
+    mut connection: Pin<&mut C>,
+    shut_down: impl Fn(Pin<&mut C>),
+    stage: &mut watch::Receiver<Stage>,
+    activity: &Activity,
+    idle: Option<Duration>,
+    keepalive_timeout: Duration,
+) where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
     let mut tick = tokio::time::interval(idle.map_or(Duration::from_secs(3600), |i| {
         (i / 4).clamp(Duration::from_millis(100), Duration::from_secs(15))
     }));
@@ -348,7 +345,7 @@ async fn serve_http2<T>(
                 match *stage.borrow_and_update() {
                     Stage::Serving => {}
                     Stage::Draining if !closing => {
-                        connection.as_mut().graceful_shutdown();
+                        shut_down(connection.as_mut());
                         closing = true;
                     }
                     Stage::Draining => {}
@@ -358,11 +355,11 @@ async fn serve_http2<T>(
             _ = tick.tick(), if idle.is_some() && !closing => {
                 if idle.is_some_and(|idle| activity.idle_for().is_some_and(|d| d >= idle)) {
                     tracing::debug!("closing a connection idle for limits.idle_timeout_seconds");
-                    connection.as_mut().graceful_shutdown();
+                    shut_down(connection.as_mut());
                     closing = true;
                     give_up
                         .as_mut()
-                        .reset(tokio::time::Instant::now() + shared.keepalive_timeout);
+                        .reset(tokio::time::Instant::now() + keepalive_timeout);
                 }
             }
             () = give_up.as_mut() => {
@@ -371,7 +368,6 @@ async fn serve_http2<T>(
             }
         }
     }
-    drop(permit);
 }
 
 // === the handshake ===

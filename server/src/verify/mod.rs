@@ -425,12 +425,9 @@ impl Verifier {
         }
         let verified = check_claims(claims, policy.leeway, &[client_id.to_owned()], unix_now())?;
         // A session the issuer or an operator ended (its `sid`, or its user
-        // after the id token was issued) does not start again here. iat has
-        // whole seconds: an id token of the revocation's own second counts
-        // as newer, so that logging in again right after works.
-        let mut identity = verified.signed_identity(id_token);
-        identity.issued_at = identity.issued_at.map(|iat| iat.saturating_add(1));
-        self.revocations.check(&identity)?;
+        // after the id token was issued) does not start again here.
+        self.revocations
+            .check_begun(&verified.signed_identity(id_token))?;
         if let Some(nonce) = nonce.filter(|n| !n.is_empty())
             && verified.claims.get("nonce").and_then(|v| v.as_str()) != Some(nonce)
         {
