@@ -24,6 +24,9 @@
 //!   (RFC 6750 answers), free of protobuf types.
 //! - [`callers`]: caller identities (client certificates, service tokens)
 //!   and the `[[callers]]` policy per RPC, one tower layer.
+//! - [`connect`]: the Connect protocol (JSON or binary over HTTP/1.1 and
+//!   HTTP/2) and gRPC-Web on the same port, each request a gRPC call to the
+//!   same routes in-process; `authd openapi`'s document of the JSON surface.
 //! - [`grpc`]: thin tonic handlers and the one error → status mapping.
 //! - [`server`]: wiring, health, reflection, graceful shutdown.
 //! - [`observe`]: the `[metrics]` listener — Prometheus `/metrics`,
@@ -36,6 +39,7 @@
 
 pub mod callers;
 pub mod config;
+pub mod connect;
 pub mod dangerous;
 pub mod dpop;
 pub mod error;

@@ -435,10 +435,12 @@ pub async fn run(
     let policy = PolicyLayer::new(app.policy.clone(), Arc::clone(&app.verifier));
     let routes = transport::Routes {
         grpc: Routes::from(routes.into_axum_router().layer(policy)).prepare(),
-        http1: crate::logout::http::router(
+        http: crate::logout::http::router(
             Arc::clone(&app.logouts),
             Arc::clone(&app.account_events),
         ),
+        protocols: crate::connect::Protocols::new(&app.listener, &app.limits)
+            .map_err(StartError::Setup)?,
     };
     let reloader = app.tls.as_ref().map(transport::Tls::spawn_reloader);
     tracing::info!(%addr, workers = app.workers, tls = app.tls.is_some(), callers_policy = app.policy.is_on(), "authd serving gRPC");

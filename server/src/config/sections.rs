@@ -112,6 +112,15 @@ pub struct ServerConfig {
     /// Serve plaintext on a non-loopback address, for a mesh or proxy that
     /// terminates TLS in front of authd. Logged loudly. Defaults to `false`.
     pub insecure_plaintext: bool,
+    /// Serve the Connect protocol on the same port: unary RPCs as `POST
+    /// /<service>/<method>` with `application/json` (proto3 JSON) or
+    /// `application/proto` bodies over HTTP/1.1 and HTTP/2, and
+    /// server-streaming `WatchRevocations` as `application/connect+json` /
+    /// `+proto`. Off: such requests are answered 415. Defaults to `true`.
+    pub connect: bool,
+    /// Serve gRPC-Web (`application/grpc-web`, `+proto`, `-text`) on the
+    /// same port. Off: answered 415. Defaults to `true`.
+    pub grpc_web: bool,
 }
 
 /// `[server.tls]`: the listener's certificate and, for mutual TLS, the CA
@@ -177,6 +186,8 @@ impl Default for ServerConfig {
             threads: 0,
             tls: None,
             insecure_plaintext: false,
+            connect: true,
+            grpc_web: true,
         }
     }
 }

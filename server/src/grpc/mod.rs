@@ -21,6 +21,10 @@ use crate::{
     verify::Verifier,
 };
 
+/// The path of VerifyToken, whose request gets the smaller size limit
+/// (`limits.max_verify_message_bytes`).
+pub const VERIFY_TOKEN_PATH: &str = "/auth.v1.AuthService/VerifyToken";
+
 /// The messages of one WatchRevocations stream.
 type RevocationStream =
     Pin<Box<dyn Stream<Item = Result<pb::WatchRevocationsResponse, Status>> + Send>>;

@@ -29,8 +29,6 @@ use tower::Service;
 use super::Refusals;
 use crate::{callers::Peer, config::LimitsConfig, error::Error};
 
-/// The RPC whose messages get the smaller limit.
-const VERIFY_PATH: &str = "/auth.v1.AuthService/VerifyToken";
 /// RPCs whose callers stream several messages: their bodies are not read
 /// here (tonic bounds each message with `max_message_bytes`).
 const STREAMING_PREFIX: &str = "/grpc.reflection.";
@@ -142,7 +140,7 @@ where
         Box::pin(async move {
             let path = request.uri().path();
             let streaming = path.starts_with(STREAMING_PREFIX);
-            let max = if path == VERIFY_PATH {
+            let max = if path == crate::grpc::VERIFY_TOKEN_PATH {
                 limits.max_verify_message
             } else {
                 limits.max_message

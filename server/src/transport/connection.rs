@@ -37,7 +37,7 @@ use super::{
     calls::{Activity, CallLimits, Calls},
     tls::Tls,
 };
-use crate::{callers::Peer, config::LimitsConfig};
+use crate::{callers::Peer, config::LimitsConfig, connect::Front};
 
 /// What every connection of the process shares.
 #[derive(Debug)]
@@ -149,55 +149,33 @@ pub(crate) async fn serve(
         }
     };
     match opened {
-        Opened::Plain(Protocol::Http2(first), tcp) => {
-            Box::pin(serve_http2(
-                Rewind::new(first, tcp),
-                None,
-                routes,
-                shared,
-                stage,
-                permit,
+        Opened::Plain(protocol, tcp) => {
+            Box::pin(serve_opened(
+                protocol, tcp, None, routes, shared, stage, permit,
             ))
             .await;
         }
-        Opened::Tls(Protocol::Http2(first), tls, peer) => {
-            Box::pin(serve_http2(
-                Rewind::new(first, *tls),
-                peer,
-                routes,
-                shared,
-                stage,
-                permit,
-            ))
-            .await;
-        }
-        Opened::Plain(Protocol::Http1(first), tcp) => {
-            Box::pin(serve_http1(
-                Rewind::new(first, tcp),
-                routes.http1,
-                shared,
-                stage,
-                permit,
-            ))
-            .await;
-        }
-        Opened::Tls(Protocol::Http1(first), tls, _) => {
-            Box::pin(serve_http1(
-                Rewind::new(first, *tls),
-                routes.http1,
-                shared,
-                stage,
-                permit,
+        Opened::Tls(protocol, tls, peer) => {
+            Box::pin(serve_opened(
+                protocol, *tls, peer, routes, shared, stage, permit,
             ))
             .await;
         }
     }
 }
 
-/// Serves HTTP/1.1 on a connection whose first bytes were a request line.
-async fn serve_http1<T>(
-    io: Rewind<T>,
-    router: axum::Router,
+/// Serves a connection whose handshake arrived, in the protocol it speaks.
+///
+/// Both protocols serve the same stack: [`crate::connect::Front`] sends
+/// gRPC, Connect and gRPC-Web calls through the connection's calls (limits,
+/// metrics, the client certificate's identity) to the tonic routes, and
+/// other requests to the plain HTTP routes, each counted as a call of the
+/// connection while it is served.
+async fn serve_opened<T>(
+    protocol: Protocol,
+    io: T,
+    peer: Option<Peer>,
+    routes: Routes,
     shared: Arc<Shared>,
     mut stage: watch::Receiver<Stage>,
     permit: OwnedSemaphorePermit,
@@ -205,30 +183,54 @@ async fn serve_http1<T>(
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::new());
+    let rpc = crate::observe::GrpcMetrics::new(Calls::new(
+        routes.grpc,
+        Arc::clone(&shared.calls),
+        Arc::clone(&activity),
+        peer,
+    ));
     let marked = Arc::clone(&activity);
-    // Each request counts as a call of the connection while it is served.
-    let service = tower::ServiceBuilder::new()
+    let http = tower::ServiceBuilder::new()
         .map_request(move |mut request: http::Request<hyper::body::Incoming>| {
             let guard = marked.start();
             request.extensions_mut().insert(Arc::new(guard));
             request
         })
-        .service(router);
-    let connection = shared
-        .http1
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
-    let connection = std::pin::pin!(connection);
-    // Always an idle bound: an HTTP/1.1 client has no PING to keep it honest.
-    let idle = shared.idle_timeout.unwrap_or(shared.handshake_timeout * 6);
-    drive(
-        connection,
-        |c| c.graceful_shutdown(),
-        &mut stage,
-        &activity,
-        Some(idle),
-        shared.keepalive_timeout,
-    )
-    .await;
+        .service(routes.http);
+    let front = TowerToHyperService::new(Front::new(rpc, http, routes.protocols));
+    match protocol {
+        Protocol::Http2(first) => {
+            let io = TokioIo::new(Rewind::new(first, io));
+            let connection = shared.http2.serve_connection(io, front);
+            let connection = std::pin::pin!(connection);
+            drive(
+                connection,
+                |c| c.graceful_shutdown(),
+                &mut stage,
+                &activity,
+                shared.idle_timeout,
+                shared.keepalive_timeout,
+            )
+            .await;
+        }
+        Protocol::Http1(first) => {
+            let io = TokioIo::new(Rewind::new(first, io));
+            let connection = shared.http1.serve_connection(io, front);
+            let connection = std::pin::pin!(connection);
+            // Always an idle bound: an HTTP/1.1 client has no PING to keep
+            // it honest.
+            let idle = shared.idle_timeout.unwrap_or(shared.handshake_timeout * 6);
+            drive(
+                connection,
+                |c| c.graceful_shutdown(),
+                &mut stage,
+                &activity,
+                Some(idle),
+                shared.keepalive_timeout,
+            )
+            .await;
+        }
+    }
     drop(permit);
 }
 
@@ -271,40 +273,6 @@ async fn open(mut tcp: TcpStream, tls: Option<&Tls>) -> Result<Option<Opened>, F
         .await
         .map_err(Failed::Io)?
         .map(|protocol| Opened::Tls(protocol, Box::new(stream), peer)))
-}
-
-/// Serves a connection whose handshake arrived.
-async fn serve_http2<T>(
-    io: Rewind<T>,
-    peer: Option<Peer>,
-    routes: Routes,
-    shared: Arc<Shared>,
-    mut stage: watch::Receiver<Stage>,
-    permit: OwnedSemaphorePermit,
-) where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let activity = Arc::new(Activity::new());
-    let calls = crate::observe::GrpcMetrics::new(Calls::new(
-        routes.grpc,
-        Arc::clone(&shared.calls),
-        Arc::clone(&activity),
-        peer,
-    ));
-    let connection = shared
-        .http2
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(calls));
-    let connection = std::pin::pin!(connection);
-    drive(
-        connection,
-        |c| c.graceful_shutdown(),
-        &mut stage,
-        &activity,
-        shared.idle_timeout,
-        shared.keepalive_timeout,
-    )
-    .await;
-    drop(permit);
 }
 
 /// Serves `connection` (HTTP/2 or HTTP/1.1) until it ends: closed

@@ -22,15 +22,18 @@ use std::{
 pub(crate) use tls::{Tls, check_plaintext};
 pub(crate) use workers::{count, serve};
 
-/// What the port serves: the gRPC services, as tonic routes them, to
-/// HTTP/2 clients; the HTTP/1.1 endpoints (OpenID Connect back-channel
-/// logout) to HTTP/1.1 clients.
+/// What the port serves, over HTTP/2 and HTTP/1.1 alike: the gRPC
+/// services as tonic routes them (gRPC itself, and Connect and gRPC-Web
+/// turned into gRPC calls by [`crate::connect`]), and the plain HTTP
+/// endpoints (OpenID Connect back-channel logout, account events).
 #[derive(Clone)]
 pub(crate) struct Routes {
-    /// gRPC, over HTTP/2.
+    /// The gRPC services.
     pub(crate) grpc: tonic::service::Routes,
-    /// Plain HTTP/1.1 requests.
-    pub(crate) http1: axum::Router,
+    /// The plain HTTP endpoints.
+    pub(crate) http: axum::Router,
+    /// Connect and gRPC-Web: which are on, and what they serve.
+    pub(crate) protocols: std::sync::Arc<crate::connect::Protocols>,
 }
 
 /// Where the server is in its life; connections watch it.

@@ -1,0 +1,274 @@
+//! Request bodies: read whole under their RPC's size limit and the body
+//! timeout before anything parses them, and the JSON ones checked for depth
+//! and turned into the RPC's protobuf message.
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, header};
+use http_body::Body as HttpBody;
+use http_body_util::BodyExt;
+use prost::Message;
+use prost_reflect::{DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions};
+
+use super::{Codec, MAX_JSON_DEPTH};
+use crate::error::Error;
+
+/// The 5-byte prefix of a gRPC message and of a Connect envelope: flags,
+/// big-endian length.
+pub(super) const PREFIX: usize = 5;
+
+/// Reads `body` whole: refused at once when its declared `content-length`
+/// is over `max`, as soon as the bytes received pass `max`, and when it has
+/// not arrived within `timeout`.
+pub(super) async fn read<B>(
+    headers: &HeaderMap,
+    body: B,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, Error>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(len) = declared
+        && len > max
+    {
+        return Err(Error::RequestTooLarge { len, max });
+    }
+    let reading = async {
+        let mut body = std::pin::pin!(body);
+        let mut whole = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame
+                .map_err(|e| Error::MalformedRequest(format!("the request body failed: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if whole.len() + data.len() > max {
+                return Err(Error::RequestTooLarge {
+                    len: whole.len() + data.len(),
+                    max,
+                });
+            }
+            whole.extend_from_slice(&data);
+        }
+        Ok(whole.freeze())
+    };
+    match tokio::time::timeout(timeout, reading).await {
+        Ok(read) => read,
+        Err(_) => Err(Error::DeadlineExceeded {
+            waiting_for: "the request body",
+        }),
+    }
+}
+
+/// The request message as protobuf bytes: a JSON body parsed with the
+/// proto3 JSON mapping (unknown fields refused, depth bounded), a binary one
+/// as it is (the RPC decodes it).
+pub(super) fn to_proto(
+    codec: Codec,
+    input: &MessageDescriptor,
+    bytes: Bytes,
+) -> Result<Bytes, Error> {
+    match codec {
+        Codec::Proto => Ok(bytes),
+        Codec::Json => {
+            // An empty body is the empty message, as in the binary encoding.
+            let json: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+                b"{}"
+            } else {
+                &bytes
+            };
+            if !depth_within(json, MAX_JSON_DEPTH) {
+                return Err(Error::MalformedRequest(format!(
+                    "the JSON nests deeper than {MAX_JSON_DEPTH} levels"
+                )));
+            }
+            let mut de = serde_json::Deserializer::from_slice(json);
+            let message = DynamicMessage::deserialize_with_options(
+                input.clone(),
+                &mut de,
+                &DeserializeOptions::new().deny_unknown_fields(true),
+            )
+            .and_then(|m| de.end().map(|()| m))
+            .map_err(|e| {
+                Error::MalformedRequest(crate::error::truncate(
+                    &format!("the JSON is not a {}: {e}", input.full_name()),
+                    240,
+                ))
+            })?;
+            Ok(Bytes::from(message.encode_to_vec()))
+        }
+    }
+}
+
+/// An answer message from protobuf bytes to `codec`.
+pub(super) fn from_proto(
+    codec: Codec,
+    output: &MessageDescriptor,
+    bytes: Bytes,
+) -> Result<Bytes, Error> {
+    match codec {
+        Codec::Proto => Ok(bytes),
+        Codec::Json => {
+            let message = DynamicMessage::decode(output.clone(), bytes)
+                .map_err(|e| Error::Internal(format!("an answer of authd does not decode: {e}")))?;
+            let mut out = Vec::with_capacity(256);
+            let mut ser = serde_json::Serializer::new(&mut out);
+            message
+                .serialize_with_options(&mut ser, &SerializeOptions::new())
+                .map_err(|e| Error::Internal(format!("an answer does not encode as JSON: {e}")))?;
+            Ok(Bytes::from(out))
+        }
+    }
+}
+
+/// `message` behind a 5-byte prefix with `flags`.
+pub(super) fn framed(flags: u8, message: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(PREFIX + message.len());
+    out.put_u8(flags);
+    out.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
+    out.extend_from_slice(message);
+    out.freeze()
+}
+
+/// The first whole prefixed message of `buf` (its flags and bytes), taken
+/// off `buf`; `None` while it has not all arrived.
+pub(super) fn take_framed(buf: &mut BytesMut) -> Option<(u8, Bytes)> {
+    if buf.len() < PREFIX {
+        return None;
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if buf.len() < PREFIX + len {
+        return None;
+    }
+    let flags = buf[0];
+    let mut message = buf.split_to(PREFIX + len);
+    let _ = message.split_to(PREFIX);
+    Some((flags, message.freeze()))
+}
+
+/// Whether `json` nests objects and arrays at most `max` deep (strings and
+/// their escapes skipped). Checked before parsing, so that no deep document
+/// reaches the parser's recursion.
+fn depth_within(json: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+
+    fn verify_request() -> MessageDescriptor {
+        super::super::descriptors()
+            .expect("pool")
+            .get_message_by_name("auth.v1.VerifyTokenRequest")
+            .expect("message")
+    }
+
+    #[test]
+    fn depth_counts_brackets_outside_strings() {
+        assert!(depth_within(br#"{"a":[1,{"b":2}]}"#, 3));
+        assert!(!depth_within(br#"{"a":[1,{"b":2}]}"#, 2));
+        assert!(depth_within(br#"{"a":"[[[[[[\"[[[["}"#, 1));
+        let deep = "[".repeat(10_000);
+        assert!(!depth_within(deep.as_bytes(), MAX_JSON_DEPTH));
+    }
+
+    #[test]
+    fn json_maps_to_the_message_and_unknown_fields_are_refused() {
+        let desc = verify_request();
+        let proto = to_proto(
+            Codec::Json,
+            &desc,
+            Bytes::from_static(br#"{"token":"t","requiredScopes":["a"]}"#),
+        )
+        .expect("valid");
+        let decoded = authd_proto::pb::VerifyTokenRequest::decode(proto).expect("decodes");
+        assert_eq!(decoded.token, "t");
+        assert_eq!(decoded.required_scopes, ["a"]);
+        for bad in [
+            &br#"{"token":"t","tokn":"x"}"#[..],
+            br#"{"token":1}"#,
+            br#"{"token":"t"} trailing"#,
+            br#"not json"#,
+            br#"[]"#,
+        ] {
+            let refused = to_proto(Codec::Json, &desc, Bytes::from_static(bad)).expect_err("bad");
+            assert_eq!(refused.reason(), crate::Reason::MalformedRequest, "{bad:?}");
+        }
+        assert_eq!(
+            to_proto(Codec::Json, &desc, Bytes::new()).expect("empty is {}"),
+            Bytes::new()
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_are_bounded_by_declared_and_received_length() {
+        let mut headers = HeaderMap::new();
+        let second = Duration::from_secs(1);
+        let body = || Full::new(Bytes::from(vec![b' '; 100]));
+        assert_eq!(
+            read(&headers, body(), 100, second)
+                .await
+                .expect("fits")
+                .len(),
+            100
+        );
+        assert_eq!(
+            read(&headers, body(), 99, second).await,
+            Err(Error::RequestTooLarge { len: 100, max: 99 })
+        );
+        headers.insert(header::CONTENT_LENGTH, "1000000".parse().expect("ascii"));
+        assert_eq!(
+            read(&headers, body(), 99, second).await,
+            Err(Error::RequestTooLarge {
+                len: 1_000_000,
+                max: 99
+            })
+        );
+    }
+
+    #[test]
+    fn framed_messages_round_trip_and_wait_for_their_bytes() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&framed(2, b"hello"));
+        buf.extend_from_slice(&framed(0, b"wor")[..6]);
+        assert_eq!(
+            take_framed(&mut buf),
+            Some((2, Bytes::from_static(b"hello")))
+        );
+        assert_eq!(take_framed(&mut buf), None);
+        buf.extend_from_slice(b"or");
+        assert_eq!(take_framed(&mut buf), Some((0, Bytes::from_static(b"wor"))));
+    }
+}
