@@ -286,6 +286,47 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason (tests check it against the protocol's `ErrorReason`).
+    pub const ALL: [Reason; 37] = [
+        Reason::SealingKeysUnavailable,
+        Reason::DeviceCodeSpent,
+        Reason::TokenBindingMismatch,
+        Reason::DpopProofInvalid,
+        Reason::DpopProofReplayed,
+        Reason::DpopNonceRequired,
+        Reason::TokenTypeNotAllowed,
+        Reason::SessionRevoked,
+        Reason::SessionNotFound,
+        Reason::SessionExpired,
+        Reason::GrantRejected,
+        Reason::UserNotFound,
+        Reason::CallerNotTrusted,
+        Reason::RateLimited,
+        Reason::IssuerUnavailable,
+        Reason::StoreUnavailable,
+        Reason::Conflict,
+        Reason::TokenMissing,
+        Reason::TokenTooLarge,
+        Reason::MalformedToken,
+        Reason::BadSignature,
+        Reason::UnknownKey,
+        Reason::AlgorithmNotAllowed,
+        Reason::TokenExpired,
+        Reason::TokenNotYetValid,
+        Reason::WrongIssuer,
+        Reason::WrongAudience,
+        Reason::InsufficientScope,
+        Reason::KeysUnavailable,
+        Reason::InvalidRequest,
+        Reason::Internal,
+        Reason::RequestTooLarge,
+        Reason::MalformedRequest,
+        Reason::Overloaded,
+        Reason::DeadlineExceeded,
+        Reason::WatcherTooSlow,
+        Reason::TooManyWatchers,
+    ];
+
     /// Whether the reason says authd could not decide (a dependency was
     /// unavailable, the server was overloaded or failed) rather than that
     /// the request was refused on its merits.

@@ -71,6 +71,11 @@ enum Command {
         #[arg(long)]
         issuer: Option<String>,
     },
+    /// Prints the OpenAPI 3.1 document (YAML) of the Connect JSON surface:
+    /// every unary RPC as `POST /<service>/<method>`, its request and answer
+    /// schemas, the error body and the statuses. `proto/openapi.yaml` is its
+    /// output.
+    Openapi,
     /// Store administration.
     Store {
         #[command(subcommand)]
@@ -151,6 +156,10 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Openapi => {
+            let document = authd::connect::openapi::document().map_err(anyhow::Error::msg)?;
+            print!("{}", authd::connect::openapi::to_yaml(&document));
+        }
         Command::Serve { config } => {
             let config = Config::load(config.as_deref())?;
             let _tracing = authd::telemetry::init_with_tracing(&config.log, &config.tracing)

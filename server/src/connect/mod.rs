@@ -21,6 +21,7 @@
 
 mod body;
 mod errors;
+pub mod openapi;
 mod stream;
 mod unary;
 

@@ -192,13 +192,18 @@ fn check_headers(headers: &HeaderMap, streaming: bool) -> Result<(), Status> {
     Ok(())
 }
 
-/// `Connect-Timeout-Ms`: a positive integer of at most 10 digits.
+/// `Connect-Timeout-Ms`: a positive integer of at most 10 digits (a zero
+/// deadline could never be met, and is refused as malformed).
 fn connect_timeout(headers: &HeaderMap) -> Result<Option<Duration>, Status> {
     let Some(value) = headers.get("connect-timeout-ms") else {
         return Ok(None);
     };
     let digits = value.as_bytes();
-    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty()
+        || digits.len() > 10
+        || !digits.iter().all(u8::is_ascii_digit)
+        || digits.iter().all(|d| *d == b'0')
+    {
         return Err(Error::MalformedRequest(
             "Connect-Timeout-Ms must be a positive integer of at most 10 digits".to_owned(),
         )
@@ -277,6 +282,8 @@ mod tests {
             Some(Duration::from_millis(250))
         );
         assert!(timeout("-1").is_err());
+        assert!(timeout("0").is_err());
+        assert!(timeout("000").is_err());
         assert!(timeout("12345678901").is_err());
         assert!(timeout("1.5").is_err());
         assert_eq!(grpc_timeout(Duration::from_millis(250)), "250m");

@@ -80,49 +80,9 @@ mod tests {
     use super::*;
     use authd_proto::pb::ErrorReason;
 
-    const ALL: [Reason; 37] = [
-        Reason::SealingKeysUnavailable,
-        Reason::DeviceCodeSpent,
-        Reason::TokenBindingMismatch,
-        Reason::DpopProofInvalid,
-        Reason::DpopProofReplayed,
-        Reason::DpopNonceRequired,
-        Reason::TokenTypeNotAllowed,
-        Reason::SessionRevoked,
-        Reason::SessionNotFound,
-        Reason::SessionExpired,
-        Reason::GrantRejected,
-        Reason::UserNotFound,
-        Reason::CallerNotTrusted,
-        Reason::RateLimited,
-        Reason::IssuerUnavailable,
-        Reason::StoreUnavailable,
-        Reason::Conflict,
-        Reason::TokenMissing,
-        Reason::TokenTooLarge,
-        Reason::MalformedToken,
-        Reason::BadSignature,
-        Reason::UnknownKey,
-        Reason::AlgorithmNotAllowed,
-        Reason::TokenExpired,
-        Reason::TokenNotYetValid,
-        Reason::WrongIssuer,
-        Reason::WrongAudience,
-        Reason::InsufficientScope,
-        Reason::KeysUnavailable,
-        Reason::InvalidRequest,
-        Reason::Internal,
-        Reason::RequestTooLarge,
-        Reason::MalformedRequest,
-        Reason::Overloaded,
-        Reason::DeadlineExceeded,
-        Reason::WatcherTooSlow,
-        Reason::TooManyWatchers,
-    ];
-
     #[test]
     fn every_reason_is_a_value_of_the_protocol_enum() {
-        for reason in ALL {
+        for reason in Reason::ALL {
             let name = format!("ERROR_REASON_{}", reason.as_str());
             assert!(
                 ErrorReason::from_str_name(&name).is_some(),
@@ -144,7 +104,7 @@ mod tests {
                 .strip_prefix("ERROR_REASON_")
                 .unwrap_or_default();
             assert!(
-                ALL.iter().any(|known| known.as_str() == wire),
+                Reason::ALL.iter().any(|known| known.as_str() == wire),
                 "{wire} of auth.proto has no Reason"
             );
         }
