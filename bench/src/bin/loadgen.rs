@@ -19,13 +19,22 @@ use serde_json::json;
 #[command(version, about, args_override_self = true)]
 struct Args {
     /// The gRPC server, e.g. `http://127.0.0.1:50051` (loopback only).
-    #[arg(long, required_unless_present = "http", conflicts_with = "http")]
+    #[arg(long, required_unless_present_any = ["http", "connect"], conflicts_with = "http")]
     target: Option<::http::Uri>,
     /// Instead of gRPC: an HTTP/1.1 URL to `GET` with `Authorization: Bearer
     /// <token>`, one keep-alive connection per request in flight; any answer
     /// but 200 is an error.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "connect")]
     http: Option<::http::Uri>,
+    /// Instead of gRPC: VerifyToken over the Connect protocol's JSON, `POST
+    /// <URL>/auth.v1.AuthService/VerifyToken` (authd's own port), on one
+    /// HTTP/1.1 keep-alive connection per request in flight, or with
+    /// `--http2` over `--connections` HTTP/2 connections.
+    #[arg(long, conflicts_with = "target")]
+    connect: Option<::http::Uri>,
+    /// `--connect` over HTTP/2 (prior knowledge) instead of HTTP/1.1.
+    #[arg(long, requires = "connect")]
+    http2: bool,
     /// `verify` needs `--tokens`; `noop` (the do-nothing service) sends the
     /// same message, with a placeholder token unless `--tokens` is given;
     /// `check` sends Envoy's `Authorization/Check` with the token in the
@@ -163,7 +172,42 @@ async fn run(args: &Args) -> anyhow::Result<(serde_json::Value, u64)> {
         }
     };
     let plan = plan(args, tokens.len())?;
-    let (protocol, target, connections, summary) = if let Some(url) = &args.http {
+    let (protocol, target, connections, summary) = if let Some(url) = &args.connect {
+        anyhow::ensure!(
+            args.method == Method::Verify,
+            "--connect sends VerifyToken only"
+        );
+        let bodies = load::connect::bodies(&tokens, &args.required_scopes);
+        let mut callers = Vec::with_capacity(plan.concurrency);
+        let connections = if args.http2 {
+            let addr = load::resolve(url).await?;
+            let connections = args.connections.clamp(1, plan.concurrency);
+            let mut shared = Vec::with_capacity(connections);
+            for _ in 0..connections {
+                shared.push(load::connect::H2::connect(addr).await?);
+            }
+            for i in 0..plan.concurrency {
+                callers.push(load::connect::JsonCaller::http2(
+                    addr,
+                    shared[i % connections].clone(),
+                    Arc::clone(&bodies),
+                )?);
+            }
+            connections
+        } else {
+            for _ in 0..plan.concurrency {
+                callers.push(load::connect::JsonCaller::http1(url, Arc::clone(&bodies)).await?);
+            }
+            plan.concurrency
+        };
+        let summary = load::run(callers, &plan).await?;
+        let protocol = if args.http2 {
+            "connect-json-h2"
+        } else {
+            "connect-json-http1"
+        };
+        (protocol, url.to_string(), connections, summary)
+    } else if let Some(url) = &args.http {
         let authorizations = http::authorizations(&tokens)?;
         let mut callers = Vec::with_capacity(plan.concurrency);
         for _ in 0..plan.concurrency {

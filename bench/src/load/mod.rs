@@ -7,6 +7,7 @@
 //! measured; the run ends at the deadline, after `--requests` measured
 //! requests, or — with `unique` — when every token has been sent once.
 
+pub mod connect;
 pub mod ext_authz;
 pub mod grpc;
 pub mod http;
