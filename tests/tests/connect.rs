@@ -936,3 +936,48 @@ async fn the_readme_curl_walkthrough_runs_as_written() -> Result<()> {
     assert!(stdout.contains("verified: auth0|demo-user"), "{stdout}");
     Ok(())
 }
+
+#[tokio::test]
+async fn connect_over_tls_speaks_http1_and_http2_by_alpn() -> Result<()> {
+    use authd_tests::pki::{Ca, Names};
+    let dir = tempfile::tempdir()?;
+    let ca = Ca::new("authd test CA")?;
+    let server = ca.leaf(dir.path(), "server", Names::dns(&["localhost"]))?;
+    let issuer = Issuer::start().await?;
+    let authd = AuthdProcess::start(&format!(
+        "{}[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        issuer.config_entry(&["RS256"]),
+        server.cert_file,
+        server.key_file
+    ))
+    .await?;
+    let token = issuer.token(&[("sub", "auth0|grace")]).await?;
+    let root = reqwest::Certificate::from_pem(ca.pem().as_bytes())?;
+    for (name, builder, version) in [
+        (
+            "HTTP/1.1",
+            reqwest::Client::builder().http1_only(),
+            reqwest::Version::HTTP_11,
+        ),
+        (
+            "HTTP/2",
+            reqwest::Client::builder(),
+            reqwest::Version::HTTP_2,
+        ),
+    ] {
+        let client = builder
+            .tls_certs_only([root.clone()])
+            .resolve("localhost", authd.addr)
+            .build()?;
+        let response = client
+            .post(format!("https://localhost:{}{VERIFY}", authd.addr.port()))
+            .header("content-type", "application/json")
+            .body(json!({"token": token}).to_string())
+            .send()
+            .await?;
+        assert_eq!(response.version(), version, "{name}: ALPN chose it");
+        assert_eq!(response.status(), 200, "{name}");
+        assert_eq!(response.json::<Value>().await?["subject"], "auth0|grace");
+    }
+    Ok(())
+}

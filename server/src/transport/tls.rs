@@ -204,7 +204,9 @@ fn build(files: &TlsConfig, bytes: &[Vec<u8>]) -> Result<ServerConfig, String> {
     let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| format!("server.tls: the key does not fit the certificate: {e}"))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    // h2 for gRPC and HTTP/2 clients; http/1.1 for Connect, gRPC-Web and
+    // the logout endpoints from clients that speak only HTTP/1.1.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 
