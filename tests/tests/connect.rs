@@ -252,13 +252,33 @@ async fn bodies_depth_compression_methods_and_deadlines_are_bounded() -> Result<
             .contains("deeper")
     );
 
-    // Compression is not spoken: unimplemented.
-    let gzip = json_call(br#"{"token":"x"}"#.to_vec())
+    // gzip is read, bounded by the limit decompressed; other encodings are
+    // unimplemented.
+    let gzip = |data: &[u8]| -> Result<Vec<u8>> {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(data)?;
+        Ok(encoder.finish()?)
+    };
+    let zipped = json_call(gzip(format!(r#"{{"token":"{token}"}}"#).as_bytes())?)
         .header("content-encoding", "gzip")
         .send()
         .await?;
-    assert_eq!(gzip.status(), 501);
-    assert_eq!(gzip.json::<Value>().await?["code"], "unimplemented");
+    assert_eq!(zipped.status(), 200);
+    assert_eq!(zipped.headers()["accept-encoding"], "gzip");
+    let bomb = json_call(gzip(&vec![b' '; 50_000_000])?)
+        .header("content-encoding", "gzip")
+        .send()
+        .await?;
+    assert_eq!(bomb.status(), 400);
+    assert_eq!(reason(&bomb.json().await?), "REQUEST_TOO_LARGE");
+    let brotli = json_call(br#"{"token":"x"}"#.to_vec())
+        .header("content-encoding", "br")
+        .send()
+        .await?;
+    assert_eq!(brotli.status(), 501);
+    assert_eq!(brotli.headers()["accept-encoding"], "gzip");
+    assert_eq!(brotli.json::<Value>().await?["code"], "unimplemented");
 
     // No Connect GET: a token never travels in a URL.
     let get = client

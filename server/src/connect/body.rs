@@ -67,6 +67,55 @@ where
     }
 }
 
+/// How a request message is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Encoding {
+    Identity,
+    Gzip,
+}
+
+/// The encodings authd reads, for `Accept-Encoding`.
+pub(super) const ACCEPTED_ENCODINGS: &str = "gzip";
+
+/// `bytes` decompressed, refused once they pass `max` decompressed (so a
+/// small bomb costs no more than `max`).
+pub(super) fn decompress(encoding: Encoding, bytes: Bytes, max: usize) -> Result<Bytes, Error> {
+    match encoding {
+        Encoding::Identity => Ok(bytes),
+        Encoding::Gzip => {
+            use std::io::Read;
+            let mut out = Vec::with_capacity(bytes.len().saturating_mul(4).min(max));
+            let mut reader = flate2::read::GzDecoder::new(&bytes[..]).take(max as u64 + 1);
+            reader.read_to_end(&mut out).map_err(|e| {
+                Error::MalformedRequest(format!("the gzip body does not decompress: {e}"))
+            })?;
+            if out.len() > max {
+                return Err(Error::RequestTooLarge {
+                    len: out.len(),
+                    max,
+                });
+            }
+            Ok(Bytes::from(out))
+        }
+    }
+}
+
+/// Reads what a refused request still sends, up to 64 KiB or 1 s, so that
+/// an HTTP/2 client sees the answer rather than a reset stream.
+pub(super) async fn drain<B: HttpBody<Data = Bytes>>(body: B) {
+    let reading = async {
+        let mut body = std::pin::pin!(body);
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, Bytes::len);
+            if seen > 64 * 1024 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), reading).await;
+}
+
 /// The request message as protobuf bytes: a JSON body parsed with the
 /// proto3 JSON mapping (unknown fields refused, depth bounded), a binary one
 /// as it is (the RPC decodes it).
@@ -255,6 +304,33 @@ mod tests {
                 len: 1_000_000,
                 max: 99
             })
+        );
+    }
+
+    #[test]
+    fn gzip_bodies_open_within_the_limit_and_bombs_do_not() {
+        use std::io::Write;
+        let gzip = |data: &[u8]| {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(data).expect("write");
+            Bytes::from(encoder.finish().expect("finish"))
+        };
+        assert_eq!(
+            decompress(Encoding::Gzip, gzip(b"{}"), 10).expect("opens"),
+            Bytes::from_static(b"{}")
+        );
+        let bomb = gzip(&vec![b' '; 10_000_000]);
+        assert!(bomb.len() < 20_000);
+        assert!(matches!(
+            decompress(Encoding::Gzip, bomb, 32 * 1024),
+            Err(Error::RequestTooLarge { max: 32768, .. })
+        ));
+        assert_eq!(
+            decompress(Encoding::Gzip, Bytes::from_static(b"not gzip"), 10)
+                .expect_err("garbage")
+                .reason(),
+            crate::Reason::MalformedRequest
         );
     }
 

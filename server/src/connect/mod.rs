@@ -186,8 +186,12 @@ fn kind(content_type: Option<&HeaderValue>) -> Kind {
         "application/proto" => Kind::ConnectUnary(Codec::Proto),
         "application/connect+json" => Kind::ConnectStream(Codec::Json),
         "application/connect+proto" => Kind::ConnectStream(Codec::Proto),
-        m if m.starts_with("application/grpc-web") => Kind::GrpcWeb,
-        m if m == "application/grpc" || m.starts_with("application/grpc+") => Kind::Grpc,
+        // tonic-web speaks these; `+json` and others are not gRPC-Web here.
+        "application/grpc-web"
+        | "application/grpc-web+proto"
+        | "application/grpc-web-text"
+        | "application/grpc-web-text+proto" => Kind::GrpcWeb,
+        "application/grpc" | "application/grpc+proto" => Kind::Grpc,
         _ => Kind::Other,
     }
 }
@@ -260,59 +264,70 @@ where
         }
         let protocols = Arc::clone(&self.protocols);
         let rpc = self.protocols.methods.get(request.uri().path()).cloned();
-        let boxed: BoxFuture<'static, Result<Response<FrontBody<RB>>, Infallible>> = match kind {
-            Kind::Grpc => Box::pin(std::future::ready(Ok(refused(
+        let refusal = match (kind, &rpc) {
+            (Kind::Grpc, _) => Some(refused(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "gRPC needs HTTP/2; over HTTP/1.1 use Connect or gRPC-Web",
-            )))),
-            Kind::GrpcWeb if !protocols.grpc_web => Box::pin(std::future::ready(Ok(refused(
+            )),
+            (Kind::GrpcWeb, _) if !protocols.grpc_web => Some(refused(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "gRPC-Web is off ([server] grpc_web = false)",
-            )))),
-            Kind::GrpcWeb => {
-                let mut web = tonic_web::GrpcWebLayer::new().layer(self.rpc.clone());
-                let future = Service::<Request<B>>::call(&mut web, request);
-                Box::pin(async move {
-                    let Ok(response) = future.await;
-                    Ok(response.map(Either::Right))
-                })
+            )),
+            (Kind::GrpcWeb, _) | (_, None) => None,
+            (_, Some(_)) if request.method() != Method::POST => Some(not_allowed()),
+            (_, Some(rpc)) if !rpc.servable() => Some(refused(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a client- or bidirectional-streaming RPC is served over gRPC only",
+            )),
+            (Kind::ConnectUnary(_) | Kind::ConnectStream(_), Some(_)) if !protocols.connect => {
+                Some(refused(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "the Connect protocol is off ([server] connect = false)",
+                ))
             }
-            Kind::ConnectUnary(_) | Kind::ConnectStream(_) | Kind::Other if rpc.is_some() => {
-                let Some(rpc) = rpc else {
-                    unreachable!("matched on is_some")
-                };
-                if request.method() != Method::POST {
-                    return EitherFuture::Right(Box::pin(std::future::ready(Ok(not_allowed()))));
-                }
-                let inner = self.rpc.clone();
-                match kind {
-                    _ if !rpc.servable() => Box::pin(std::future::ready(Ok(refused(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        "a client- or bidirectional-streaming RPC is served over gRPC only",
-                    )))),
-                    Kind::ConnectUnary(_) | Kind::ConnectStream(_) if !protocols.connect => {
-                        Box::pin(std::future::ready(Ok(refused(
-                            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                            "the Connect protocol is off ([server] connect = false)",
-                        ))))
-                    }
-                    Kind::ConnectUnary(codec) if !rpc.server_streaming() => {
-                        Box::pin(unary::serve(protocols, inner, rpc, codec, request))
-                    }
-                    Kind::ConnectStream(codec) if rpc.server_streaming() => {
-                        Box::pin(stream::serve(protocols, inner, rpc, codec, request))
-                    }
-                    _ => Box::pin(std::future::ready(Ok(unsupported(&rpc)))),
-                }
-            }
-            Kind::ConnectUnary(_) | Kind::ConnectStream(_) | Kind::Other => {
-                let future = self.http.clone().call(request);
-                Box::pin(async move {
-                    let Ok(response) = future.await;
-                    Ok(response.map(|b| Either::Right(Body::new(b))))
-                })
-            }
+            (Kind::ConnectUnary(_), Some(rpc)) if !rpc.server_streaming() => None,
+            (Kind::ConnectStream(_), Some(rpc)) if rpc.server_streaming() => None,
+            (_, Some(rpc)) => Some(unsupported(rpc)),
         };
+        let boxed: BoxFuture<'static, Result<Response<FrontBody<RB>>, Infallible>> =
+            match (refusal, kind, rpc) {
+                // What the client still sends is read (bounded) first, so
+                // that an HTTP/2 client sees the answer, not a reset stream.
+                (Some(refusal), _, _) => Box::pin(async move {
+                    body::drain(request.into_body()).await;
+                    Ok(refusal)
+                }),
+                (None, Kind::GrpcWeb, _) => {
+                    let mut web = tonic_web::GrpcWebLayer::new().layer(self.rpc.clone());
+                    let future = Service::<Request<B>>::call(&mut web, request);
+                    Box::pin(async move {
+                        let Ok(response) = future.await;
+                        Ok(response.map(Either::Right))
+                    })
+                }
+                (None, Kind::ConnectUnary(codec), Some(rpc)) => Box::pin(unary::serve(
+                    protocols,
+                    self.rpc.clone(),
+                    rpc,
+                    codec,
+                    request,
+                )),
+                (None, Kind::ConnectStream(codec), Some(rpc)) => Box::pin(stream::serve(
+                    protocols,
+                    self.rpc.clone(),
+                    rpc,
+                    codec,
+                    request,
+                )),
+                // Not an RPC: the plain HTTP endpoints.
+                (None, _, _) => {
+                    let future = self.http.clone().call(request);
+                    Box::pin(async move {
+                        let Ok(response) = future.await;
+                        Ok(response.map(|b| Either::Right(Body::new(b))))
+                    })
+                }
+            };
         EitherFuture::Right(boxed)
     }
 }
@@ -391,6 +406,8 @@ mod tests {
             k("application/connect+proto"),
             Kind::ConnectStream(Codec::Proto)
         );
+        assert_eq!(k("application/grpc-web+json"), Kind::Other);
+        assert_eq!(k("application/grpc+json"), Kind::Other);
         assert_eq!(k("application/x-www-form-urlencoded"), Kind::Other);
         assert_eq!(kind(None), Kind::Other);
     }

@@ -503,7 +503,7 @@ mod tests {
         );
         assert_eq!(
             yaml,
-            "a:\n  \"200\": \"x: y\"\n  /p.S/M:\n    - \"one\"\n    - j: true\n      k: 1\ne: {}\n"
+            "a:\n  /p.S/M:\n    - \"one\"\n    - j: true\n      k: 1\n  \"200\": \"x: y\"\ne: {}\n"
         );
     }
 }

@@ -46,6 +46,10 @@ where
         header::CONTENT_TYPE,
         HeaderValue::from_static(codec.stream_content_type()),
     );
+    headers.insert(
+        "connect-accept-encoding",
+        HeaderValue::from_static(super::body::ACCEPTED_ENCODINGS),
+    );
     let body = match called {
         Err(status) => Body::new(http_body_util::Full::new(end_stream(Some(&status), None))),
         Ok(Ok(response)) => {

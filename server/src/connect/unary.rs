@@ -11,7 +11,11 @@ use http_body_util::{BodyExt, Either, Full};
 use tonic::{Status, body::Body};
 use tower::Service;
 
-use super::{BoxError, Codec, FrontBody, Protocols, Rpc, body, errors};
+use super::{
+    BoxError, Codec, FrontBody, Protocols, Rpc,
+    body::{self, ACCEPTED_ENCODINGS, Encoding},
+    errors,
+};
 use crate::error::Error;
 
 /// Serves one Connect unary call of `rpc`.
@@ -54,6 +58,10 @@ where
             header::CONTENT_TYPE,
             HeaderValue::from_static(codec.unary_content_type()),
         );
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static(ACCEPTED_ENCODINGS),
+        );
         copy_metadata(&parts.headers, headers, "");
         if let Some(trailers) = &trailers {
             copy_metadata(trailers, headers, "trailer-");
@@ -75,6 +83,10 @@ fn error<RB>(status: &Status) -> Response<FrontBody<RB>> {
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static(ACCEPTED_ENCODINGS),
     );
     if let Some(after) = errors::retry_after(status) {
         headers.insert(header::RETRY_AFTER, after);
@@ -98,9 +110,17 @@ where
     B::Error: Display,
 {
     let (parts, incoming) = request.into_parts();
-    check_headers(&parts.headers, streaming)?;
+    let encoding = match check_headers(&parts.headers, streaming)
+        .and_then(|encoding| connect_timeout(&parts.headers).map(|t| (encoding, t)))
+    {
+        Ok(checked) => checked,
+        Err(status) => {
+            body::drain(incoming).await;
+            return Err(status);
+        }
+    };
+    let (encoding, timeout) = encoding;
     let prefix = if streaming { body::PREFIX } else { 0 };
-    let timeout = connect_timeout(&parts.headers)?;
     let bytes = body::read(
         &parts.headers,
         incoming,
@@ -109,9 +129,9 @@ where
     )
     .await?;
     let message = if streaming {
-        one_envelope(bytes, rpc.max_message)?
+        one_envelope(bytes, rpc.max_message, encoding)?
     } else {
-        bytes
+        body::decompress(encoding, bytes, rpc.max_message)?
     };
     let message = body::to_proto(codec, &rpc.method.input(), message)?;
     let mut call = Request::new(Body::new(Full::new(body::framed(0, &message))));
@@ -136,8 +156,9 @@ where
     Ok(call)
 }
 
-/// The one enveloped message of a server-streaming request.
-fn one_envelope(bytes: Bytes, max: usize) -> Result<Bytes, Error> {
+/// The one enveloped message of a server-streaming request, decompressed
+/// when its flag says so.
+fn one_envelope(bytes: Bytes, max: usize, encoding: Encoding) -> Result<Bytes, Error> {
     let mut buf = BytesMut::from(bytes);
     if buf.len() >= body::PREFIX {
         let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
@@ -157,8 +178,9 @@ fn one_envelope(bytes: Bytes, max: usize) -> Result<Bytes, Error> {
     }
     match flags {
         0 => Ok(message),
+        1 if encoding == Encoding::Gzip => body::decompress(encoding, message, max),
         1 => Err(Error::MalformedRequest(
-            "the message is compressed; authd accepts no Connect-Content-Encoding".to_owned(),
+            "the message is flagged compressed without a Connect-Content-Encoding".to_owned(),
         )),
         _ => Err(Error::MalformedRequest(format!(
             "unexpected envelope flags {flags:#04x} on a request message"
@@ -166,9 +188,10 @@ fn one_envelope(bytes: Bytes, max: usize) -> Result<Bytes, Error> {
     }
 }
 
-/// Refuses what authd does not speak: a protocol version but 1, and any
-/// compression (`unimplemented`, as the protocol says).
-fn check_headers(headers: &HeaderMap, streaming: bool) -> Result<(), Status> {
+/// The request's encoding; refuses what authd does not speak: a protocol
+/// version but 1, and compression other than gzip (`unimplemented`, as the
+/// protocol says).
+fn check_headers(headers: &HeaderMap, streaming: bool) -> Result<Encoding, Status> {
     if let Some(version) = headers.get("connect-protocol-version")
         && version != "1"
     {
@@ -176,20 +199,24 @@ fn check_headers(headers: &HeaderMap, streaming: bool) -> Result<(), Status> {
             Error::MalformedRequest("Connect-Protocol-Version must be 1".to_owned()).into(),
         );
     }
-    let encoding = if streaming {
+    let name = if streaming {
         "connect-content-encoding"
     } else {
         "content-encoding"
     };
-    for value in headers.get_all(encoding) {
-        if !value.as_bytes().eq_ignore_ascii_case(b"identity") {
+    let mut encoding = Encoding::Identity;
+    for value in headers.get_all(name) {
+        let value = value.as_bytes();
+        if value.eq_ignore_ascii_case(b"gzip") {
+            encoding = Encoding::Gzip;
+        } else if !value.eq_ignore_ascii_case(b"identity") {
             return Err(Status::unimplemented(format!(
-                "{encoding} {:?} is not supported; authd accepts identity only",
-                String::from_utf8_lossy(value.as_bytes())
+                "{name} {:?} is not supported; authd reads gzip and identity",
+                String::from_utf8_lossy(value)
             )));
         }
     }
-    Ok(())
+    Ok(encoding)
 }
 
 /// `Connect-Timeout-Ms`: a positive integer of at most 10 digits (a zero
@@ -296,13 +323,19 @@ mod tests {
     #[test]
     fn compression_and_other_versions_are_refused() {
         let mut h = HeaderMap::new();
-        assert!(check_headers(&h, false).is_ok());
+        assert_eq!(check_headers(&h, false).ok(), Some(Encoding::Identity));
         h.insert("content-encoding", "gzip".parse().expect("ascii"));
+        assert_eq!(check_headers(&h, false).ok(), Some(Encoding::Gzip));
+        h.insert("content-encoding", "br".parse().expect("ascii"));
         assert_eq!(
-            check_headers(&h, false).expect_err("gzip").code(),
+            check_headers(&h, false).expect_err("br").code(),
             tonic::Code::Unimplemented
         );
-        assert!(check_headers(&h, true).is_ok(), "streams say it elsewhere");
+        assert_eq!(
+            check_headers(&h, true).ok(),
+            Some(Encoding::Identity),
+            "streams say it elsewhere"
+        );
         let mut h = HeaderMap::new();
         h.insert("connect-protocol-version", "2".parse().expect("ascii"));
         assert_eq!(
@@ -313,20 +346,22 @@ mod tests {
 
     #[test]
     fn one_envelope_only() {
+        let id = Encoding::Identity;
         let one = body::framed(0, b"abc");
         assert_eq!(
-            one_envelope(one.clone(), 10),
+            one_envelope(one.clone(), 10, id),
             Ok(Bytes::from_static(b"abc"))
         );
         assert!(matches!(
-            one_envelope(one.clone(), 2),
+            one_envelope(one.clone(), 2, id),
             Err(Error::RequestTooLarge { len: 3, max: 2 })
         ));
         let mut two = one.to_vec();
         two.extend_from_slice(&one);
-        assert!(one_envelope(Bytes::from(two), 10).is_err());
-        assert!(one_envelope(body::framed(1, b"abc"), 10).is_err());
-        assert!(one_envelope(one.slice(..6), 10).is_err());
+        assert!(one_envelope(Bytes::from(two), 10, id).is_err());
+        // Flagged compressed without a declared encoding.
+        assert!(one_envelope(body::framed(1, b"abc"), 10, id).is_err());
+        assert!(one_envelope(one.slice(..6), 10, id).is_err());
     }
 
     #[test]
