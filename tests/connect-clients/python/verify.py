@@ -10,7 +10,7 @@ Usage: python verify.py --base-url URL [--protocol connect|connect-proto|grpcweb
          [--authorization TOKEN] [--gzip] [--watch] TOKEN...
 
 Requests are sent uncompressed unless --gzip (connectrpc's default is gzip;
-authd accepts identity only).
+authd reads gzip too; the test of it asks for it).
 """
 
 from __future__ import annotations
