@@ -165,7 +165,7 @@ fn responses(output: &MessageDescriptor) -> Value {
         ),
         (
             "501",
-            "`unimplemented`: a `Content-Encoding` other than identity.",
+            "`unimplemented`: a `Content-Encoding` other than gzip or identity.",
         ),
     ] {
         responses.insert(
