@@ -50,8 +50,8 @@ def main():
 
     loadgen = [r for r in runs if r.get("tool") == "loadgen"]
     if loadgen:
-        w("| subject | server cpus | workload | req/s | p50 µs | p99 µs | p99.9 µs | errors | RSS idle MB | RSS after MB | peak MB |")
-        w("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        w("| subject | server cpus | workload | req/s | server CPU µs/req | p50 µs | p99 µs | p99.9 µs | errors | RSS idle MB | RSS after MB | peak MB |")
+        w("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in loadgen:
             lat = r.get("latency_us", {})
             errors = r.get("errors", 0)
@@ -62,10 +62,12 @@ def main():
             if r.get("tokens_exhausted"):
                 workload += f" — tokens ran out after {r['duration_s']} s"
             w(f"| {r['subject']} | {r['server_cores']} | {workload} | {num(r.get('throughput_rps'))} | "
-              f"{num(lat.get('p50'))} | {num(lat.get('p99'))} | {num(lat.get('p999'))} | {err} | "
+              f"{r.get('server_cpu_us_per_request') or '–'} | {num(lat.get('p50'))} | {num(lat.get('p99'))} | {num(lat.get('p999'))} | {err} | "
               f"{mb(r.get('rss_idle_kb'))} | {mb(r.get('rss_after_kb'))} | {mb(r.get('rss_peak_kb'))} |")
         w("")
-        w("RSS idle: after start-up and one verified request (key set loaded). RSS after: at the "
+        w("Server CPU: the server's user + system time over the measured window per request "
+          "(whatever bounds the throughput, the load generator included). "
+          "RSS idle: after start-up and one verified request (key set loaded). RSS after: at the "
           "end of the run (caches full). Peak: the process's VmHWM. Errors: any non-OK gRPC "
           "status or non-200 HTTP answer, by code.")
         w("")
