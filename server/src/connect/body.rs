@@ -165,6 +165,9 @@ pub(super) fn from_proto(
     match codec {
         Codec::Proto => Ok(bytes),
         Codec::Json => {
+            if let Ok(json) = super::wire_json::transcode(output, &bytes) {
+                return Ok(Bytes::from(json));
+            }
             let message = DynamicMessage::decode(output.clone(), bytes)
                 .map_err(|e| Error::Internal(format!("an answer of authd does not decode: {e}")))?;
             let mut out = Vec::with_capacity(256);

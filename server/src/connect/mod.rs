@@ -15,6 +15,8 @@
 //! - `stream`: a Connect server-streaming call (`application/connect+json`,
 //!   `+proto`).
 //! - `body`: request bodies read under their RPC's limit, JSON depth.
+//! - `wire_json`: an answer's protobuf bytes written straight as JSON (the
+//!   fast path; `prost-reflect`'s mapping is its fallback and its oracle).
 //! - `errors`: gRPC status → Connect error (HTTP status and JSON body, the
 //!   ErrorInfo with its readable `debug` form).
 //! - [`openapi`]: the OpenAPI 3.1 document of the Connect JSON surface.
@@ -24,6 +26,7 @@ mod errors;
 pub mod openapi;
 mod stream;
 mod unary;
+mod wire_json;
 
 use std::{
     collections::HashMap,

@@ -1,0 +1,691 @@
+//! An answer's protobuf wire bytes written straight as proto3 JSON, guided
+//! by the message's descriptor, without building a `DynamicMessage`: the
+//! Connect JSON answer path's cost was mostly that message. What this does
+//! not know (`Any`, `FieldMask`, malformed input) it declines, and the
+//! caller falls back to `prost-reflect`'s mapping, which the tests hold it
+//! to, value for value.
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
+
+/// Why the fast path declines; the caller uses `prost-reflect` instead.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Declined;
+
+type Out<T> = Result<T, Declined>;
+
+/// `bytes` (an encoded `desc`) as proto3 JSON, the way `prost-reflect`
+/// serializes it with its default options.
+pub(super) fn transcode(desc: &MessageDescriptor, bytes: &[u8]) -> Out<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 2 + 16);
+    message(desc, bytes, &mut out, 0)?;
+    Ok(out)
+}
+
+/// Nesting beyond this declines (the fallback has its own bound).
+const MAX_DEPTH: usize = 64;
+
+/// One field occurrence on the wire.
+#[derive(Debug, Clone, Copy)]
+enum Raw<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Fixed32(u32),
+    Bytes(&'a [u8]),
+}
+
+fn varint(buf: &mut &[u8]) -> Out<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = buf.split_first().ok_or(Declined)?;
+        *buf = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Ok(value);
+        }
+    }
+    Err(Declined)
+}
+
+fn take<'a>(buf: &mut &'a [u8], n: usize) -> Out<&'a [u8]> {
+    if buf.len() < n {
+        return Err(Declined);
+    }
+    let (head, rest) = buf.split_at(n);
+    *buf = rest;
+    Ok(head)
+}
+
+/// Every field occurrence of an encoded message, in wire order.
+fn fields(mut buf: &[u8]) -> Out<Vec<(u32, Raw<'_>)>> {
+    let mut seen = Vec::with_capacity(8);
+    while !buf.is_empty() {
+        let key = varint(&mut buf)?;
+        let number = u32::try_from(key >> 3).map_err(|_| Declined)?;
+        let raw = match key & 7 {
+            0 => Raw::Varint(varint(&mut buf)?),
+            1 => Raw::Fixed64(u64::from_le_bytes(
+                take(&mut buf, 8)?.try_into().map_err(|_| Declined)?,
+            )),
+            2 => {
+                let len = usize::try_from(varint(&mut buf)?).map_err(|_| Declined)?;
+                Raw::Bytes(take(&mut buf, len)?)
+            }
+            5 => Raw::Fixed32(u32::from_le_bytes(
+                take(&mut buf, 4)?.try_into().map_err(|_| Declined)?,
+            )),
+            _ => return Err(Declined),
+        };
+        if number == 0 {
+            return Err(Declined);
+        }
+        seen.push((number, raw));
+    }
+    Ok(seen)
+}
+
+fn message(desc: &MessageDescriptor, bytes: &[u8], out: &mut Vec<u8>, depth: usize) -> Out<()> {
+    if depth > MAX_DEPTH {
+        return Err(Declined);
+    }
+    if desc.full_name().starts_with("google.protobuf.") {
+        return well_known(desc, bytes, out, depth);
+    }
+    let seen = fields(bytes)?;
+    out.push(b'{');
+    let mut first = true;
+    for field in desc.fields() {
+        let number = field.number();
+        let mut values = seen.iter().filter(|(n, _)| *n == number).map(|(_, r)| *r);
+        let Some(one) = values.next() else {
+            continue;
+        };
+        if field.is_map() {
+            let entries: Vec<Raw<'_>> = std::iter::once(one).chain(values).collect();
+            key(&field, &mut first, out);
+            map(&field, &entries, out, depth)?;
+        } else if field.is_list() {
+            let all: Vec<Raw<'_>> = std::iter::once(one).chain(values).collect();
+            key(&field, &mut first, out);
+            list(&field, &all, out, depth)?;
+        } else {
+            // The last occurrence wins; a message's occurrences merge,
+            // which is what parsing their concatenation does.
+            let rest: Vec<Raw<'_>> = values.collect();
+            if let Kind::Message(m) = field.kind() {
+                let mut merged = Vec::new();
+                for raw in std::iter::once(one).chain(rest) {
+                    let Raw::Bytes(b) = raw else {
+                        return Err(Declined);
+                    };
+                    merged.extend_from_slice(b);
+                }
+                key(&field, &mut first, out);
+                message(&m, &merged, out, depth + 1)?;
+                continue;
+            }
+            let last = rest.last().copied().unwrap_or(one);
+            if !field.supports_presence() && is_default(&field, last)? {
+                continue;
+            }
+            key(&field, &mut first, out);
+            scalar(&field.kind(), last, out)?;
+        }
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+fn key(field: &FieldDescriptor, first: &mut bool, out: &mut Vec<u8>) {
+    if !*first {
+        out.push(b',');
+    }
+    *first = false;
+    string(field.json_name(), out);
+    out.push(b':');
+}
+
+fn string(s: &str, out: &mut Vec<u8>) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Whether a field without presence holds its default (proto3 leaves it
+/// out of JSON, as `prost-reflect` does).
+fn is_default(field: &FieldDescriptor, raw: Raw<'_>) -> Out<bool> {
+    Ok(match (field.kind(), raw) {
+        (Kind::String | Kind::Bytes, Raw::Bytes(b)) => b.is_empty(),
+        (_, Raw::Varint(v)) => v == 0,
+        (_, Raw::Fixed64(v)) => v == 0,
+        (_, Raw::Fixed32(v)) => v == 0,
+        _ => return Err(Declined),
+    })
+}
+
+/// Each value of a repeated field: packed scalars expanded.
+fn list(field: &FieldDescriptor, all: &[Raw<'_>], out: &mut Vec<u8>, depth: usize) -> Out<()> {
+    let kind = field.kind();
+    out.push(b'[');
+    let mut first = true;
+    let mut item = |raw: Raw<'_>, out: &mut Vec<u8>| -> Out<()> {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        match &kind {
+            Kind::Message(m) => {
+                let Raw::Bytes(b) = raw else {
+                    return Err(Declined);
+                };
+                message(m, b, out, depth + 1)
+            }
+            other => scalar(other, raw, out),
+        }
+    };
+    for raw in all {
+        match (&kind, *raw) {
+            (Kind::String | Kind::Bytes | Kind::Message(_), _)
+            | (_, Raw::Varint(_))
+            | (_, Raw::Fixed32(_))
+            | (_, Raw::Fixed64(_)) => item(*raw, out)?,
+            // Packed: a run of varints or fixed-width values.
+            (_, Raw::Bytes(mut packed)) => {
+                while !packed.is_empty() {
+                    let value = match fixed_width(&kind) {
+                        Some(8) => Raw::Fixed64(u64::from_le_bytes(
+                            take(&mut packed, 8)?.try_into().map_err(|_| Declined)?,
+                        )),
+                        Some(_) => Raw::Fixed32(u32::from_le_bytes(
+                            take(&mut packed, 4)?.try_into().map_err(|_| Declined)?,
+                        )),
+                        None => Raw::Varint(varint(&mut packed)?),
+                    };
+                    item(value, out)?;
+                }
+            }
+        }
+    }
+    out.push(b']');
+    Ok(())
+}
+
+fn fixed_width(kind: &Kind) -> Option<usize> {
+    match kind {
+        Kind::Double | Kind::Fixed64 | Kind::Sfixed64 => Some(8),
+        Kind::Float | Kind::Fixed32 | Kind::Sfixed32 => Some(4),
+        _ => None,
+    }
+}
+
+/// A map field: an object whose keys are the entries' keys as strings.
+fn map(field: &FieldDescriptor, entries: &[Raw<'_>], out: &mut Vec<u8>, depth: usize) -> Out<()> {
+    let Kind::Message(entry) = field.kind() else {
+        return Err(Declined);
+    };
+    let (key_field, value_field) = (entry.map_entry_key_field(), entry.map_entry_value_field());
+    // Later entries with the same key replace earlier ones.
+    let mut pairs: Vec<(String, Option<Raw<'_>>)> = Vec::with_capacity(entries.len());
+    for raw in entries {
+        let Raw::Bytes(bytes) = raw else {
+            return Err(Declined);
+        };
+        let (mut k, mut v) = (None, None);
+        for (number, raw) in fields(bytes)? {
+            match number {
+                1 => k = Some(raw),
+                2 => v = Some(raw),
+                _ => {}
+            }
+        }
+        let name = map_key(&key_field.kind(), k)?;
+        match pairs.iter_mut().find(|(n, _)| *n == name) {
+            Some(pair) => pair.1 = v,
+            None => pairs.push((name, v)),
+        }
+    }
+    out.push(b'{');
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(name, out);
+        out.push(b':');
+        match (value_field.kind(), value) {
+            (Kind::Message(m), Some(Raw::Bytes(b))) => message(&m, b, out, depth + 1)?,
+            (Kind::Message(m), None) => message(&m, &[], out, depth + 1)?,
+            (kind, Some(raw)) => scalar(&kind, *raw, out)?,
+            (kind, None) => default_scalar(&kind, out)?,
+        }
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+fn map_key(kind: &Kind, raw: Option<Raw<'_>>) -> Out<String> {
+    Ok(match (kind, raw) {
+        (Kind::String, Some(Raw::Bytes(b))) => {
+            std::str::from_utf8(b).map_err(|_| Declined)?.to_owned()
+        }
+        (Kind::String, None) => String::new(),
+        (Kind::Bool, r) => (matches!(r, Some(Raw::Varint(v)) if v != 0)).to_string(),
+        (kind, None) => {
+            let mut out = Vec::new();
+            default_scalar(kind, &mut out)?;
+            String::from_utf8(out)
+                .map_err(|_| Declined)?
+                .trim_matches('"')
+                .to_owned()
+        }
+        (kind, Some(raw)) => {
+            let mut out = Vec::new();
+            scalar(kind, raw, &mut out)?;
+            String::from_utf8(out)
+                .map_err(|_| Declined)?
+                .trim_matches('"')
+                .to_owned()
+        }
+    })
+}
+
+fn default_scalar(kind: &Kind, out: &mut Vec<u8>) -> Out<()> {
+    match kind {
+        Kind::String | Kind::Bytes => scalar(kind, Raw::Bytes(&[]), out),
+        Kind::Double | Kind::Fixed64 | Kind::Sfixed64 => scalar(kind, Raw::Fixed64(0), out),
+        Kind::Float | Kind::Fixed32 | Kind::Sfixed32 => scalar(kind, Raw::Fixed32(0), out),
+        _ => scalar(kind, Raw::Varint(0), out),
+    }
+}
+
+fn number<T: serde::Serialize>(value: T, out: &mut Vec<u8>) {
+    let _ = serde_json::to_writer(&mut *out, &value);
+}
+
+fn quoted(value: impl std::fmt::Display, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let _ = write!(out, "\"{value}\"");
+}
+
+fn float(value: f64, is_f32: bool, out: &mut Vec<u8>) {
+    if value.is_nan() {
+        out.extend_from_slice(b"\"NaN\"");
+    } else if value.is_infinite() {
+        out.extend_from_slice(if value > 0.0 {
+            b"\"Infinity\""
+        } else {
+            b"\"-Infinity\""
+        });
+    } else if is_f32 {
+        #[allow(clippy::cast_possible_truncation)]
+        number(value as f32, out);
+    } else {
+        number(value, out);
+    }
+}
+
+#[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+fn scalar(kind: &Kind, raw: Raw<'_>, out: &mut Vec<u8>) -> Out<()> {
+    match (kind, raw) {
+        (Kind::String, Raw::Bytes(b)) => string(std::str::from_utf8(b).map_err(|_| Declined)?, out),
+        (Kind::Bytes, Raw::Bytes(b)) => {
+            out.push(b'"');
+            out.extend_from_slice(STANDARD.encode(b).as_bytes());
+            out.push(b'"');
+        }
+        (Kind::Bool, Raw::Varint(v)) => {
+            out.extend_from_slice(if v != 0 { b"true" } else { b"false" })
+        }
+        (Kind::Int32, Raw::Varint(v)) => number(v as i32, out),
+        (Kind::Sint32, Raw::Varint(v)) => {
+            number(((v as u32) >> 1) as i32 ^ -((v as u32 & 1) as i32), out)
+        }
+        (Kind::Uint32, Raw::Varint(v)) => number(v as u32, out),
+        (Kind::Int64, Raw::Varint(v)) => quoted(v as i64, out),
+        (Kind::Sint64, Raw::Varint(v)) => quoted((v >> 1) as i64 ^ -((v & 1) as i64), out),
+        (Kind::Uint64, Raw::Varint(v)) => quoted(v, out),
+        (Kind::Fixed32, Raw::Fixed32(v)) => number(v, out),
+        (Kind::Sfixed32, Raw::Fixed32(v)) => number(v as i32, out),
+        (Kind::Fixed64, Raw::Fixed64(v)) => quoted(v, out),
+        (Kind::Sfixed64, Raw::Fixed64(v)) => quoted(v as i64, out),
+        (Kind::Float, Raw::Fixed32(v)) => float(f64::from(f32::from_bits(v)), true, out),
+        (Kind::Double, Raw::Fixed64(v)) => float(f64::from_bits(v), false, out),
+        (Kind::Enum(e), Raw::Varint(v)) => {
+            let n = v as i32;
+            if e.full_name() == "google.protobuf.NullValue" {
+                out.extend_from_slice(b"null");
+            } else {
+                match e.get_value(n) {
+                    Some(value) => string(value.name(), out),
+                    None => number(n, out),
+                }
+            }
+        }
+        _ => return Err(Declined),
+    }
+    Ok(())
+}
+
+/// The well-known types whose JSON is not an object of their fields.
+fn well_known(desc: &MessageDescriptor, bytes: &[u8], out: &mut Vec<u8>, depth: usize) -> Out<()> {
+    let seen = fields(bytes)?;
+    let last = |n: u32| seen.iter().rev().find(|(f, _)| *f == n).map(|(_, r)| *r);
+    let int = |n: u32| match last(n) {
+        Some(Raw::Varint(v)) => Ok(v),
+        None => Ok(0),
+        Some(_) => Err(Declined),
+    };
+    match desc.full_name() {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+        "google.protobuf.Timestamp" => {
+            let t = prost_types::Timestamp {
+                seconds: int(1)? as i64,
+                nanos: int(2)? as i32,
+            };
+            // RFC 3339 covers years 0001 to 9999 only.
+            if !(-62_135_596_800..=253_402_300_799).contains(&t.seconds)
+                || !(0..1_000_000_000).contains(&t.nanos)
+            {
+                return Err(Declined);
+            }
+            quoted(t, out);
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+        "google.protobuf.Duration" => {
+            let d = prost_types::Duration {
+                seconds: int(1)? as i64,
+                nanos: int(2)? as i32,
+            };
+            if d.seconds.unsigned_abs() > 315_576_000_000 || d.nanos.unsigned_abs() >= 1_000_000_000
+            {
+                return Err(Declined);
+            }
+            quoted(d, out);
+        }
+        "google.protobuf.Struct" => {
+            let field = desc.get_field(1).ok_or(Declined)?;
+            let entries: Vec<Raw<'_>> = seen
+                .iter()
+                .filter(|(n, _)| *n == 1)
+                .map(|(_, r)| *r)
+                .collect();
+            map(&field, &entries, out, depth)?;
+        }
+        "google.protobuf.ListValue" => {
+            let field = desc.get_field(1).ok_or(Declined)?;
+            let all: Vec<Raw<'_>> = seen
+                .iter()
+                .filter(|(n, _)| *n == 1)
+                .map(|(_, r)| *r)
+                .collect();
+            list(&field, &all, out, depth)?;
+        }
+        "google.protobuf.Value" => {
+            // A oneof: the last member set; none set is null.
+            let Some(&(number, raw)) = seen.last() else {
+                out.extend_from_slice(b"null");
+                return Ok(());
+            };
+            let field = desc.get_field(number).ok_or(Declined)?;
+            match (field.kind(), raw) {
+                (Kind::Message(m), Raw::Bytes(_)) => {
+                    let mut merged = Vec::new();
+                    for (_, r) in seen.iter().filter(|(n, _)| *n == number) {
+                        let Raw::Bytes(b) = r else {
+                            return Err(Declined);
+                        };
+                        merged.extend_from_slice(b);
+                    }
+                    message(&m, &merged, out, depth + 1)?;
+                }
+                (kind, raw) => scalar(&kind, raw, out)?,
+            }
+        }
+        "google.protobuf.Empty" => out.extend_from_slice(b"{}"),
+        "google.protobuf.StringValue"
+        | "google.protobuf.BytesValue"
+        | "google.protobuf.BoolValue"
+        | "google.protobuf.Int32Value"
+        | "google.protobuf.UInt32Value"
+        | "google.protobuf.Int64Value"
+        | "google.protobuf.UInt64Value"
+        | "google.protobuf.FloatValue"
+        | "google.protobuf.DoubleValue" => {
+            let field = desc.get_field(1).ok_or(Declined)?;
+            match last(1) {
+                Some(raw) => scalar(&field.kind(), raw, out)?,
+                None => default_scalar(&field.kind(), out)?,
+            }
+        }
+        // Any, FieldMask and the descriptor types: the fallback's.
+        _ => return Err(Declined),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use authd_proto::pb;
+    use prost::Message;
+    use prost_reflect::{DynamicMessage, ReflectMessage, SerializeOptions};
+    use serde_json::Value;
+
+    fn oracle(desc: &MessageDescriptor, bytes: &[u8]) -> Value {
+        let message = DynamicMessage::decode(desc.clone(), bytes).expect("decodes");
+        let mut out = Vec::new();
+        message
+            .serialize_with_options(
+                &mut serde_json::Serializer::new(&mut out),
+                &SerializeOptions::new(),
+            )
+            .expect("serializes");
+        serde_json::from_slice(&out).expect("json")
+    }
+
+    fn same<M: Message>(name: &str, message: &M) {
+        let pool = super::super::descriptors().expect("pool");
+        let desc = pool.get_message_by_name(name).expect("message");
+        let bytes = message.encode_to_vec();
+        let fast = transcode(&desc, &bytes).expect("transcodes");
+        let fast: Value = serde_json::from_slice(&fast).expect("valid JSON");
+        assert_eq!(fast, oracle(&desc, &bytes), "{name}");
+    }
+
+    fn value(kind: prost_types::value::Kind) -> prost_types::Value {
+        prost_types::Value { kind: Some(kind) }
+    }
+
+    fn claims() -> prost_types::Struct {
+        use prost_types::value::Kind as K;
+        let nested = prost_types::Struct {
+            fields: [
+                ("n".to_owned(), value(K::NumberValue(1.5))),
+                ("none".to_owned(), value(K::NullValue(0))),
+            ]
+            .into(),
+        };
+        prost_types::Struct {
+            fields: [
+                (
+                    "org".to_owned(),
+                    value(K::StringValue("acme \"q\" é\n".to_owned())),
+                ),
+                ("admin".to_owned(), value(K::BoolValue(true))),
+                ("n".to_owned(), value(K::NumberValue(-3.0))),
+                ("big".to_owned(), value(K::NumberValue(1.0e21))),
+                ("frac".to_owned(), value(K::NumberValue(0.1))),
+                ("nested".to_owned(), value(K::StructValue(nested))),
+                (
+                    "list".to_owned(),
+                    value(K::ListValue(prost_types::ListValue {
+                        values: vec![
+                            value(K::StringValue("a".to_owned())),
+                            value(K::NumberValue(2.0)),
+                        ],
+                    })),
+                ),
+                ("empty".to_owned(), prost_types::Value { kind: None }),
+            ]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn answers_read_as_prost_reflect_writes_them() {
+        same(
+            "auth.v1.VerifyTokenResponse",
+            &pb::VerifyTokenResponse {
+                subject: "auth0|carol".to_owned(),
+                issuer: "https://tenant.example/".to_owned(),
+                audiences: vec!["a".to_owned(), "b".to_owned()],
+                scopes: vec!["read:orders".to_owned()],
+                permissions: vec![],
+                session_id: String::new(),
+                token_id: "jti-1".to_owned(),
+                issued_at: Some(prost_types::Timestamp {
+                    seconds: 1_796_416_484,
+                    nanos: 0,
+                }),
+                expires_at: Some(prost_types::Timestamp {
+                    seconds: 1_796_420_084,
+                    nanos: 120_000_000,
+                }),
+                claims: Some(claims()),
+                authorized_party: "app".to_owned(),
+                ..Default::default()
+            },
+        );
+        same(
+            "auth.v1.VerifyTokenResponse",
+            &pb::VerifyTokenResponse::default(),
+        );
+        same(
+            "auth.v1.VerifyTokenResponse",
+            &pb::VerifyTokenResponse {
+                issued_at: Some(prost_types::Timestamp {
+                    seconds: 0,
+                    nanos: 1,
+                }),
+                claims: Some(prost_types::Struct::default()),
+                ..Default::default()
+            },
+        );
+    }
+
+    #[test]
+    fn every_answer_type_of_the_service_reads_the_same() {
+        // Each RPC's answer, empty and with every field set to a
+        // non-default value by a generic filler.
+        let pool = super::super::descriptors().expect("pool");
+        let service = pool
+            .get_service_by_name("auth.v1.AuthService")
+            .expect("service");
+        for method in service.methods() {
+            let desc = method.output();
+            let mut message = DynamicMessage::new(desc.clone());
+            fill(&mut message, 0);
+            let bytes = message.encode_to_vec();
+            let fast = transcode(&desc, &bytes).expect("transcodes");
+            let fast: Value = serde_json::from_slice(&fast).expect("valid JSON");
+            assert_eq!(fast, oracle(&desc, &bytes), "{}", desc.full_name());
+            assert_eq!(
+                serde_json::from_slice::<Value>(&transcode(&desc, &[]).expect("empty"))
+                    .expect("json"),
+                oracle(&desc, &[]),
+            );
+        }
+    }
+
+    /// Sets every field of `message` (lists to two values, maps to one
+    /// entry), recursing into messages a few levels.
+    fn fill(message: &mut DynamicMessage, depth: usize) {
+        use prost_reflect::Value as V;
+        let desc = message.descriptor();
+        for field in desc.fields() {
+            if field.containing_oneof().is_some_and(|o| !o.is_synthetic())
+                && desc.fields().any(|f| {
+                    f.number() < field.number()
+                        && f.containing_oneof().map(|o| o.name().to_owned())
+                            == field.containing_oneof().map(|o| o.name().to_owned())
+                })
+            {
+                continue; // one member of each oneof
+            }
+            let one = |kind: &Kind| -> Option<V> {
+                Some(match kind {
+                    Kind::String => V::String("s\u{e9}\"x".to_owned()),
+                    Kind::Bytes => V::Bytes(bytes::Bytes::from_static(b"\x00\xffab")),
+                    Kind::Bool => V::Bool(true),
+                    Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => V::I32(-7),
+                    Kind::Uint32 | Kind::Fixed32 => V::U32(7),
+                    Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => V::I64(-1_234_567_890_123),
+                    Kind::Uint64 | Kind::Fixed64 => V::U64(1_234_567_890_123),
+                    Kind::Float => V::F32(0.25),
+                    Kind::Double => V::F64(-2.5),
+                    Kind::Enum(e) => V::EnumNumber(e.values().last().map_or(0, |v| v.number())),
+                    Kind::Message(m) => {
+                        if depth > 3 || m.full_name() == "google.protobuf.Any" {
+                            return None;
+                        }
+                        let mut inner = DynamicMessage::new(m.clone());
+                        match m.full_name() {
+                            "google.protobuf.Timestamp" | "google.protobuf.Duration" => {
+                                inner.set_field_by_number(1, V::I64(1_700_000_000));
+                                inner.set_field_by_number(2, V::I32(5_000));
+                            }
+                            "google.protobuf.Struct" => {
+                                let s = claims();
+                                inner =
+                                    DynamicMessage::decode(m.clone(), s.encode_to_vec().as_slice())
+                                        .expect("struct");
+                            }
+                            _ => fill(&mut inner, depth + 1),
+                        }
+                        V::Message(inner)
+                    }
+                })
+            };
+            let kind = field.kind();
+            if field.is_map() {
+                let Kind::Message(entry) = &kind else {
+                    continue;
+                };
+                let (k, v) = (entry.map_entry_key_field(), entry.map_entry_value_field());
+                let (Some(V::String(key)), Some(value)) = (one(&k.kind()), one(&v.kind())) else {
+                    continue;
+                };
+                message.set_field(
+                    &field,
+                    V::Map([(prost_reflect::MapKey::String(key), value)].into()),
+                );
+            } else if field.is_list() {
+                let (Some(a), Some(b)) = (one(&kind), one(&kind)) else {
+                    continue;
+                };
+                message.set_field(&field, V::List(vec![a, b]));
+            } else if let Some(v) = one(&kind) {
+                message.set_field(&field, v);
+            }
+        }
+    }
+
+    #[test]
+    fn what_it_does_not_know_it_declines() {
+        let pool = super::super::descriptors().expect("pool");
+        let desc = pool
+            .get_message_by_name("auth.v1.VerifyTokenResponse")
+            .expect("message");
+        // Truncated, a bad wire type, a string that is not UTF-8.
+        assert_eq!(transcode(&desc, &[0x0a, 0x05, b'a']), Err(Declined));
+        assert_eq!(transcode(&desc, &[0x0b]), Err(Declined));
+        assert_eq!(transcode(&desc, &[0x0a, 0x01, 0xff]), Err(Declined));
+        // A timestamp past year 9999.
+        let late = pb::VerifyTokenResponse {
+            issued_at: Some(prost_types::Timestamp {
+                seconds: 300_000_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(transcode(&desc, &late.encode_to_vec()), Err(Declined));
+    }
+}
