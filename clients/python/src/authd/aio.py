@@ -35,6 +35,8 @@ from .cache import (
     VerifyCache,
     binding_proven,
     cache_key,
+    scope_part,
+    token_key,
 )
 from .client import _expose
 from .errors import AuthError
@@ -177,10 +179,21 @@ class AuthClient:
         token's answer is given only with the certificate (DER) it is bound
         to as ``client_certificate``."""
         bare = cacheable(token, None, None)
-        if self._cache is None or bare is None:
+        if bare is None:
+            return None
+        return self._hit(bare, scope_part(scopes), client_certificate)
+
+    def _hit(
+        self, bare: str, scopes: bytes, client_certificate: bytes | None
+    ) -> VerifiedToken | None:
+        """The cached answer for the bare token ``bare`` and the scope set
+        whose `scope_part` is ``scopes``, when the request proves its
+        binding (`binding_proven`)."""
+        cache = self._cache
+        if cache is None:
             return None
         self._stub()
-        hit = self._cache.get(cache_key(bare, scopes))
+        hit = cache.get(token_key(bare, scopes))
         if (
             hit is not None
             and hit.binding is not None

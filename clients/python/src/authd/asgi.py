@@ -41,12 +41,10 @@ from .middleware import (
     AnyClient,
     Refusal,
     ScopeRules,
+    authorize_async,
     certificate_from_header,
-    missing,
     pem_to_der,
-    presented,
     unusable_certificate,
-    verify_async,
 )
 from .types import VerifiedToken
 
@@ -157,24 +155,23 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         authorization, proof, certs = read_headers(scope, self._cert_key)
-        p = presented(
-            authorization,
-            proof,
-            scope.get("method", "GET"),
-            path,
-            self.dpop_origin,
-        )
         try:
-            if p is None:
-                raise missing()
-            p = p.with_certificate(client_certificate(scope, self.client_cert_header, certs))
-            token = await verify_async(self.client, p, scopes)
+            token = await authorize_async(
+                self.client,
+                authorization,
+                proof,
+                scope.get("method", "GET"),
+                path,
+                self.dpop_origin,
+                scopes,
+                lambda: client_certificate(scope, self.client_cert_header, certs),
+            )
         except Refusal as refused:
             await _refuse(scope, send, refused)
             return
         scope[SCOPE_KEY] = token
         state = scope.setdefault("state", {})
-        if isinstance(state, MutableMapping):
+        if type(state) is dict or isinstance(state, MutableMapping):
             state["authd_token"] = token
         await self.app(scope, receive, send)
 

@@ -84,13 +84,38 @@ class CacheState(enum.Enum):
 def cache_key(token: str, scopes: Sequence[str]) -> bytes:
     """SHA-256 of the token and the scope set (sorted, once each), each part
     length-prefixed so that parts cannot run into each other."""
-    h = hashlib.sha256()
-    parts = [token, *(scopes if len(scopes) < 2 else sorted(set(scopes)))]
-    for part in parts:
-        data = part.encode()
-        h.update(len(data).to_bytes(8, "big"))
-        h.update(data)
-    return h.digest()
+    return token_key(token, scope_part(scopes))
+
+
+def token_key(token: str, part: bytes) -> bytes:
+    """`cache_key` of ``token`` with the scope set's `scope_part`."""
+    data = token.encode()
+    return hashlib.sha256(len(data).to_bytes(8, "big") + data + part).digest()
+
+
+_PARTS: dict[tuple[str, ...], bytes] = {}
+
+
+def scope_part(scopes: Sequence[str]) -> bytes:
+    """What a scope set adds to a key: each scope (sorted, once each; as
+    given when fewer than two) length-prefixed. Remembered for the few
+    tuples of scopes the middleware ask with."""
+    memo: tuple[str, ...] | None = scopes if isinstance(scopes, tuple) else None
+    if memo is not None:
+        known = _PARTS.get(memo)
+        if known is not None:
+            return known
+    out = bytearray()
+    for scope in scopes if len(scopes) < 2 else sorted(set(scopes)):
+        data = scope.encode()
+        out += len(data).to_bytes(8, "big")
+        out += data
+    part = bytes(out)
+    if memo is not None:
+        if len(_PARTS) >= 1024:
+            _PARTS.clear()
+        _PARTS[memo] = part
+    return part
 
 
 def binding_proven(verified: VerifiedToken, client_certificate: bytes | None) -> bool:
@@ -153,7 +178,9 @@ class VerifyCache:
         revocation names it."""
         now = self._clock()
         with self._lock:
-            if self._state(now) is not CacheState.ANSWERING:
+            # _state(now) is ANSWERING, inline: this is every hit's path.
+            heard = self._last_heard
+            if self._off or not self._synced or heard is None or now - heard > self._silence:
                 return None
             entry = self._entries.get(key)
             if entry is None:

@@ -30,7 +30,7 @@ from typing import Any
 from fastapi import Depends, HTTPException, Request
 
 from .asgi import client_certificate, read_headers
-from .middleware import AnyClient, Refusal, missing, presented, verify_async
+from .middleware import AnyClient, Refusal, authorize_async
 from .types import VerifiedToken
 
 
@@ -60,18 +60,17 @@ class Authorizer:
         # would build costs more than the cache hit itself.
         scope = request.scope
         authorization, proof, certs = read_headers(scope, self._cert_key)
-        p = presented(
-            authorization,
-            proof,
-            scope.get("method", "GET"),
-            scope.get("path", ""),
-            self.dpop_origin,
-        )
         try:
-            if p is None:
-                raise missing()
-            p = p.with_certificate(client_certificate(scope, self.client_cert_header, certs))
-            return await verify_async(client, p, self.scopes)
+            return await authorize_async(
+                client,
+                authorization,
+                proof,
+                scope.get("method", "GET"),
+                scope.get("path", ""),
+                self.dpop_origin,
+                self.scopes,
+                lambda: client_certificate(scope, self.client_cert_header, certs),
+            )
         except Refusal as refused:
             raise HTTPException(
                 status_code=refused.status,

@@ -35,12 +35,13 @@ import json
 import logging
 import re
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
 
 from . import aio
+from .cache import scope_part
 from .client import AuthClient
 from .errors import AuthError, ErrorReason
 from .types import VerifiedToken
@@ -340,6 +341,55 @@ async def verify_async(client: AnyClient, p: Presented, scopes: Sequence[str]) -
         hit = client.cached(p.authorization, scopes, client_certificate=p.client_certificate)
         if hit is not None:
             return hit
+    return await _ask_async(client, p, scopes)
+
+
+def bearer_token(authorization: str) -> str | None:
+    """The token of a ``Bearer`` credential (the scheme in any case), else
+    ``None``: the same token `credential` and the clients' cache find, read
+    with less work for the usual spelling."""
+    if authorization[:7] == "Bearer ":
+        token = authorization[7:].strip()
+        return token or None
+    scheme, _, rest = authorization.strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return rest.strip() or None
+    return None
+
+
+async def authorize_async(
+    client: AnyClient,
+    authorization: str | None,
+    proof: str | None,
+    method: str,
+    path: str,
+    dpop_origin: str | None,
+    scopes: tuple[str, ...],
+    certificate: Callable[[], bytes | None],
+) -> VerifiedToken:
+    """What the ASGI middleware and the FastAPI dependency do for a request:
+    a ``Bearer`` token without a ``DPoP`` header is answered from the cache
+    when it can be (with no more work than that), anything else is
+    `presented` and verified. ``certificate`` reads the client certificate
+    (DER), only once there is a credential. Raises `Refusal`."""
+    if proof is None and authorization is not None:
+        bare = bearer_token(authorization)
+        if bare is not None:
+            der = certificate()
+            hit = client._hit(bare, scope_part(scopes), der)
+            if hit is not None:
+                return hit
+            return await _ask_async(client, Presented(authorization, None, method, "", der), scopes)
+    p = presented(authorization, proof, method, path, dpop_origin)
+    if p is None:
+        raise missing()
+    p = p.with_certificate(certificate())
+    return await verify_async(client, p, scopes)
+
+
+async def _ask_async(client: AnyClient, p: Presented, scopes: Sequence[str]) -> VerifiedToken:
+    """`verify_async` past the cache: authd decides (the clients' own cache
+    is asked once more on the way)."""
     try:
         if isinstance(client, aio.AuthClient):
             return await client.verify_token(
