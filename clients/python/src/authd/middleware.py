@@ -306,7 +306,7 @@ def certificate_from_header(name: str, value: str) -> bytes | None:
     added), or else a URL-encoded PEM (nginx's ``$ssl_client_escaped_cert``,
     AWS ALB's ``X-Amzn-Mtls-Clientcert``). ``None`` when the header is empty
     or names no certificate (the client sent none); raises `Refusal` (400)
-    when it holds something else."""
+    when it holds something else, or several PEM headers were joined."""
     value = value.strip()
     if not value:
         return None
@@ -315,6 +315,10 @@ def certificate_from_header(name: str, value: str) -> bytes | None:
         if not cert:
             return None
         return pem_to_der(urllib.parse.unquote(cert), name)
+    if "," in value:
+        # A URL-encoded PEM holds no comma: the header came several times
+        # (a WSGI server joins them with commas). Which one is the client's?
+        raise unusable_certificate(f"several {name} headers")
     return pem_to_der(urllib.parse.unquote(value), name)
 
 
