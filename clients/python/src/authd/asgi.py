@@ -37,11 +37,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from .cache import scope_part
 from .middleware import (
     AnyClient,
     Refusal,
     ScopeRules,
     authorize_async,
+    bearer_token,
     certificate_from_header,
     pem_to_der,
     unusable_certificate,
@@ -156,16 +158,24 @@ class AuthMiddleware:
             return
         authorization, proof, certs = read_headers(scope, self._cert_key)
         try:
-            token = await authorize_async(
-                self.client,
-                authorization,
-                proof,
-                scope.get("method", "GET"),
-                path,
-                self.dpop_origin,
-                scopes,
-                lambda: client_certificate(scope, self.client_cert_header, certs),
-            )
+            token = None
+            # A repeated Bearer token: the cache answers, with nothing else made.
+            if proof is None and authorization is not None:
+                bare = bearer_token(authorization)
+                if bare is not None:
+                    der = client_certificate(scope, self.client_cert_header, certs)
+                    token = self.client._hit(bare, scope_part(scopes), der)
+            if token is None:
+                token = await authorize_async(
+                    self.client,
+                    authorization,
+                    proof,
+                    scope.get("method", "GET"),
+                    path,
+                    self.dpop_origin,
+                    scopes,
+                    lambda: client_certificate(scope, self.client_cert_header, certs),
+                )
         except Refusal as refused:
             await _refuse(scope, send, refused)
             return
