@@ -2,7 +2,9 @@
 app (uvicorn, one worker, on cpu 0); the load generator and authd on cpu 1.
 Rows: the route unprotected; protected by authd with a warm cache; protected
 by PyJWT with PyJWKClient — each with repeated tokens (100, cycled) and with
-new tokens (each used once). Then the revocation-to-refusal delay of the
+new tokens (each used once). Besides requests/s, each row has the app's CPU
+time per answered request (from /proc), which other load on the machine
+moves much less than it moves requests/s. Then the revocation-to-refusal delay of the
 cache (p50/p99): a subject revoked while its token is cached, timed until the
 cache stops answering for it. Prints a markdown table and one JSON line.
 Run through bench/run."""
@@ -29,7 +31,19 @@ from tests.harness import free_port, port_open, wait_until  # noqa: E402
 NEW_TOKENS = int(os.environ.get("BENCH_NEW_TOKENS", "20000"))
 
 
-def run(url: str, tokens: Path | None, warmup: float, duration: float) -> dict[str, object]:
+def cpu_ticks(pid: int) -> int | None:
+    """The process's user + system CPU time, in clock ticks (Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])
+
+
+def run(
+    url: str, tokens: Path | None, warmup: float, duration: float, app_pid: int
+) -> dict[str, object]:
     command = [
         "taskset",
         "-c",
@@ -46,8 +60,16 @@ def run(url: str, tokens: Path | None, warmup: float, duration: float) -> dict[s
     ]
     if tokens is not None:
         command += ["--tokens", str(tokens)]
+    before = cpu_ticks(app_pid)
     out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=HERE.parent)
+    after = cpu_ticks(app_pid)
     result: dict[str, object] = json.loads(out.stdout)
+    # The app's CPU time per answered request, warmup included on both
+    # sides: less at the mercy of other load on the machine than requests/s.
+    answered = float(result["rps"]) * (duration + warmup)  # type: ignore[arg-type]
+    if before is not None and after is not None and answered > 0:
+        ticks = os.sysconf("SC_CLK_TCK")
+        result["app_cpu_us"] = round((after - before) / ticks * 1e6 / answered, 1)
     print(url, result, file=sys.stderr)
     return result
 
@@ -107,15 +129,16 @@ def main() -> None:
         with urllib.request.urlopen(base + "/ready", timeout=15) as ready:
             assert json.load(ready) == {"cache": True}, "the app's cache did not catch up"
 
+        pid = app.pid
         rows = {
-            "unprotected": run(base + "/unprotected", None, 2, 10),
-            "authd, repeated tokens (warm cache)": run(base + "/authd", repeated, 2, 10),
+            "unprotected": run(base + "/unprotected", None, 2, 10, pid),
+            "authd, repeated tokens (warm cache)": run(base + "/authd", repeated, 2, 10, pid),
             "authd ASGI middleware, repeated tokens (warm cache)": run(
-                base + "/mw", repeated, 2, 10
+                base + "/mw", repeated, 2, 10, pid
             ),
-            "PyJWT + PyJWKClient, repeated tokens": run(base + "/pyjwt", repeated, 2, 10),
-            "authd, new tokens": run(base + "/authd", fresh, 1, 5),
-            "PyJWT + PyJWKClient, new tokens": run(base + "/pyjwt", fresh, 1, 5),
+            "PyJWT + PyJWKClient, repeated tokens": run(base + "/pyjwt", repeated, 2, 10, pid),
+            "authd, new tokens": run(base + "/authd", fresh, 1, 5, pid),
+            "PyJWT + PyJWKClient, new tokens": run(base + "/pyjwt", fresh, 1, 5, pid),
         }
         delays = revocation_delay(f"127.0.0.1:{port}", issuer, watch)
     finally:
@@ -126,16 +149,23 @@ def main() -> None:
         authd.wait(10)
 
     unprotected = float(rows["unprotected"]["rps"])  # type: ignore[arg-type]
+    unprotected_cpu = rows["unprotected"].get("app_cpu_us")
     print(
         "| route (FastAPI, uvicorn, 1 core) | requests/s | of unprotected "
-        "| p50 µs | p99 µs | non-200 |"
+        "| p50 µs | p99 µs | non-200 | app CPU µs/request | of unprotected, by CPU |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, row in rows.items():
         ratio = float(row["rps"]) / unprotected  # type: ignore[arg-type]
+        cpu = row.get("app_cpu_us")
+        by_cpu = (
+            f"{float(unprotected_cpu) / float(cpu):.2f}"  # type: ignore[arg-type]
+            if cpu and unprotected_cpu
+            else "-"
+        )
         print(
             f"| {name} | {row['rps']} | {ratio:.2f} | {row['p50_us']} | {row['p99_us']} "
-            f"| {row['non_200']} |"
+            f"| {row['non_200']} | {cpu if cpu is not None else '-'} | {by_cpu} |"
         )
     print(
         f"\nrevocation to refusal by the cache (n={delays['n']}): after RevokeSession answered "

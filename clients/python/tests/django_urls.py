@@ -34,8 +34,16 @@ class Orders(APIView):
         return Response({"subject": token.subject})
 
 
+class Bound(Orders):
+    """Any verified token (the certificate-bound tests' tokens hold no scope)."""
+
+    required_scopes: list[str] = []
+
+
 urlpatterns = [
     path("orders", orders),
+    path("bound", orders),
     path("healthz", healthz),
     path("api/orders", Orders.as_view()),
+    path("api/bound", Bound.as_view()),
 ]

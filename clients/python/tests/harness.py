@@ -257,3 +257,64 @@ class Authd:
             ):
                 total += float(line.rsplit(" ", 1)[1])
         return int(total)
+
+
+class DpopIssuer:
+    """tests/issuer-dpop/issuer.js (oidc-provider): it issues RFC 8705
+    certificate-bound tokens (``cnf["x5t#S256"]``) at its real token
+    endpoint, minted with tests/issuer-dpop/mint.js."""
+
+    def __init__(self) -> None:
+        self.directory = REPO / "tests" / "issuer-dpop"
+        self.process = subprocess.Popen(
+            ["node", str(self.directory / "issuer.js"), "--port", "0", "--audience", AUDIENCE],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        ready: list[str] = []
+
+        def read() -> None:
+            assert self.process.stdout is not None
+            ready.append(self.process.stdout.readline())
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(30)
+        if not ready or not ready[0].startswith("READY "):
+            self.stop()
+            raise RuntimeError(f"issuer-dpop did not print READY within 30 s: {ready}")
+        self.url = ready[0].removeprefix("READY ").strip()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+    def config(self) -> str:
+        """authd's ``[[issuers]]`` entry for it."""
+        return (
+            f'[[issuers]]\nissuer = "{self.url}"\naudiences = ["{AUDIENCE}"]\n'
+            'algorithms = ["RS256"]\n'
+        )
+
+    def mint_mtls(self, cert_file: Path) -> dict[str, str]:
+        """A token bound to the certificate in ``cert_file`` (PEM): mint.js's answer,
+        ``access_token`` and ``x5t#S256``."""
+        out = subprocess.run(
+            [
+                "node",
+                str(self.directory / "mint.js"),
+                "--issuer",
+                self.url,
+                "--kind",
+                "mtls",
+                "--cert",
+                str(cert_file),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        answer: dict[str, str] = json.loads(out.stdout)
+        return answer

@@ -11,8 +11,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from authd import CacheConfig, CacheState, VerifiedToken
+from authd._common import split_authorization
 from authd._gen.auth.v1 import auth_pb2 as pb
-from authd.cache import VerifyCache, cache_key
+from authd.cache import VerifyCache, cache_key, scope_part, token_key
+from authd.middleware import bearer_token, credential
 from authd.types import TokenBinding
 
 NOW = int(time.time())
@@ -70,6 +72,43 @@ def test_key_depends_on_token_and_scope_set_not_order() -> None:
     assert a != cache_key("t", ["read"])
     assert a != cache_key("u", ["read", "write"])
     assert cache_key("t", ["read"]) != cache_key("t\0read", [])
+
+
+def test_the_scope_part_is_remembered_and_keys_the_same() -> None:
+    for scopes in [(), ("a",), ("b", "a", "a"), ["b", "a"], ("ü",)]:
+        assert token_key("t", scope_part(scopes)) == cache_key("t", scopes)
+        assert scope_part(tuple(scopes)) == scope_part(list(scopes))
+    key = hashlib.sha256()
+    for part in ("t", "a", "b"):
+        key.update(len(part.encode()).to_bytes(8, "big") + part.encode())
+    assert cache_key("t", ("b", "a", "a")) == key.digest()
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Bearer abc",
+        "bearer abc",
+        "BEARER abc ",
+        "  Bearer   abc  ",
+        "Bearer  ",
+        "Bearer",
+        "Bearer\tabc",
+        "Bearerabc",
+        "DPoP abc",
+        "Basic dTpw",
+        "abc",
+        "Bearer a b",
+        "Bearer \u00a0abc\u00a0",
+    ],
+)
+def test_the_fast_bearer_read_agrees_with_the_full_one(authorization: str) -> None:
+    """What the middleware's hit path reads is what `credential` accepts as
+    a Bearer credential and the cache keys it by."""
+    value = credential(authorization)
+    scheme, bare = split_authorization(authorization)
+    expected = bare if value is not None and scheme == "bearer" else None
+    assert bearer_token(authorization) == expected
 
 
 def test_a_forged_signature_misses_the_genuine_entry() -> None:

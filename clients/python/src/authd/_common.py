@@ -144,14 +144,13 @@ def verify_request(
     return request
 
 
-def cacheable(
-    token: str, audience: str | None, dpop_proof: str | None, client_certificate: bytes | None
-) -> str | None:
+def cacheable(token: str, audience: str | None, dpop_proof: str | None) -> str | None:
     """The bare token when a cached verdict may answer this presentation:
-    a plain bearer token, no audience override, no proof, no certificate.
-    Sender-constrained presentations always go to authd."""
+    a plain bearer token, no audience override, no DPoP proof (DPoP
+    presentations always go to authd). A client certificate does not stop a
+    lookup: a hit is used only when `authd.cache.binding_proven` says so."""
     scheme, bare = split_authorization(token)
-    if scheme == "dpop" or audience is not None or dpop_proof or client_certificate:
+    if scheme == "dpop" or audience is not None or dpop_proof:
         return None
     return bare
 

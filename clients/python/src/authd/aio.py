@@ -28,7 +28,16 @@ from ._common import (
 from ._gen.auth.v1 import auth_pb2 as pb
 from ._gen.auth.v1 import auth_pb2_grpc as pb_grpc
 from ._watch import AsyncWatcher
-from .cache import DEFAULT_CACHE, CacheConfig, CacheState, VerifyCache, cache_key
+from .cache import (
+    DEFAULT_CACHE,
+    CacheConfig,
+    CacheState,
+    VerifyCache,
+    binding_proven,
+    cache_key,
+    scope_part,
+    token_key,
+)
 from .client import _expose
 from .errors import AuthError
 from .types import (
@@ -158,14 +167,40 @@ class AuthClient:
                 continue
             raise failed
 
-    def cached(self, token: str, scopes: Sequence[str] = ()) -> VerifiedToken | None:
+    def cached(
+        self,
+        token: str,
+        scopes: Sequence[str] = (),
+        *,
+        client_certificate: bytes | None = None,
+    ) -> VerifiedToken | None:
         """The cache's answer for ``token`` and these scopes, if it gives one
-        now; never calls authd (call from the event loop)."""
-        bare = cacheable(token, None, None, None)
-        if self._cache is None or bare is None:
+        now; never calls authd (call from the event loop). A certificate-bound
+        token's answer is given only with the certificate (DER) it is bound
+        to as ``client_certificate``."""
+        bare = cacheable(token, None, None)
+        if bare is None:
+            return None
+        return self._hit(bare, scope_part(scopes), client_certificate)
+
+    def _hit(
+        self, bare: str, scopes: bytes, client_certificate: bytes | None
+    ) -> VerifiedToken | None:
+        """The cached answer for the bare token ``bare`` and the scope set
+        whose `scope_part` is ``scopes``, when the request proves its
+        binding (`binding_proven`)."""
+        cache = self._cache
+        if cache is None:
             return None
         self._stub()
-        return self._cache.get(cache_key(bare, scopes))
+        hit = cache.get(token_key(bare, scopes))
+        if (
+            hit is not None
+            and hit.binding is not None
+            and not binding_proven(hit, client_certificate)
+        ):
+            return None
+        return hit
 
     async def verify_token(
         self,
@@ -179,12 +214,12 @@ class AuthClient:
         client_certificate: bytes | None = None,
     ) -> VerifiedToken:
         """See `authd.AuthClient.verify_token`."""
-        bare = cacheable(token, audience, dpop_proof, client_certificate)
+        bare = cacheable(token, audience, dpop_proof)
         key = cache_key(bare, scopes) if bare is not None and self._cache is not None else None
         if key is not None and self._cache is not None:
             self._stub()
             hit = self._cache.get(key)
-            if hit is not None:
+            if hit is not None and (hit.binding is None or binding_proven(hit, client_certificate)):
                 return hit
         request = verify_request(
             token, scopes, audience, dpop_proof, http_method, http_uri, client_certificate

@@ -20,6 +20,16 @@ A verified request carries the `VerifiedToken` in ``scope["authd.token"]``
 (and ``request.state.authd_token``); a refused one is answered here (see
 `authd.middleware` for the answers). WebSocket handshakes are checked too and
 closed (403) when refused. Lifespan events pass through.
+
+**Client certificates** (RFC 8705 certificate-bound tokens) go to authd with
+the token, from the ASGI TLS extension (``scope["extensions"]["tls"]
+["client_cert_chain"]``, PEM, the leaf first) of servers that implement it,
+or, with ``client_cert_header=``, only from that header, as a proxy that
+terminates TLS sets it (``"x-forwarded-client-cert"``: Envoy's format; any
+other name: a URL-encoded PEM, as nginx's ``$ssl_client_escaped_cert``).
+Set a header only behind a proxy that removes it from what clients send.
+uvicorn (0.55) and Hypercorn (0.18) do not fill the TLS extension: behind
+them a certificate arrives only by a proxy's header.
 """
 
 from __future__ import annotations
@@ -27,7 +37,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .middleware import AnyClient, Refusal, ScopeRules, missing, presented, verify_async
+from .cache import scope_part
+from .middleware import (
+    AnyClient,
+    Refusal,
+    ScopeRules,
+    authorize_async,
+    bearer_token,
+    certificate_from_header,
+    pem_to_der,
+    unusable_certificate,
+)
 from .types import VerifiedToken
 
 Scope = MutableMapping[str, Any]
@@ -43,14 +63,55 @@ SCOPE_KEY = "authd.token"
 def credentials(scope: Scope) -> tuple[str | None, str | None]:
     """The ``Authorization`` and ``DPoP`` headers, in one pass. Several DPoP
     headers are joined, for authd's checks to refuse."""
+    authorization, proof, _ = read_headers(scope, None)
+    return authorization, proof
+
+
+def read_headers(
+    scope: Scope, cert_header: bytes | None
+) -> tuple[str | None, str | None, list[str] | None]:
+    """The ``Authorization`` and ``DPoP`` headers and the values of
+    ``cert_header`` (lower case), in one pass."""
     authorization: str | None = None
-    proofs: list[str] = []
+    proofs: list[str] | None = None
+    certs: list[str] | None = None
     for key, value in scope.get("headers", ()):
-        if len(key) == 13 and key.lower() == b"authorization":
+        size = len(key)
+        if size == 13 and key.lower() == b"authorization":
             authorization = value.decode("latin-1")
-        elif len(key) == 4 and key.lower() == b"dpop":
+        elif size == 4 and key.lower() == b"dpop":
+            if proofs is None:
+                proofs = []
             proofs.append(value.decode("latin-1"))
-    return authorization, ",".join(proofs) if proofs else None
+        elif cert_header is not None and key.lower() == cert_header:
+            if certs is None:
+                certs = []
+            certs.append(value.decode("latin-1"))
+    return authorization, ",".join(proofs) if proofs else None, certs
+
+
+def client_certificate(scope: Scope, header: str | None, values: list[str] | None) -> bytes | None:
+    """The request's client certificate (DER): from ``header``'s ``values``
+    when a header is configured (then only from there), else from the ASGI
+    TLS extension. Raises `Refusal` (400) for a header that holds something
+    else than one certificate."""
+    if header is not None:
+        if not values:
+            return None
+        if len(values) > 1:
+            raise unusable_certificate(f"several {header} headers")
+        return certificate_from_header(header, values[0])
+    extensions = scope.get("extensions")
+    tls = extensions.get("tls") if extensions else None
+    if not tls:
+        return None
+    chain = tls.get("client_cert_chain")
+    if not chain:
+        return None
+    leaf = next(iter(chain), None)
+    if not leaf:
+        return None
+    return pem_to_der(leaf, "the TLS extension's client_cert_chain")
 
 
 class AuthMiddleware:
@@ -62,6 +123,11 @@ class AuthMiddleware:
     path (default: a verified token, no particular scope). ``dpop_origin``:
     the scheme and authority clients address this service by
     (``https://api.example.com``), for DPoP proofs' ``htu``.
+    ``client_cert_header``: the header a TLS-terminating proxy puts the
+    client certificate in (``"x-forwarded-client-cert"`` for Envoy's XFCC,
+    or one holding a URL-encoded PEM); ``None`` (the default) reads the ASGI
+    TLS extension instead. Trust a header only behind a proxy that strips it
+    from what clients send.
     """
 
     def __init__(
@@ -70,11 +136,16 @@ class AuthMiddleware:
         client: AnyClient,
         rules: ScopeRules | None = None,
         dpop_origin: str | None = None,
+        client_cert_header: str | None = None,
     ) -> None:
         self.app = app
         self.client = client
         self.rules = rules or ScopeRules()
         self.dpop_origin = dpop_origin
+        self.client_cert_header = client_cert_header.lower() if client_cert_header else None
+        self._cert_key = (
+            client_cert_header.lower().encode("latin-1") if client_cert_header else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -85,24 +156,32 @@ class AuthMiddleware:
         if scopes is None:
             await self.app(scope, receive, send)
             return
-        authorization, proof = credentials(scope)
-        p = presented(
-            authorization,
-            proof,
-            scope.get("method", "GET"),
-            path,
-            self.dpop_origin,
-        )
+        authorization, proof, certs = read_headers(scope, self._cert_key)
         try:
-            if p is None:
-                raise missing()
-            token = await verify_async(self.client, p, scopes)
+            token = None
+            # A repeated Bearer token: the cache answers, with nothing else made.
+            if proof is None and authorization is not None:
+                bare = bearer_token(authorization)
+                if bare is not None:
+                    der = client_certificate(scope, self.client_cert_header, certs)
+                    token = self.client._hit(bare, scope_part(scopes), der)
+            if token is None:
+                token = await authorize_async(
+                    self.client,
+                    authorization,
+                    proof,
+                    scope.get("method", "GET"),
+                    path,
+                    self.dpop_origin,
+                    scopes,
+                    lambda: client_certificate(scope, self.client_cert_header, certs),
+                )
         except Refusal as refused:
             await _refuse(scope, send, refused)
             return
         scope[SCOPE_KEY] = token
         state = scope.setdefault("state", {})
-        if isinstance(state, MutableMapping):
+        if type(state) is dict or isinstance(state, MutableMapping):
             state["authd_token"] = token
         await self.app(scope, receive, send)
 

@@ -15,9 +15,15 @@ verification goes to authd. A revocation matches an entry by the token's
 revocation), the SHA-256 of its signing input (``header.payload``), or the
 SHA-256 of the whole token (older authd). Entries also end with the token's
 ``exp`` and `CacheConfig.max_ttl`; refusals are never cached, nor are
-sender-constrained (DPoP, certificate-bound) tokens. Keys are the SHA-256 of
-the whole token and the scope set: the cache never holds a token, and a
-forged token (another signature) cannot hit a genuine entry.
+DPoP-bound tokens (each request's proof is authd's to check). Keys are the
+SHA-256 of the whole token and the scope set: the cache never holds a token,
+and a forged token (another signature) cannot hit a genuine entry.
+
+A certificate-bound token (RFC 8705, ``cnf["x5t#S256"]``) is cached with its
+binding, as the Rust client does, and an entry of one answers only a request
+presenting that very certificate (`binding_proven`: its SHA-256 against the
+bound thumbprint); any other presentation, or none, goes to authd, which
+refuses it (``TOKEN_BINDING_MISMATCH``).
 
 One lock guards the cache; it is never held across I/O or an ``await``, so
 the cache is safe from threads and from asyncio tasks alike.
@@ -25,8 +31,10 @@ the cache is safe from threads and from asyncio tasks alike.
 
 from __future__ import annotations
 
+import base64
 import enum
 import hashlib
+import hmac
 import logging
 import threading
 import time
@@ -76,13 +84,52 @@ class CacheState(enum.Enum):
 def cache_key(token: str, scopes: Sequence[str]) -> bytes:
     """SHA-256 of the token and the scope set (sorted, once each), each part
     length-prefixed so that parts cannot run into each other."""
-    h = hashlib.sha256()
-    parts = [token, *(scopes if len(scopes) < 2 else sorted(set(scopes)))]
-    for part in parts:
-        data = part.encode()
-        h.update(len(data).to_bytes(8, "big"))
-        h.update(data)
-    return h.digest()
+    return token_key(token, scope_part(scopes))
+
+
+def token_key(token: str, part: bytes) -> bytes:
+    """`cache_key` of ``token`` with the scope set's `scope_part`."""
+    data = token.encode()
+    return hashlib.sha256(len(data).to_bytes(8, "big") + data + part).digest()
+
+
+_PARTS: dict[tuple[str, ...], bytes] = {}
+
+
+def scope_part(scopes: Sequence[str]) -> bytes:
+    """What a scope set adds to a key: each scope (sorted, once each; as
+    given when fewer than two) length-prefixed. Remembered for the few
+    tuples of scopes the middleware ask with."""
+    memo: tuple[str, ...] | None = scopes if isinstance(scopes, tuple) else None
+    if memo is not None:
+        known = _PARTS.get(memo)
+        if known is not None:
+            return known
+    out = bytearray()
+    for scope in scopes if len(scopes) < 2 else sorted(set(scopes)):
+        data = scope.encode()
+        out += len(data).to_bytes(8, "big")
+        out += data
+    part = bytes(out)
+    if memo is not None:
+        if len(_PARTS) >= 1024:
+            _PARTS.clear()
+        _PARTS[memo] = part
+    return part
+
+
+def binding_proven(verified: VerifiedToken, client_certificate: bytes | None) -> bool:
+    """Whether a cached verdict may answer a request presenting
+    ``client_certificate`` (DER): always for an unbound token, and for a
+    certificate-bound one only when the certificate is the one it is bound
+    to. (DPoP-bound tokens are never cached.)"""
+    binding = verified.binding
+    if binding is None:
+        return True
+    if binding.jkt or not binding.x5t_s256 or not client_certificate:
+        return False
+    presented = base64.urlsafe_b64encode(hashlib.sha256(client_certificate).digest())
+    return hmac.compare_digest(presented.rstrip(b"="), binding.x5t_s256.encode())
 
 
 class _Entry:
@@ -131,7 +178,9 @@ class VerifyCache:
         revocation names it."""
         now = self._clock()
         with self._lock:
-            if self._state(now) is not CacheState.ANSWERING:
+            # _state(now) is ANSWERING, inline: this is every hit's path.
+            heard = self._last_heard
+            if self._off or not self._synced or heard is None or now - heard > self._silence:
                 return None
             entry = self._entries.get(key)
             if entry is None:
@@ -146,8 +195,13 @@ class VerifyCache:
 
     def insert(self, key: bytes, token: str, verified: VerifiedToken) -> None:
         """Keeps authd's answer for ``token`` (without its scheme), unless a
-        revocation already names it or the token is sender-constrained."""
-        if verified.binding is not None or self.config.max_entries <= 0:
+        revocation already names it or the token is DPoP-bound. A
+        certificate-bound token's answer is kept with its binding: see
+        `binding_proven`."""
+        binding = verified.binding
+        if self.config.max_entries <= 0 or (
+            binding is not None and (binding.jkt or not binding.x5t_s256)
+        ):
             return
         remaining = (verified.expires_at - datetime.now(timezone.utc)).total_seconds()
         ttl = min(remaining, self.config.max_ttl)

@@ -10,7 +10,11 @@ A verified request carries the `VerifiedToken` as ``request.authd_token``;
 a refused one is answered here (see `authd.middleware`). Settings:
 ``AUTHD_CLIENT`` (an `authd.AuthClient`, required), ``AUTHD_RULES`` (a
 `ScopeRules`; default: a verified token, no particular scope),
-``AUTHD_DPOP_ORIGIN`` (for DPoP proofs' ``htu``).
+``AUTHD_DPOP_ORIGIN`` (for DPoP proofs' ``htu``), ``AUTHD_CLIENT_CERT_HEADER``
+(the header a TLS-terminating proxy puts the client certificate in, e.g.
+``"x-forwarded-client-cert"``; unset, the certificate is read as
+`authd.wsgi` reads it from ``request.META``, or under ASGI from the scope's
+TLS extension). The certificate goes to authd for certificate-bound tokens.
 Needs the ``django`` extra: ``pip install 'authd-client[django]'``.
 """
 
@@ -23,8 +27,26 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 
+from . import asgi, wsgi
 from .client import AuthClient
 from .middleware import Refusal, ScopeRules, missing, presented, verify
+
+
+def client_certificate(request: HttpRequest, header: str | None) -> bytes | None:
+    """The request's TLS client certificate (DER): from ``header`` when one
+    is configured, else from the WSGI environ (``request.META``) or, under
+    ASGI, the scope's TLS extension. Raises `Refusal` (400) for one that
+    cannot be read."""
+    scope = getattr(request, "scope", None)
+    if scope is not None and header is None:
+        return asgi.client_certificate(scope, None, None)
+    return wsgi.client_certificate(request.META, header)
+
+
+def cert_header() -> str | None:
+    """``settings.AUTHD_CLIENT_CERT_HEADER``."""
+    header = getattr(settings, "AUTHD_CLIENT_CERT_HEADER", None)
+    return header if isinstance(header, str) and header else None
 
 
 def configured_client() -> AuthClient:
@@ -52,6 +74,7 @@ class AuthMiddleware:
         rules = getattr(settings, "AUTHD_RULES", None)
         self.rules = rules if isinstance(rules, ScopeRules) else ScopeRules()
         self.dpop_origin: str | None = getattr(settings, "AUTHD_DPOP_ORIGIN", None)
+        self.client_cert_header = cert_header()
 
     def __call__(self, request: HttpRequest) -> Any:
         scopes = self.rules.access(request.path_info)
@@ -67,6 +90,7 @@ class AuthMiddleware:
         try:
             if p is None:
                 raise missing()
+            p = p.with_certificate(client_certificate(request, self.client_cert_header))
             request.authd_token = verify(self.client, p, scopes)  # type: ignore[attr-defined]
         except Refusal as refused:
             return response(refused)

@@ -17,6 +17,9 @@ authd::
 No ``Authorization`` header: not authenticated (with ``IsAuthenticated``:
 401 ``WWW-Authenticate: Bearer``). Refused: 401 ``invalid_token``; a
 missing scope: 403 ``insufficient_scope``; authd unreachable: 503.
+The request's TLS client certificate goes to authd for certificate-bound
+tokens, read as `authd.django` reads it (a view's ``client_cert_header``, else
+``settings.AUTHD_CLIENT_CERT_HEADER``).
 Needs the ``drf`` extra: ``pip install 'authd-client[drf]'``.
 """
 
@@ -28,7 +31,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
-from .django import configured_client
+from .django import cert_header, client_certificate, configured_client
 from .middleware import Refusal, credential, presented, verify
 from .types import VerifiedToken
 
@@ -82,11 +85,16 @@ class AuthdAuthentication(BaseAuthentication):
             getattr(view, "dpop_origin", None),
         )
         assert p is not None
+        header = getattr(view, "client_cert_header", None) or cert_header()
         try:
+            p = p.with_certificate(client_certificate(request._request, header))
             token = verify(configured_client(), p, scopes)
         except Refusal as refused:
             if refused.status == 503:
                 raise AuthdUnavailable() from None
+            if refused.status == 400 and refused.error is None:
+                # The certificate a proxy forwarded cannot be read.
+                raise exceptions.ParseError(refused.code or "invalid_request") from None
             if refused.status == 403:
                 raise InsufficientScope(refused.challenge) from None
             request._authd_challenge = refused.challenge  # type: ignore[attr-defined]

@@ -15,7 +15,10 @@ with authd and returns the `VerifiedToken`::
 
 The client is ``client=`` or else ``request.app.state.authd``. A refusal is
 an ``HTTPException`` with RFC 6750's status and ``WWW-Authenticate`` (see
-`authd.middleware`); authd unreachable is 503, never a pass-through.
+`authd.middleware`); authd unreachable is 503, never a pass-through. The
+request's TLS client certificate goes to authd for certificate-bound tokens
+(RFC 8705), read as `authd.asgi` reads it: the ASGI TLS extension, or with
+``client_cert_header=`` only that header of a TLS-terminating proxy.
 Needs the ``fastapi`` extra: ``pip install 'authd-client[fastapi]'``.
 """
 
@@ -26,8 +29,9 @@ from typing import Any
 
 from fastapi import Depends, HTTPException, Request
 
-from .asgi import credentials
-from .middleware import AnyClient, Refusal, missing, presented, verify_async
+from .asgi import client_certificate, read_headers
+from .cache import scope_part
+from .middleware import AnyClient, Refusal, authorize_async, bearer_token
 from .types import VerifiedToken
 
 
@@ -39,10 +43,16 @@ class Authorizer:
         scopes: Sequence[str] = (),
         client: AnyClient | None = None,
         dpop_origin: str | None = None,
+        client_cert_header: str | None = None,
     ) -> None:
         self.scopes = tuple(scopes)
+        self._part = scope_part(self.scopes)
         self.client = client
         self.dpop_origin = dpop_origin
+        self.client_cert_header = client_cert_header.lower() if client_cert_header else None
+        self._cert_key = (
+            client_cert_header.lower().encode("latin-1") if client_cert_header else None
+        )
 
     async def __call__(self, request: Request) -> VerifiedToken:
         client = self.client or getattr(request.app.state, "authd", None)
@@ -51,18 +61,26 @@ class Authorizer:
         # Read from the ASGI scope: what Request.headers and Request.url
         # would build costs more than the cache hit itself.
         scope = request.scope
-        authorization, proof = credentials(scope)
-        p = presented(
-            authorization,
-            proof,
-            scope.get("method", "GET"),
-            scope.get("path", ""),
-            self.dpop_origin,
-        )
+        authorization, proof, certs = read_headers(scope, self._cert_key)
         try:
-            if p is None:
-                raise missing()
-            return await verify_async(client, p, self.scopes)
+            # A repeated Bearer token: the cache answers, with nothing else made.
+            if proof is None and authorization is not None:
+                bare = bearer_token(authorization)
+                if bare is not None:
+                    der = client_certificate(scope, self.client_cert_header, certs)
+                    hit = client._hit(bare, self._part, der)
+                    if hit is not None:
+                        return hit
+            return await authorize_async(
+                client,
+                authorization,
+                proof,
+                scope.get("method", "GET"),
+                scope.get("path", ""),
+                self.dpop_origin,
+                self.scopes,
+                lambda: client_certificate(scope, self.client_cert_header, certs),
+            )
         except Refusal as refused:
             raise HTTPException(
                 status_code=refused.status,
@@ -76,9 +94,11 @@ def Authorize(  # noqa: N802 - reads as FastAPI's own Depends/Security
     *,
     client: AnyClient | None = None,
     dpop_origin: str | None = None,
+    client_cert_header: str | None = None,
 ) -> Any:
     """A dependency verifying the request's token with authd, requiring every
     scope in ``scopes``; its value is the `VerifiedToken`. Use it as a
     parameter default (``token: VerifiedToken = Authorize(scopes=[...])``) or
-    in ``dependencies=[Authorize(...)]``."""
-    return Depends(Authorizer(scopes, client, dpop_origin))
+    in ``dependencies=[Authorize(...)]``. ``client_cert_header``: see
+    `authd.asgi.AuthMiddleware`."""
+    return Depends(Authorizer(scopes, client, dpop_origin, client_cert_header))

@@ -15,19 +15,33 @@ decide, the request is refused with 503, never let through.
 
 A request that used DPoP gets RFC 9449's ``DPoP`` challenges instead
 (``invalid_dpop_proof``, ``use_dpop_nonce`` with the nonce in ``DPoP-Nonce``).
+
+**Client certificates** (RFC 8705 certificate-bound tokens): every middleware
+passes the TLS client certificate of the request to authd as DER, read where
+the server puts it (`authd.asgi`: the ASGI TLS extension; `authd.wsgi`:
+``SSL_CLIENT_CERT`` or gunicorn's socket), or — only when configured with
+``client_cert_header`` — from the header a TLS-terminating proxy sets (Envoy's
+``X-Forwarded-Client-Cert``, or a URL-encoded PEM as nginx's
+``$ssl_client_escaped_cert``). A header that carries something other than a
+certificate is refused (400 ``invalid_request``), never dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
-from collections.abc import Iterable, Sequence
+import re
+import urllib.parse
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
 
 from . import aio
+from .cache import scope_part
 from .client import AuthClient
 from .errors import AuthError, ErrorReason
 from .types import VerifiedToken
@@ -166,12 +180,20 @@ def refusal(error: AuthError, scopes: Sequence[str], dpop: bool) -> Refusal:
 @dataclass(frozen=True)
 class Presented:
     """What a request presents: its ``Authorization`` value, its ``DPoP``
-    header, its method and its URI as its client addressed it."""
+    header, its method, its URI as its client addressed it, and the client
+    certificate (DER) of its TLS connection."""
 
     authorization: str
     dpop_proof: str | None
     method: str
     uri: str
+    client_certificate: bytes | None = None
+
+    def with_certificate(self, der: bytes | None) -> Presented:
+        """The same, with the client certificate ``der`` (if any)."""
+        if der is None:
+            return self
+        return Presented(self.authorization, self.dpop_proof, self.method, self.uri, der)
 
     @property
     def dpop(self) -> bool:
@@ -208,6 +230,98 @@ def presented(
     return p
 
 
+# === client certificates (RFC 8705) ===
+
+#: The header Envoy forwards the client certificate in (its XFCC format).
+XFCC = "x-forwarded-client-cert"
+
+_PEM = re.compile(r"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+?)-----END CERTIFICATE-----")
+
+
+def unusable_certificate(where: str) -> Refusal:
+    """A request whose client certificate was given but cannot be read: 400,
+    never passed on without it."""
+    description = f"{_quoted(where)} does not hold a client certificate"
+    challenge = f'Bearer error="invalid_request", error_description="{description}"'
+    return Refusal(400, [("WWW-Authenticate", challenge)], None, "invalid_request")
+
+
+def pem_to_der(pem: str, where: str) -> bytes:
+    """The DER of the first certificate of ``pem`` (a chain's first is its
+    leaf). Raises `Refusal` (400) when there is none."""
+    match = _PEM.search(pem)
+    if match is None:
+        raise unusable_certificate(where)
+    try:
+        der = base64.b64decode("".join(match.group(1).split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise unusable_certificate(where) from None
+    if len(der) < 2 or der[0] != 0x30:  # an X.509 certificate is a DER SEQUENCE
+        raise unusable_certificate(where)
+    return der
+
+
+def _xfcc_elements(value: str) -> list[dict[str, str]]:
+    """Envoy's ``X-Forwarded-Client-Cert``: elements separated by ``,``, each
+    ``key=value`` pairs separated by ``;``, values optionally in double
+    quotes (which may hold ``,`` and ``;``, and ``\"``)."""
+    elements: list[dict[str, str]] = [{}]
+    i, n = 0, len(value)
+    while i < n:
+        eq = value.find("=", i)
+        if eq < 0:
+            break
+        key = value[i:eq].strip().lower().lstrip(",;").strip()
+        i = eq + 1
+        if i < n and value[i] == '"':
+            i += 1
+            out = []
+            while i < n and value[i] != '"':
+                if value[i] == "\\" and i + 1 < n:
+                    i += 1
+                out.append(value[i])
+                i += 1
+            item = "".join(out)
+            i += 1  # the closing quote
+        else:
+            end = i
+            while end < n and value[end] not in ";,":
+                end += 1
+            item = value[i:end].strip()
+            i = end
+        elements[-1][key] = item
+        while i < n and value[i] in " \t":
+            i += 1
+        if i < n and value[i] == ",":
+            elements.append({})
+        if i < n:
+            i += 1
+    return elements
+
+
+def certificate_from_header(name: str, value: str) -> bytes | None:
+    """The client certificate (DER) a TLS-terminating proxy forwarded in the
+    header ``name``: Envoy's ``X-Forwarded-Client-Cert`` (the ``Cert`` of its
+    first element, the one the proxy that terminated the client's TLS
+    added), or else a URL-encoded PEM (nginx's ``$ssl_client_escaped_cert``,
+    AWS ALB's ``X-Amzn-Mtls-Clientcert``). ``None`` when the header is empty
+    or names no certificate (the client sent none); raises `Refusal` (400)
+    when it holds something else, or several PEM headers were joined."""
+    value = value.strip()
+    if not value:
+        return None
+    if name.lower() == XFCC:
+        cert = _xfcc_elements(value)[0].get("cert")
+        if not cert:
+            return None
+        return pem_to_der(urllib.parse.unquote(cert), name)
+    if "," in value:
+        # A URL-encoded PEM holds no comma: the header came several times
+        # (a WSGI server joins them with commas). Which one is the client's?
+        raise unusable_certificate(f"several {name} headers")
+    return pem_to_der(urllib.parse.unquote(value), name)
+
+
 def verify(client: AuthClient, p: Presented, scopes: Sequence[str]) -> VerifiedToken:
     """Verifies with the blocking client; raises `Refusal`."""
     try:
@@ -217,6 +331,7 @@ def verify(client: AuthClient, p: Presented, scopes: Sequence[str]) -> VerifiedT
             dpop_proof=p.dpop_proof,
             http_method=p.method if p.dpop else "",
             http_uri=p.uri,
+            client_certificate=p.client_certificate,
         )
     except AuthError as error:
         raise refusal(error, scopes, p.dpop) from None
@@ -227,9 +342,58 @@ async def verify_async(client: AnyClient, p: Presented, scopes: Sequence[str]) -
     the blocking client (a cache hit inline, a call in a worker thread);
     raises `Refusal`."""
     if not p.dpop:
-        hit = client.cached(p.authorization, scopes)
+        hit = client.cached(p.authorization, scopes, client_certificate=p.client_certificate)
         if hit is not None:
             return hit
+    return await _ask_async(client, p, scopes)
+
+
+def bearer_token(authorization: str) -> str | None:
+    """The token of a ``Bearer`` credential (the scheme in any case), else
+    ``None``: the same token `credential` and the clients' cache find, read
+    with less work for the usual spelling."""
+    if authorization[:7] == "Bearer ":
+        token = authorization[7:].strip()
+        return token or None
+    scheme, _, rest = authorization.strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return rest.strip() or None
+    return None
+
+
+async def authorize_async(
+    client: AnyClient,
+    authorization: str | None,
+    proof: str | None,
+    method: str,
+    path: str,
+    dpop_origin: str | None,
+    scopes: tuple[str, ...],
+    certificate: Callable[[], bytes | None],
+) -> VerifiedToken:
+    """What the ASGI middleware and the FastAPI dependency do for a request:
+    a ``Bearer`` token without a ``DPoP`` header is answered from the cache
+    when it can be (with no more work than that), anything else is
+    `presented` and verified. ``certificate`` reads the client certificate
+    (DER), only once there is a credential. Raises `Refusal`."""
+    if proof is None and authorization is not None:
+        bare = bearer_token(authorization)
+        if bare is not None:
+            der = certificate()
+            hit = client._hit(bare, scope_part(scopes), der)
+            if hit is not None:
+                return hit
+            return await _ask_async(client, Presented(authorization, None, method, "", der), scopes)
+    p = presented(authorization, proof, method, path, dpop_origin)
+    if p is None:
+        raise missing()
+    p = p.with_certificate(certificate())
+    return await verify_async(client, p, scopes)
+
+
+async def _ask_async(client: AnyClient, p: Presented, scopes: Sequence[str]) -> VerifiedToken:
+    """`verify_async` past the cache: authd decides (the clients' own cache
+    is asked once more on the way)."""
     try:
         if isinstance(client, aio.AuthClient):
             return await client.verify_token(
@@ -238,6 +402,7 @@ async def verify_async(client: AnyClient, p: Presented, scopes: Sequence[str]) -
                 dpop_proof=p.dpop_proof,
                 http_method=p.method if p.dpop else "",
                 http_uri=p.uri,
+                client_certificate=p.client_certificate,
             )
         return await asyncio.to_thread(verify, client, p, scopes)
     except AuthError as error:
