@@ -9,7 +9,7 @@ import { cacheKey, VerifyCache, type CacheOptions, type CacheState } from "./cac
 import { deviceLogin, type DeviceLoginOptions } from "./device.js";
 import { AuthError, Code } from "./errors.js";
 import { expose, Secret, type SecretLike } from "./secret.js";
-import { Transport, type CallOptions, type RetryOptions, type TlsOptions } from "./transport.js";
+import { Transport, type CallOptions, type Protocol, type RetryOptions, type TlsOptions } from "./transport.js";
 import * as t from "./types.js";
 import { Watcher, type TokenSource, type WatchStats } from "./watch.js";
 
@@ -21,6 +21,13 @@ export interface AuthClientOptions {
    * `https://host:port`, or `host:port` (TLS when `tls` is given).
    */
   endpoints: string | string[];
+  /**
+   * The protocol spoken to authd: `"connect"` (binary protobuf over
+   * HTTP/1.1 keep-alive connections, `node:http`; needs an authd that
+   * serves Connect, `[server] connect = true`, its default) or `"grpc"`
+   * (grpc-js over HTTP/2). Defaults to `"grpc"`.
+   */
+  protocol?: Protocol;
   /** TLS to authd, and a client certificate for mutual TLS. */
   tls?: TlsOptions;
   /** The deadline of each attempt of each call; `0` waits forever. Defaults to 2 000 ms. */
@@ -111,6 +118,7 @@ export class AuthClient {
     const timeoutMs = options.timeoutMs ?? 2_000;
     this.#transport = new Transport({
       endpoints,
+      protocol: options.protocol ?? "grpc",
       tls: options.tls,
       timeoutMs: timeoutMs > 0 ? timeoutMs : undefined,
       retry: {
@@ -331,15 +339,35 @@ export class AuthClient {
     request: { cursor?: string } = {},
     options: Pick<CallOptions, "serviceToken" | "signal"> = {},
   ): AsyncGenerator<t.RevocationEvent> {
+    // The stream's events, queued until the loop takes them.
+    const queue: WatchRevocationsResponse[] = [];
+    let ended: { error: AuthError | undefined } | undefined;
+    let wake: (() => void) | undefined;
     const call = this.#transport.serverStream(
-      this.#transport.streamEndpoint(),
       AuthService.method.watchRevocations,
       { cursor: request.cursor ?? "" },
-      options,
+      options.serviceToken,
+      {
+        open: () => undefined,
+        message: (m) => (queue.push(m), wake?.()),
+        end: (error) => ((ended = { error }), wake?.()),
+      },
     );
-    options.signal?.addEventListener("abort", () => call.cancel(), { once: true });
+    const onAbort = (): void => call.cancel();
+    if (options.signal?.aborted) call.cancel();
+    else options.signal?.addEventListener("abort", onAbort, { once: true });
     try {
-      for await (const message of call as AsyncIterable<WatchRevocationsResponse>) {
+      for (;;) {
+        const message = queue.shift();
+        if (message === undefined) {
+          if (ended) {
+            if (ended.error) throw ended.error;
+            return;
+          }
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = undefined;
+          continue;
+        }
         const event = message.event;
         if (event.case === "revocation") {
           yield { kind: "revocation", revocation: t.revocation(event.value), cursor: message.cursor };
@@ -347,9 +375,8 @@ export class AuthClient {
           yield { kind: "heartbeat", intervalMs: event.value.intervalMs, cursor: message.cursor };
         }
       }
-    } catch (error) {
-      throw error instanceof AuthError ? error : AuthError.fromGrpc(error as object);
     } finally {
+      options.signal?.removeEventListener("abort", onAbort);
       call.cancel();
     }
   }

@@ -3,7 +3,9 @@
 // test file and stopped after it. Nothing here mocks authd.
 //
 // Environment: AUTHD_REPO (the repository root; default: two levels up from
-// this package), AUTHD_BIN (default <repo>/target/debug/authd).
+// this package), AUTHD_BIN (default <repo>/target/debug/authd),
+// AUTHD_PROTOCOL (the protocol every test's client speaks: connect or grpc;
+// default: the client's own default).
 
 import { spawn } from "node:child_process";
 import { once } from "node:events";
@@ -20,6 +22,12 @@ export const AUTHD_BIN = process.env.AUTHD_BIN ?? path.join(REPO, "target/debug/
 export const AUDIENCE = "https://api.authd.test";
 export const CLIENT_ID = "authd-test-client";
 export const CLIENT_SECRET = "authd-test-secret";
+/** `{ protocol }` for every test's AuthClient, from AUTHD_PROTOCOL (empty: the client's default). */
+export const PROTOCOL = process.env.AUTHD_PROTOCOL || undefined;
+if (PROTOCOL !== undefined && PROTOCOL !== "connect" && PROTOCOL !== "grpc") {
+  throw new Error(`AUTHD_PROTOCOL: connect or grpc, not ${PROTOCOL}`);
+}
+export const transport = PROTOCOL === undefined ? {} : { protocol: PROTOCOL };
 export const TEST_SEAL_KEY = "dGVzdC1rZXktMzItYnl0ZXMtZm9yLWF1dGhkLXRlc3Q=";
 
 // === ports ===

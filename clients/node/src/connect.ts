@@ -1,0 +1,321 @@
+/**
+ * The Connect channel to one endpoint: each unary call one `POST
+ * /<service>/<method>` with `content-type: application/proto` over
+ * `node:http` (or `node:https`) keep-alive connections, and
+ * WatchRevocations as a Connect server stream (`application/connect+proto`
+ * envelopes). Errors become the same {@link AuthError} as over gRPC: the
+ * code from the Connect code name, authd's reason and metadata from the
+ * ErrorInfo in the error body; an answer without a Connect body (a proxy's
+ * 502, a 415) by its HTTP status, as the protocol says.
+ */
+import { fromBinary } from "@bufbuild/protobuf";
+import http from "node:http";
+import https from "node:https";
+
+import { AuthError, Code, ERROR_DOMAIN } from "./errors.js";
+import { ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
+import type { Attempt, Channel, StreamCall, StreamHandlers, Target, TlsOptions } from "./transport.js";
+
+/** Connect's code names, as gRPC codes. */
+const CODES: Readonly<Record<string, Code>> = {
+  canceled: Code.CANCELLED,
+  unknown: Code.UNKNOWN,
+  invalid_argument: Code.INVALID_ARGUMENT,
+  deadline_exceeded: Code.DEADLINE_EXCEEDED,
+  not_found: Code.NOT_FOUND,
+  already_exists: Code.ALREADY_EXISTS,
+  permission_denied: Code.PERMISSION_DENIED,
+  resource_exhausted: Code.RESOURCE_EXHAUSTED,
+  failed_precondition: Code.FAILED_PRECONDITION,
+  aborted: Code.ABORTED,
+  out_of_range: Code.OUT_OF_RANGE,
+  unimplemented: Code.UNIMPLEMENTED,
+  internal: Code.INTERNAL,
+  unavailable: Code.UNAVAILABLE,
+  data_loss: Code.DATA_LOSS,
+  unauthenticated: Code.UNAUTHENTICATED,
+};
+
+/** The code of an HTTP answer that carries no Connect error (the protocol's table). */
+export function codeOfHttpStatus(status: number): Code {
+  switch (status) {
+    case 400:
+      return Code.INTERNAL;
+    case 401:
+      return Code.UNAUTHENTICATED;
+    case 403:
+      return Code.PERMISSION_DENIED;
+    case 404:
+      return Code.UNIMPLEMENTED;
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+      return Code.UNAVAILABLE;
+    default:
+      return Code.UNKNOWN;
+  }
+}
+
+interface ConnectDetail {
+  type?: unknown;
+  value?: unknown;
+  debug?: unknown;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+const stringMap = (v: unknown): Record<string, string> =>
+  isObject(v)
+    ? Object.fromEntries(Object.entries(v).filter((e): e is [string, string] => typeof e[1] === "string"))
+    : {};
+
+/** authd's ErrorInfo among a Connect error's details: from its `value`, else from its `debug` form. */
+function errorInfo(details: unknown): { reason: string; metadata: Record<string, string> } | undefined {
+  if (!Array.isArray(details)) return undefined;
+  for (const detail of details as ConnectDetail[]) {
+    if (!isObject(detail)) continue;
+    const type = typeof detail.type === "string" ? detail.type.replace(/^.*\//, "") : "";
+    if (type !== "google.rpc.ErrorInfo") continue;
+    if (typeof detail.value === "string") {
+      try {
+        const info = fromBinary(ErrorInfoSchema, Buffer.from(detail.value, "base64"));
+        // ErrorInfo of another domain (a proxy, another service) says
+        // nothing about authd's decision.
+        if (info.domain === ERROR_DOMAIN) return { reason: info.reason, metadata: info.metadata };
+        continue;
+      } catch {
+        // Not protobuf: read the debug form, if there is one.
+      }
+    }
+    const debug = detail.debug;
+    if (isObject(debug) && debug.domain === ERROR_DOMAIN && typeof debug.reason === "string") {
+      return { reason: debug.reason, metadata: stringMap(debug.metadata) };
+    }
+  }
+  return undefined;
+}
+
+/** A Connect error (`{"code", "message", "details"}`) as an AuthError; `undefined` when `json` is not one. */
+export function fromConnectError(json: unknown, cause?: unknown): AuthError | undefined {
+  if (!isObject(json) || typeof json.code !== "string") return undefined;
+  const code = CODES[json.code] ?? Code.UNKNOWN;
+  const message = typeof json.message === "string" ? json.message : json.code;
+  const info = errorInfo(json.details);
+  return new AuthError(code, message, info?.reason, info?.metadata, { cause });
+}
+
+/** The error of a unary answer that is not a message: its Connect error, else by its HTTP status. */
+export function unaryError(status: number, contentType: string | undefined, body: Buffer): AuthError {
+  if (/^application\/json\b/i.test(contentType ?? "")) {
+    try {
+      const error = fromConnectError(JSON.parse(body.toString("utf8")));
+      if (error) return error;
+    } catch {
+      // Not JSON: by the status.
+    }
+  }
+  const text = body.subarray(0, 200).toString("utf8").trim();
+  return new AuthError(
+    status === 200 ? Code.INTERNAL : codeOfHttpStatus(status),
+    status === 200
+      ? `authd answered content-type ${contentType ?? "(none)"}, not application/proto`
+      : `HTTP ${status}${text ? `: ${text}` : ""}`,
+  );
+}
+
+/** A failure of the connection itself (refused, reset, TLS): UNAVAILABLE, as grpc-js says it. */
+const unavailable = (error: Error): AuthError =>
+  new AuthError(Code.UNAVAILABLE, `authd could not be reached: ${error.message}`, undefined, {}, { cause: error });
+
+/** The flag of a stream's last envelope. */
+const END_STREAM = 0x02;
+
+export class ConnectChannel implements Channel {
+  readonly #agent: http.Agent;
+  readonly #request: typeof http.request;
+  readonly #host: string;
+  readonly #port: number;
+  readonly #authority: string;
+
+  constructor(target: Target, tls: TlsOptions | undefined) {
+    this.#host = target.host;
+    this.#port = target.port;
+    this.#authority = target.authority;
+    // Idle connections are closed by the client after 30 s, before authd's
+    // idle timeout (300 s by default) closes them under a request.
+    const common = { keepAlive: true, timeout: 30_000, scheduling: "lifo" as const };
+    if (target.secure) {
+      this.#agent = new https.Agent({
+        ...common,
+        ca: tls?.ca,
+        cert: tls?.cert,
+        key: tls?.key,
+        servername: tls?.servername,
+        ALPNProtocols: ["http/1.1"],
+      });
+      this.#request = https.request;
+    } else {
+      this.#agent = new http.Agent(common);
+      this.#request = http.request;
+    }
+  }
+
+  #headers(contentType: string, length: number, serviceToken: string | undefined): http.OutgoingHttpHeaders {
+    const headers: http.OutgoingHttpHeaders = {
+      host: this.#authority,
+      "content-type": contentType,
+      "content-length": length,
+      "connect-protocol-version": "1",
+      "user-agent": "authd-client-node",
+    };
+    if (serviceToken !== undefined) headers.authorization = `Bearer ${serviceToken}`;
+    return headers;
+  }
+
+  unary(path: string, request: Uint8Array, attempt: Attempt): Promise<Uint8Array> {
+    return new Promise<Uint8Array>((resolve, reject) => {
+      const headers = this.#headers("application/proto", request.byteLength, attempt.serviceToken);
+      if (attempt.timeoutMs !== undefined) headers["connect-timeout-ms"] = Math.max(1, Math.ceil(attempt.timeoutMs));
+      let done = false;
+      let timer: NodeJS.Timeout | undefined;
+      const signal = attempt.signal;
+      const finish = (error: AuthError | undefined, answer?: Uint8Array): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        if (error) reject(error);
+        else resolve(answer!);
+      };
+      const send = (retriedStale: boolean): void => {
+        const req = this.#request({
+          agent: this.#agent,
+          host: this.#host,
+          port: this.#port,
+          method: "POST",
+          path,
+          headers,
+        });
+        current = req;
+        req.on("response", (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (chunk: Buffer) => chunks.push(chunk));
+          res.on("error", (e) => finish(unavailable(e)));
+          res.on("end", () => {
+            if (done) return;
+            const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+            const type = res.headers["content-type"];
+            if (res.statusCode === 200 && type === "application/proto") finish(undefined, body);
+            else finish(unaryError(res.statusCode ?? 0, type, body));
+          });
+        });
+        req.on("error", (e: NodeJS.ErrnoException) => {
+          if (done) return;
+          // A kept-alive connection authd closed as this request went out:
+          // authd never read it, so it is sent again, once, on a new one.
+          if (req.reusedSocket && !retriedStale && (e.code === "ECONNRESET" || e.code === "EPIPE")) send(true);
+          else finish(unavailable(e));
+        });
+        req.end(request);
+      };
+      let current: http.ClientRequest | undefined;
+      const onAbort = (): void => {
+        current?.destroy();
+        finish(new AuthError(Code.CANCELLED, "the call was cancelled"));
+      };
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener("abort", onAbort, { once: true });
+      if (attempt.timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          current?.destroy();
+          finish(new AuthError(Code.DEADLINE_EXCEEDED, `no answer from authd within ${attempt.timeoutMs} ms`));
+        }, attempt.timeoutMs);
+      }
+      send(false);
+    });
+  }
+
+  serverStream(
+    path: string,
+    request: Uint8Array,
+    serviceToken: string | undefined,
+    handlers: StreamHandlers,
+  ): StreamCall {
+    const envelope = Buffer.allocUnsafe(5 + request.byteLength);
+    envelope[0] = 0;
+    envelope.writeUInt32BE(request.byteLength, 1);
+    envelope.set(request, 5);
+    let ended = false;
+    const end = (error: AuthError | undefined): void => {
+      if (ended) return;
+      ended = true;
+      handlers.end(error);
+      req.destroy();
+    };
+    const req = this.#request({
+      agent: this.#agent,
+      host: this.#host,
+      port: this.#port,
+      method: "POST",
+      path,
+      headers: this.#headers("application/connect+proto", envelope.byteLength, serviceToken),
+    });
+    req.on("error", (e) => end(unavailable(e)));
+    req.on("response", (res) => {
+      const type = res.headers["content-type"];
+      if (res.statusCode !== 200 || type !== "application/connect+proto") {
+        const chunks: Buffer[] = [];
+        res.on("data", (chunk: Buffer) => chunks.push(chunk));
+        res.on("end", () => end(unaryError(res.statusCode ?? 0, type, Buffer.concat(chunks))));
+        res.on("error", (e) => end(unavailable(e)));
+        return;
+      }
+      let buffered: Buffer = Buffer.alloc(0);
+      let opened = false;
+      res.on("data", (chunk: Buffer) => {
+        buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+        while (!ended && buffered.length >= 5) {
+          const length = buffered.readUInt32BE(1);
+          if (buffered.length < 5 + length) break;
+          const flags = buffered[0]!;
+          const message = buffered.subarray(5, 5 + length);
+          buffered = buffered.subarray(5 + length);
+          if (flags === END_STREAM) {
+            end(endOfStream(message));
+          } else if (flags === 0) {
+            if (!opened) {
+              opened = true;
+              handlers.open();
+            }
+            handlers.message(message);
+          } else {
+            end(new AuthError(Code.INTERNAL, `unexpected envelope flags ${flags} on a stream message`));
+          }
+        }
+      });
+      res.on("error", (e) => end(unavailable(e)));
+      res.on("end", () => end(new AuthError(Code.UNAVAILABLE, "the stream ended without its end-of-stream message")));
+    });
+    req.end(envelope);
+    return { cancel: () => end(new AuthError(Code.CANCELLED, "the stream was cancelled")) };
+  }
+
+  close(): void {
+    this.#agent.destroy();
+  }
+}
+
+/** The status in a stream's end-of-stream message (`{"error"?, "metadata"?}`). */
+function endOfStream(json: Buffer): AuthError | undefined {
+  let end: unknown;
+  try {
+    end = JSON.parse(json.toString("utf8"));
+  } catch {
+    return new AuthError(Code.INTERNAL, "the end-of-stream message is not JSON");
+  }
+  if (!isObject(end) || end.error === undefined || end.error === null) return undefined;
+  return (
+    fromConnectError(end.error) ?? new AuthError(Code.UNKNOWN, "the end-of-stream message has an unreadable error")
+  );
+}
