@@ -83,9 +83,8 @@ function errorInfo(details: unknown): { reason: string; metadata: Record<string,
         // ErrorInfo of another domain (a proxy, another service) says
         // nothing about authd's decision.
         if (info.domain === ERROR_DOMAIN) return { reason: info.reason, metadata: info.metadata };
-        continue;
       } catch {
-        // Not protobuf: read the debug form, if there is one.
+        // Not protobuf: the debug form, if there is one.
       }
     }
     const debug = detail.debug;

@@ -168,15 +168,16 @@ export class Authd {
   /**
    * Starts `authd serve` with `toml` (without `[server]` or `[store]`, which
    * this sets), on a free port, in a temporary directory; `port` and `dir`
-   * start it again where an earlier one ran (same store, same address).
+   * start it again where an earlier one ran (same store, same address);
+   * `server`, lines of its `[server]` table beside `listen`.
    */
-  static async start(toml, { port, dir } = {}) {
+  static async start(toml, { port, dir, server = "" } = {}) {
     dir ??= mkdtempSync(path.join(tmpdir(), "authd-node-"));
     port ??= await freePort();
     const config = path.join(dir, "authd.toml");
     writeFileSync(
       config,
-      `[server]\nlisten = "127.0.0.1:${port}"\n[store]\npath = "${path.join(dir, "data")}"\n${toml}`,
+      `[server]\nlisten = "127.0.0.1:${port}"\n${server}[store]\npath = "${path.join(dir, "data")}"\n${toml}`,
     );
     const log = createWriteStream(path.join(dir, "authd.log"), { flags: "a" });
     await once(log, "open");
@@ -189,14 +190,15 @@ export class Authd {
     });
     await Promise.race([eventually(() => accepts(port), { withinMs: 30_000, what: "authd's port" }), exited]);
     exited.catch(() => undefined);
-    return new Authd(child, port, dir, toml);
+    return new Authd(child, port, dir, toml, server);
   }
 
-  constructor(child, port, dir, toml) {
+  constructor(child, port, dir, toml, server = "") {
     this.child = child;
     this.port = port;
     this.dir = dir;
     this.toml = toml;
+    this.server = server;
     this.uri = `http://127.0.0.1:${port}`;
   }
 
@@ -239,7 +241,7 @@ export class Authd {
   /** The same authd again: same port, same store. */
   async restart() {
     await this.kill();
-    return Authd.start(this.toml, { port: this.port, dir: this.dir });
+    return Authd.start(this.toml, { port: this.port, dir: this.dir, server: this.server });
   }
 
   async stop({ keep = false } = {}) {
