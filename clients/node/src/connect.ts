@@ -123,6 +123,9 @@ export function unaryError(status: number, contentType: string | undefined, body
   );
 }
 
+/** `application/proto` with parameters, in any case. */
+const isProto = (type: string | undefined): boolean => /^application\/proto\s*(;|$)/i.test(type ?? "");
+
 /** A failure of the connection itself (refused, reset, TLS): UNAVAILABLE, as grpc-js says it. */
 const unavailable = (error: Error): AuthError =>
   new AuthError(Code.UNAVAILABLE, `authd could not be reached: ${error.message}`, undefined, {}, { cause: error });
@@ -175,7 +178,10 @@ export class ConnectChannel implements Channel {
   unary(path: string, request: Uint8Array, attempt: Attempt): Promise<Uint8Array> {
     return new Promise<Uint8Array>((resolve, reject) => {
       const headers = this.#headers("application/proto", request.byteLength, attempt.serviceToken);
-      if (attempt.timeoutMs !== undefined) headers["connect-timeout-ms"] = Math.max(1, Math.ceil(attempt.timeoutMs));
+      if (attempt.timeoutMs !== undefined) {
+        // A positive integer of at most 10 digits, as the protocol has it.
+        headers["connect-timeout-ms"] = Math.min(9_999_999_999, Math.max(1, Math.ceil(attempt.timeoutMs)));
+      }
       let done = false;
       let timer: NodeJS.Timeout | undefined;
       const signal = attempt.signal;
@@ -205,7 +211,7 @@ export class ConnectChannel implements Channel {
             if (done) return;
             const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
             const type = res.headers["content-type"];
-            if (res.statusCode === 200 && type === "application/proto") finish(undefined, body);
+            if (res.statusCode === 200 && (type === "application/proto" || isProto(type))) finish(undefined, body);
             else finish(unaryError(res.statusCode ?? 0, type, body));
           });
         });
