@@ -172,7 +172,22 @@ export class AuthClient {
     if (!this.#cache) return undefined;
     this.#watcher?.start();
     if (!cacheable(options)) return undefined;
-    return this.#cache.get(cacheKey(bareToken(token), options.requiredScopes ?? [], options.audience));
+    return this.#cache.get(this.#key(token, options.requiredScopes ?? [], options.audience));
+  }
+
+  /**
+   * The cache key of a verification, remembered for the last one asked:
+   * middleware asks `cached()` and, on a miss, `verifyToken()` with the same
+   * arguments at once, which then hashes nothing again.
+   */
+  #last: { token: string; scopes: readonly string[]; audience: string | undefined; key: string } | undefined;
+  #key(token: string, scopes: readonly string[], audience: string | undefined): string {
+    const last = this.#last;
+    // Scopes compared by value: an array the caller changed in between must not match.
+    if (last && last.token === token && last.audience === audience && sameList(last.scopes, scopes)) return last.key;
+    const key = cacheKey(bareToken(token), scopes, audience);
+    this.#last = { token, scopes: [...scopes], audience, key };
+    return key;
   }
 
   /**
@@ -183,9 +198,17 @@ export class AuthClient {
    * `UNAVAILABLE`). Refusals throw an {@link AuthError}.
    */
   async verifyToken(token: string, options: VerifyOptions = {}): Promise<t.VerifiedToken> {
-    const hit = this.cached(token, options);
-    if (hit) return hit;
     const scopes = options.requiredScopes ?? [];
+    // The cache key, hashed once for the lookup and the answer kept.
+    let key: string | undefined;
+    if (this.#cache) {
+      this.#watcher?.start();
+      if (cacheable(options)) {
+        key = this.#key(token, scopes, options.audience);
+        const hit = this.#cache.get(key);
+        if (hit) return hit;
+      }
+    }
     const answer = await this.#transport.unary(
       AuthService.method.verifyToken,
       {
@@ -201,10 +224,7 @@ export class AuthClient {
       options,
     );
     const verified = t.verifiedToken(answer);
-    if (this.#cache && cacheable(options)) {
-      const bare = bareToken(token);
-      this.#cache.set(cacheKey(bare, scopes, options.audience), bare, verified);
-    }
+    if (this.#cache && key !== undefined) this.#cache.set(key, bareToken(token), verified);
     return verified;
   }
 
@@ -388,6 +408,9 @@ export class AuthClient {
     this.#transport.close();
   }
 }
+
+const sameList = (a: readonly string[], b: readonly string[]): boolean =>
+  a.length === b.length && a.every((x, i) => x === b[i]);
 
 /**
  * A sender-constrained call (DPoP proof, client certificate) is never

@@ -69,6 +69,13 @@ describe("the cache", () => {
       // Other scopes are another question, asked of authd.
       const denied = await rejection(client.verifyToken(token, { requiredScopes: ["delete:orders"] }));
       assert.equal(denied.reason, Reasons.INSUFFICIENT_SCOPE);
+      // The same array, changed between the lookup and the verification:
+      // the new scopes are asked of authd, not answered by the old entry.
+      const scopes = ["read:orders"];
+      assert.ok(client.cached(token, { requiredScopes: scopes }));
+      scopes.push("delete:orders");
+      const changed = await rejection(client.verifyToken(token, { requiredScopes: scopes }));
+      assert.equal(changed.reason, Reasons.INSUFFICIENT_SCOPE);
       // A forged twin (same header and claims, another signature) is not the genuine entry.
       const [h, p, s] = token.split(".");
       const forged = `${h}.${p}.${s.slice(0, -4)}AAAA`;
