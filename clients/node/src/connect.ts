@@ -130,6 +130,9 @@ const isProto = (type: string | undefined): boolean => /^application\/proto\s*(;
 const unavailable = (error: Error): AuthError =>
   new AuthError(Code.UNAVAILABLE, `authd could not be reached: ${error.message}`, undefined, {}, { cause: error });
 
+/** Connections to one endpoint at most: authd's default `max_concurrent_streams` on one HTTP/2 connection. */
+const MAX_CONNECTIONS = 100;
+
 /** The flag of a stream's last envelope. */
 const END_STREAM = 0x02;
 
@@ -145,8 +148,17 @@ export class ConnectChannel implements Channel {
     this.#port = target.port;
     this.#authority = target.authority;
     // Idle connections are closed by the client after 30 s, before authd's
-    // idle timeout (300 s by default) closes them under a request.
-    const common = { keepAlive: true, timeout: 30_000, scheduling: "lifo" as const };
+    // idle timeout (300 s by default) closes them under a request. At most
+    // MAX_CONNECTIONS to one endpoint: a burst of misses waits for one (under
+    // its deadline) rather than opening a connection each, as a gRPC channel
+    // waits within authd's max_concurrent_streams.
+    const common = {
+      keepAlive: true,
+      timeout: 30_000,
+      scheduling: "lifo" as const,
+      maxSockets: MAX_CONNECTIONS,
+      maxFreeSockets: MAX_CONNECTIONS,
+    };
     if (target.secure) {
       this.#agent = new https.Agent({
         ...common,

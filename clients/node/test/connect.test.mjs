@@ -158,6 +158,38 @@ describe("Connect requests and answers", () => {
     }
   });
 
+  test("at most 100 connections to an endpoint: a burst waits for one, under its deadline", async () => {
+    const server = await fake(() => undefined); // holds every call
+    let open = 0;
+    let most = 0;
+    const counting = (socket) => {
+      most = Math.max(most, ++open);
+      socket.once("close", () => (open -= 1));
+    };
+    const client = connect(server.uri, { timeoutMs: 400, retry: { maxAttempts: 1 } });
+    try {
+      // The fake's server object is not exposed: count from its first request's socket.
+      const first = client.verifyToken("a.b.c").catch((e) => e);
+      while (server.seen.length === 0) await new Promise((r) => setTimeout(r, 5));
+      server.seen[0].socket.server.on("connection", counting);
+      counting(server.seen[0].socket);
+      const started = Date.now();
+      const errors = await Promise.all([
+        first,
+        ...Array.from({ length: 149 }, () => rejection(client.verifyToken("a.b.c"))),
+      ]);
+      assert.ok(
+        errors.every((e) => e.code === Code.DEADLINE_EXCEEDED),
+        errors.map((e) => e.code).join(),
+      );
+      assert.ok(Date.now() - started < 2_000, `took ${Date.now() - started} ms`);
+      assert.ok(most <= 100 && most >= 90, `${most} connections at once`);
+    } finally {
+      client.close();
+      server.close();
+    }
+  });
+
   test("a kept-alive connection closed under a request: sent again once on a new one, even when not idempotent", async () => {
     const server = await fake((req, res, n) => {
       // The second request arrives on the first one's connection, which is
