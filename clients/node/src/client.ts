@@ -9,6 +9,7 @@ import { cacheKey, VerifyCache, type CacheOptions, type CacheState } from "./cac
 import { deviceLogin, type DeviceLoginOptions } from "./device.js";
 import { AuthError, Code } from "./errors.js";
 import { expose, Secret, type SecretLike } from "./secret.js";
+import type { HttpVersion } from "./connect.js";
 import { Transport, type CallOptions, type Protocol, type RetryOptions, type TlsOptions } from "./transport.js";
 import * as t from "./types.js";
 import { Watcher, type TokenSource, type WatchStats } from "./watch.js";
@@ -22,13 +23,19 @@ export interface AuthClientOptions {
    */
   endpoints: string | string[];
   /**
-   * The protocol spoken to authd: `"connect"` (binary protobuf over
-   * HTTP/1.1 keep-alive connections, `node:http`; needs an authd that
-   * serves Connect, `[server] connect = true`, its default) or `"grpc"`
-   * (grpc-js over HTTP/2). Defaults to `"connect"`: a call to authd costs
-   * the app about half the CPU time it costs over grpc-js (see the README).
+   * The protocol spoken to authd: `"connect"` (binary protobuf POSTs,
+   * `node:http2`; needs an authd that serves Connect, `[server] connect =
+   * true`, its default) or `"grpc"` (grpc-js over HTTP/2). Defaults to
+   * `"connect"`: a call to authd costs the app less CPU time than over
+   * grpc-js (see the README).
    */
   protocol?: Protocol;
+  /**
+   * Connect only: `"2"` (one multiplexed connection per endpoint, h2c or TLS
+   * with ALPN `h2`) or `"1.1"` (a pool of keep-alive connections, for a path
+   * to authd that passes HTTP/1.1 only). Defaults to `"2"`.
+   */
+  httpVersion?: HttpVersion;
   /** TLS to authd, and a client certificate for mutual TLS. */
   tls?: TlsOptions;
   /** The deadline of each attempt of each call; `0` waits forever. Defaults to 2 000 ms. */
@@ -120,6 +127,7 @@ export class AuthClient {
     this.#transport = new Transport({
       endpoints,
       protocol: options.protocol ?? "connect",
+      httpVersion: options.httpVersion ?? "2",
       tls: options.tls,
       timeoutMs: timeoutMs > 0 ? timeoutMs : undefined,
       retry: {

@@ -10,6 +10,7 @@
  */
 import { fromBinary } from "@bufbuild/protobuf";
 import http from "node:http";
+import http2 from "node:http2";
 import https from "node:https";
 
 import { AuthError, Code, ERROR_DOMAIN } from "./errors.js";
@@ -130,13 +131,119 @@ const isProto = (type: string | undefined): boolean => /^application\/proto\s*(;
 const unavailable = (error: Error): AuthError =>
   new AuthError(Code.UNAVAILABLE, `authd could not be reached: ${error.message}`, undefined, {}, { cause: error });
 
-/** Connections to one endpoint at most: authd's default `max_concurrent_streams` on one HTTP/2 connection. */
+/** HTTP/1.1 connections to one endpoint at most: authd's default `max_concurrent_streams` on one HTTP/2 connection. */
 const MAX_CONNECTIONS = 100;
 
 /** The flag of a stream's last envelope. */
 const END_STREAM = 0x02;
 
-export class ConnectChannel implements Channel {
+/** What one HTTP exchange reports (either HTTP version). */
+interface ExchangeHandlers {
+  response(status: number, contentType: string | undefined): void;
+  data(chunk: Buffer): void;
+  end(): void;
+  /** `unread`: authd never read the request (a connection closed as it went out), so sending it again is safe. */
+  error(error: Error, unread: boolean): void;
+}
+
+/** One HTTP exchange in progress. */
+interface Exchange {
+  cancel(): void;
+}
+
+/** The way HTTP requests reach one endpoint: HTTP/2 (one connection, multiplexed) or HTTP/1.1 (a keep-alive pool). */
+interface Http {
+  exchange(path: string, headers: Record<string, string | number>, body: Uint8Array, on: ExchangeHandlers): Exchange;
+  close(): void;
+}
+
+/** How long a connection may sit idle before the client closes it (authd's own idle timeout is 300 s by default). */
+const IDLE_MS = 30_000;
+
+/** HTTP/2: one connection (h2c, or TLS with ALPN `h2`), made at the first call and again after it closes. */
+class Http2 implements Http {
+  readonly #origin: string;
+  readonly #options: http2.SecureClientSessionOptions;
+  #session: { connection: http2.ClientHttp2Session; open: number } | undefined;
+  #closed = false;
+
+  constructor(target: Target, tls: TlsOptions | undefined) {
+    this.#origin = `${target.secure ? "https" : "http"}://${target.authority}`;
+    this.#options = target.secure
+      ? { ca: tls?.ca, cert: tls?.cert, key: tls?.key, servername: tls?.servername, ALPNProtocols: ["h2"] }
+      : {};
+  }
+
+  /** The connection, made now if there is none; `open` counts the streams on it. */
+  #connected(): { connection: http2.ClientHttp2Session; open: number } {
+    const current = this.#session;
+    if (current && !current.connection.closed && !current.connection.destroyed) return current;
+    const connection = http2.connect(this.#origin, this.#options);
+    const session = { connection, open: 0 };
+    // Its failures reach each stream on it, as their errors.
+    connection.on("error", () => undefined);
+    const forget = (): void => {
+      if (this.#session === session) this.#session = undefined;
+    };
+    connection.once("close", forget);
+    connection.once("goaway", forget);
+    connection.setTimeout(IDLE_MS, () => connection.close());
+    connection.unref();
+    this.#session = session;
+    return session;
+  }
+
+  exchange(path: string, headers: Record<string, string | number>, body: Uint8Array, on: ExchangeHandlers): Exchange {
+    if (this.#closed) throw new AuthError(Code.CANCELLED, "the AuthClient is closed");
+    const session = this.#connected();
+    const stream = session.connection.request({ ":method": "POST", ":path": path, ...headers });
+    // The connection keeps the process alive while a call is open on it, not when idle.
+    if (session.open++ === 0) session.connection.ref();
+    stream.once("close", () => {
+      if (--session.open === 0) session.connection.unref();
+    });
+    let responded = false;
+    let over = false;
+    stream.on("response", (h) => {
+      responded = true;
+      const type = h["content-type"] as string | string[] | undefined;
+      on.response(Number(h[":status"]), Array.isArray(type) ? type[0] : type);
+    });
+    stream.on("data", (chunk: Buffer) => on.data(chunk));
+    stream.on("end", () => {
+      over = true;
+      on.end();
+    });
+    stream.on("error", (e: NodeJS.ErrnoException) => {
+      if (over) return;
+      over = true;
+      const refused = stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM;
+      on.error(e, !responded && (refused || e.code === "ERR_HTTP2_GOAWAY_SESSION"));
+    });
+    stream.on("close", () => {
+      if (over) return;
+      over = true;
+      const refused = stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM;
+      on.error(new Error(`the HTTP/2 stream was closed (code ${stream.rstCode})`), !responded && refused);
+    });
+    stream.end(body);
+    return {
+      cancel: () => {
+        over = true;
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+      },
+    };
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#session?.connection.destroy();
+    this.#session = undefined;
+  }
+}
+
+/** HTTP/1.1: a keep-alive pool of at most MAX_CONNECTIONS (one exchange at a time each). */
+class Http1 implements Http {
   readonly #agent: http.Agent;
   readonly #request: typeof http.request;
   readonly #host: string;
@@ -147,14 +254,14 @@ export class ConnectChannel implements Channel {
     this.#host = target.host;
     this.#port = target.port;
     this.#authority = target.authority;
-    // Idle connections are closed by the client after 30 s, before authd's
-    // idle timeout (300 s by default) closes them under a request. At most
-    // MAX_CONNECTIONS to one endpoint: a burst of misses waits for one (under
-    // its deadline) rather than opening a connection each, as a gRPC channel
-    // waits within authd's max_concurrent_streams.
+    // Idle connections are closed by the client, before authd's idle
+    // timeout closes them under a request. At most MAX_CONNECTIONS to one
+    // endpoint: a burst of calls waits for one (under its deadline) rather
+    // than opening a connection each, as HTTP/2 waits within authd's
+    // max_concurrent_streams.
     const common = {
       keepAlive: true,
-      timeout: 30_000,
+      timeout: IDLE_MS,
       scheduling: "lifo" as const,
       maxSockets: MAX_CONNECTIONS,
       maxFreeSockets: MAX_CONNECTIONS,
@@ -175,9 +282,48 @@ export class ConnectChannel implements Channel {
     }
   }
 
-  #headers(contentType: string, length: number, serviceToken: string | undefined): http.OutgoingHttpHeaders {
-    const headers: http.OutgoingHttpHeaders = {
-      host: this.#authority,
+  exchange(path: string, headers: Record<string, string | number>, body: Uint8Array, on: ExchangeHandlers): Exchange {
+    const req = this.#request({
+      agent: this.#agent,
+      host: this.#host,
+      port: this.#port,
+      method: "POST",
+      path,
+      headers: { host: this.#authority, ...headers },
+    });
+    let responded = false;
+    req.on("response", (res) => {
+      responded = true;
+      on.response(res.statusCode ?? 0, res.headers["content-type"]);
+      res.on("data", (chunk: Buffer) => on.data(chunk));
+      res.on("end", () => on.end());
+      res.on("error", (e) => on.error(e, false));
+    });
+    req.on("error", (e: NodeJS.ErrnoException) => {
+      const stale = req.reusedSocket && !responded && (e.code === "ECONNRESET" || e.code === "EPIPE");
+      on.error(e, stale);
+    });
+    req.end(body);
+    return { cancel: () => req.destroy() };
+  }
+
+  close(): void {
+    this.#agent.destroy();
+  }
+}
+
+/** Which HTTP a Connect channel speaks. */
+export type HttpVersion = "2" | "1.1";
+
+export class ConnectChannel implements Channel {
+  readonly #http: Http;
+
+  constructor(target: Target, tls: TlsOptions | undefined, version: HttpVersion = "2") {
+    this.#http = version === "2" ? new Http2(target, tls) : new Http1(target, tls);
+  }
+
+  #headers(contentType: string, length: number, serviceToken: string | undefined): Record<string, string | number> {
+    const headers: Record<string, string | number> = {
       "content-type": contentType,
       "content-length": length,
       "connect-protocol-version": "1",
@@ -196,6 +342,7 @@ export class ConnectChannel implements Channel {
       }
       let done = false;
       let timer: NodeJS.Timeout | undefined;
+      let current: Exchange | undefined;
       const signal = attempt.signal;
       const finish = (error: AuthError | undefined, answer?: Uint8Array): void => {
         if (done) return;
@@ -205,47 +352,41 @@ export class ConnectChannel implements Channel {
         if (error) reject(error);
         else resolve(answer!);
       };
-      const send = (retriedStale: boolean): void => {
-        const req = this.#request({
-          agent: this.#agent,
-          host: this.#host,
-          port: this.#port,
-          method: "POST",
-          path,
-          headers,
-        });
-        current = req;
-        req.on("response", (res) => {
-          const chunks: Buffer[] = [];
-          res.on("data", (chunk: Buffer) => chunks.push(chunk));
-          res.on("error", (e) => finish(unavailable(e)));
-          res.on("end", () => {
-            if (done) return;
-            const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-            const type = res.headers["content-type"];
-            if (res.statusCode === 200 && (type === "application/proto" || isProto(type))) finish(undefined, body);
-            else finish(unaryError(res.statusCode ?? 0, type, body));
+      const send = (resent: boolean): void => {
+        const chunks: Buffer[] = [];
+        let status = 0;
+        let type: string | undefined;
+        try {
+          current = this.#http.exchange(path, headers, request, {
+            response: (s, t) => ((status = s), (type = t)),
+            data: (chunk) => chunks.push(chunk),
+            end: () => {
+              if (done) return;
+              const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+              if (status === 200 && (type === "application/proto" || isProto(type))) finish(undefined, body);
+              else finish(unaryError(status, type, body));
+            },
+            error: (e, unread) => {
+              if (done) return;
+              // A connection authd closed as this request went out: authd
+              // never read it, so it is sent again, once, on a new one.
+              if (unread && !resent) send(true);
+              else finish(unavailable(e));
+            },
           });
-        });
-        req.on("error", (e: NodeJS.ErrnoException) => {
-          if (done) return;
-          // A kept-alive connection authd closed as this request went out:
-          // authd never read it, so it is sent again, once, on a new one.
-          if (req.reusedSocket && !retriedStale && (e.code === "ECONNRESET" || e.code === "EPIPE")) send(true);
-          else finish(unavailable(e));
-        });
-        req.end(request);
+        } catch (error) {
+          finish(error instanceof AuthError ? error : unavailable(error as Error));
+        }
       };
-      let current: http.ClientRequest | undefined;
       const onAbort = (): void => {
-        current?.destroy();
+        current?.cancel();
         finish(new AuthError(Code.CANCELLED, "the call was cancelled"));
       };
       if (signal?.aborted) return onAbort();
       signal?.addEventListener("abort", onAbort, { once: true });
       if (attempt.timeoutMs !== undefined) {
         timer = setTimeout(() => {
-          current?.destroy();
+          current?.cancel();
           finish(new AuthError(Code.DEADLINE_EXCEEDED, `no answer from authd within ${attempt.timeoutMs} ms`));
         }, attempt.timeoutMs);
       }
@@ -264,62 +405,72 @@ export class ConnectChannel implements Channel {
     envelope.writeUInt32BE(request.byteLength, 1);
     envelope.set(request, 5);
     let ended = false;
+    let exchange: Exchange | undefined;
     const end = (error: AuthError | undefined): void => {
       if (ended) return;
       ended = true;
       handlers.end(error);
-      req.destroy();
+      exchange?.cancel();
     };
-    const req = this.#request({
-      agent: this.#agent,
-      host: this.#host,
-      port: this.#port,
-      method: "POST",
-      path,
-      headers: this.#headers("application/connect+proto", envelope.byteLength, serviceToken),
-    });
-    req.on("error", (e) => end(unavailable(e)));
-    req.on("response", (res) => {
-      const type = res.headers["content-type"];
-      if (res.statusCode !== 200 || type !== "application/connect+proto") {
-        const chunks: Buffer[] = [];
-        res.on("data", (chunk: Buffer) => chunks.push(chunk));
-        res.on("end", () => end(unaryError(res.statusCode ?? 0, type, Buffer.concat(chunks))));
-        res.on("error", (e) => end(unavailable(e)));
-        return;
-      }
-      let buffered: Buffer = Buffer.alloc(0);
-      let opened = false;
-      res.on("data", (chunk: Buffer) => {
-        buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-        while (!ended && buffered.length >= 5) {
-          const length = buffered.readUInt32BE(1);
-          if (buffered.length < 5 + length) break;
-          const flags = buffered[0]!;
-          const message = buffered.subarray(5, 5 + length);
-          buffered = buffered.subarray(5 + length);
-          if (flags === END_STREAM) {
-            end(endOfStream(message));
-          } else if (flags === 0) {
-            if (!opened) {
-              opened = true;
-              handlers.open();
+    let streaming = false;
+    let status = 0;
+    let type: string | undefined;
+    let opened = false;
+    let buffered: Buffer = Buffer.alloc(0);
+    const errorBody: Buffer[] = [];
+    try {
+      exchange = this.#http.exchange(
+        path,
+        this.#headers("application/connect+proto", envelope.byteLength, serviceToken),
+        envelope,
+        {
+          response: (s, t) => {
+            status = s;
+            type = t;
+            streaming = s === 200 && t === "application/connect+proto";
+          },
+          data: (chunk) => {
+            if (!streaming) {
+              errorBody.push(chunk);
+              return;
             }
-            handlers.message(message);
-          } else {
-            end(new AuthError(Code.INTERNAL, `unexpected envelope flags ${flags} on a stream message`));
-          }
-        }
-      });
-      res.on("error", (e) => end(unavailable(e)));
-      res.on("end", () => end(new AuthError(Code.UNAVAILABLE, "the stream ended without its end-of-stream message")));
-    });
-    req.end(envelope);
+            buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+            while (!ended && buffered.length >= 5) {
+              const length = buffered.readUInt32BE(1);
+              if (buffered.length < 5 + length) break;
+              const flags = buffered[0]!;
+              const message = buffered.subarray(5, 5 + length);
+              buffered = buffered.subarray(5 + length);
+              if (flags === END_STREAM) {
+                end(endOfStream(message));
+              } else if (flags === 0) {
+                if (!opened) {
+                  opened = true;
+                  handlers.open();
+                }
+                handlers.message(message);
+              } else {
+                end(new AuthError(Code.INTERNAL, `unexpected envelope flags ${flags} on a stream message`));
+              }
+            }
+          },
+          end: () =>
+            end(
+              streaming
+                ? new AuthError(Code.UNAVAILABLE, "the stream ended without its end-of-stream message")
+                : unaryError(status, type, Buffer.concat(errorBody)),
+            ),
+          error: (e) => end(unavailable(e)),
+        },
+      );
+    } catch (error) {
+      queueMicrotask(() => end(error instanceof AuthError ? error : unavailable(error as Error)));
+    }
     return { cancel: () => end(new AuthError(Code.CANCELLED, "the stream was cancelled")) };
   }
 
   close(): void {
-    this.#agent.destroy();
+    this.#http.close();
   }
 }
 

@@ -16,7 +16,7 @@ import {
   type MessageShape,
 } from "@bufbuild/protobuf";
 
-import { ConnectChannel } from "./connect.js";
+import { ConnectChannel, type HttpVersion } from "./connect.js";
 import { AuthError, Code } from "./errors.js";
 import { GrpcChannel } from "./grpc.js";
 
@@ -44,14 +44,15 @@ export interface RetryOptions {
 
 /**
  * How the client speaks to authd: `"connect"` (the Connect protocol,
- * binary protobuf over HTTP/1.1 keep-alive connections) or `"grpc"` (gRPC
- * over HTTP/2, grpc-js).
+ * binary protobuf over `node:http2`, or HTTP/1.1 keep-alive connections)
+ * or `"grpc"` (gRPC over HTTP/2, grpc-js).
  */
 export type Protocol = "connect" | "grpc";
 
 export interface TransportOptions {
   endpoints: string[];
   protocol: Protocol;
+  httpVersion: HttpVersion;
   tls?: TlsOptions;
   timeoutMs: number | undefined;
   retry: Required<RetryOptions>;
@@ -157,6 +158,9 @@ export class Transport {
     if (options.protocol !== "connect" && options.protocol !== "grpc") {
       throw new AuthError(Code.INVALID_ARGUMENT, `protocol: "connect" or "grpc", not ${String(options.protocol)}`);
     }
+    if (options.httpVersion !== "2" && options.httpVersion !== "1.1") {
+      throw new AuthError(Code.INVALID_ARGUMENT, `httpVersion: "2" or "1.1", not ${String(options.httpVersion)}`);
+    }
     this.protocol = options.protocol;
     this.#timeoutMs = options.timeoutMs;
     this.#retry = options.retry;
@@ -164,7 +168,9 @@ export class Transport {
     this.#endpoints = targets.map((target) => ({
       target: target.authority,
       channel:
-        options.protocol === "connect" ? new ConnectChannel(target, options.tls) : new GrpcChannel(target, options.tls),
+        options.protocol === "connect"
+          ? new ConnectChannel(target, options.tls, options.httpVersion)
+          : new GrpcChannel(target, options.tls),
       inFlight: 0,
     }));
   }

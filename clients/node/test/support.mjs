@@ -5,7 +5,8 @@
 // Environment: AUTHD_REPO (the repository root; default: two levels up from
 // this package), AUTHD_BIN (default <repo>/target/debug/authd),
 // AUTHD_PROTOCOL (the protocol every test's client speaks: connect or grpc;
-// default: the client's own default).
+// default: the client's own default), AUTHD_HTTP_VERSION (Connect's: 2 or
+// 1.1; default: the client's).
 
 import { spawn } from "node:child_process";
 import { once } from "node:events";
@@ -27,7 +28,12 @@ export const PROTOCOL = process.env.AUTHD_PROTOCOL || undefined;
 if (PROTOCOL !== undefined && PROTOCOL !== "connect" && PROTOCOL !== "grpc") {
   throw new Error(`AUTHD_PROTOCOL: connect or grpc, not ${PROTOCOL}`);
 }
-export const transport = PROTOCOL === undefined ? {} : { protocol: PROTOCOL };
+/** AUTHD_HTTP_VERSION (Connect: 2 or 1.1; empty: the client's default). */
+export const HTTP_VERSION = process.env.AUTHD_HTTP_VERSION || undefined;
+export const transport = {
+  ...(PROTOCOL === undefined ? {} : { protocol: PROTOCOL }),
+  ...(HTTP_VERSION === undefined ? {} : { httpVersion: HTTP_VERSION }),
+};
 export const TEST_SEAL_KEY = "dGVzdC1rZXktMzItYnl0ZXMtZm9yLWF1dGhkLXRlc3Q=";
 
 // === ports ===
