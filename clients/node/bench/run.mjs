@@ -4,7 +4,7 @@
 // new token on every request. The app is pinned to CPU 0 (BENCH_APP_CPU),
 // everything else — authd, the issuer, autocannon — to the other CPU(s) by
 // `./run`. @authd/client is measured speaking each protocol to authd
-// (Connect and gRPC). Each row has the app's CPU time per request (user +
+// (Connect over HTTP/2 and over HTTP/1.1, and gRPC). Each row has the app's CPU time per request (user +
 // system, from /proc, over the measured requests). Then the
 // revocation-to-refusal delay through the Node cache, in each protocol.
 import { spawn } from "node:child_process";
@@ -45,13 +45,14 @@ function cpuUs(pid) {
   return (Number(fields[11]) + Number(fields[12])) * 10_000;
 }
 
-async function startApp(mode, protocol) {
+async function startApp(mode, protocol, httpVersion) {
   const child = spawn("taskset", ["-c", APP_CPU, process.execPath, new URL("./app.mjs", import.meta.url).pathname], {
     env: {
       ...process.env,
       BENCH_MODE: mode,
       AUTHD_URL: authd.uri,
       AUTHD_PROTOCOL: protocol ?? "",
+      AUTHD_HTTP_VERSION: httpVersion ?? "",
       ISSUER_URL: issuer.url,
       WATCH_TOKEN: watchToken,
       AUDIENCE,
@@ -84,8 +85,10 @@ function load(port, tokens, options) {
 
 const rows = [];
 async function measure(route, what, tokens, options, warmup) {
-  const [mode, protocol] = route.split(":");
-  const app = await startApp(mode, protocol);
+  // mode[:protocol[/HTTP version]]
+  const [mode, how = ""] = route.split(":");
+  const [protocol, httpVersion] = how.split("/");
+  const app = await startApp(mode, protocol, httpVersion);
   try {
     // Warm up: connections and JIT, with a token of its own (for
     // repeated: the one measured, so the cache holds it).
@@ -118,7 +121,7 @@ try {
   const one = await issuer.token({ scope: "read:orders" });
   // BENCH_ROTATE=n: the protected routes in another order (runs alternate
   // it, so that none is always measured first on a machine whose load moves).
-  const guarded = ["authd:connect", "authd:grpc", "express-jwt"];
+  const guarded = ["authd:connect/2", "authd:connect/1.1", "authd:grpc", "express-jwt"];
   const turn = Number(process.env.BENCH_ROTATE ?? 0) % guarded.length;
   const routes = ["none", ...guarded.slice(turn), ...guarded.slice(0, turn)];
   const protectedRoutes = routes.length - 1;
