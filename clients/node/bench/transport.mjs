@@ -11,8 +11,14 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 
 if (process.argv[2] === "child") {
   const { AuthClient } = await import("@authd/client");
-  const [, , , protocol, endpoint, token] = process.argv;
-  const client = new AuthClient({ endpoints: endpoint, protocol, cache: false });
+  const [, , , variant, endpoint, token] = process.argv;
+  const [protocol, httpVersion] = variant.split("/");
+  const client = new AuthClient({
+    endpoints: endpoint,
+    protocol,
+    cache: false,
+    ...(httpVersion ? { httpVersion } : {}),
+  });
   const run = async (n) => {
     let next = 0;
     const worker = async () => {
@@ -35,9 +41,9 @@ const issuer = await Issuer.start();
 const authd = await Authd.start(issuer.sessionsConfig());
 try {
   const token = await issuer.token({ scope: "read:orders" });
-  const results = { grpc: [], connect: [] };
+  const results = { grpc: [], "connect/2": [], "connect/1.1": [] };
   for (let round = 0; round < ROUNDS; round += 1) {
-    for (const protocol of ["grpc", "connect"]) {
+    for (const protocol of Object.keys(results)) {
       const child = spawn(
         "taskset",
         [
