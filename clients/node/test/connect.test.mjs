@@ -271,6 +271,36 @@ for (const version of ["2", "1.1"]) {
   });
 }
 
+test("over HTTP/2, calls beyond the server's max_concurrent_streams wait for a stream, and all are answered", async () => {
+  let open = 0;
+  let most = 0;
+  const server = http2.createServer({ settings: { maxConcurrentStreams: 10 } }, (req, res) => {
+    most = Math.max(most, ++open);
+    req.resume();
+    req.on("end", () =>
+      setTimeout(() => {
+        open -= 1;
+        res.writeHead(200, { "content-type": "application/proto" }).end();
+      }, 20),
+    );
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const client = new AuthClient({
+    endpoints: `http://127.0.0.1:${server.address().port}`,
+    protocol: "connect",
+    cache: false,
+  });
+  try {
+    const answers = await Promise.all(Array.from({ length: 60 }, () => client.revokeSession({ userId: "x" })));
+    assert.equal(answers.length, 60);
+    assert.equal(most, 10);
+  } finally {
+    client.close();
+    server.close();
+  }
+});
+
 describe("an authd with Connect turned off", () => {
   let issuer;
   let authd;
