@@ -1,12 +1,22 @@
 // One Express route, GET /orders, protected three ways (BENCH_MODE):
 //   none         no authentication
-//   authd        @authd/client's middleware, its cache on (watching with WATCH_TOKEN)
+//   authd        @authd/client's middleware, its cache on (watching with WATCH_TOKEN),
+//                speaking AUTHD_PROTOCOL to authd (connect or grpc; default: the client's),
+//                Connect over AUTHD_HTTP_VERSION (2 or 1.1; default: the client's)
 //   express-jwt  express-jwt + jwks-rsa exactly as the classic Auth0 snippet configures them
 // Listens on 127.0.0.1:0 and prints `READY <port>` once it can answer (for
 // authd: once its cache answers).
 import express from "express";
 
-const { BENCH_MODE: mode, AUTHD_URL, ISSUER_URL, WATCH_TOKEN, AUDIENCE } = process.env;
+const {
+  BENCH_MODE: mode,
+  AUTHD_URL,
+  AUTHD_PROTOCOL,
+  AUTHD_HTTP_VERSION,
+  ISSUER_URL,
+  WATCH_TOKEN,
+  AUDIENCE,
+} = process.env;
 const app = express();
 app.set("env", "test"); // refusals are not logged (there should be none)
 let ready = Promise.resolve();
@@ -14,7 +24,12 @@ let ready = Promise.resolve();
 if (mode === "authd") {
   const { AuthClient } = await import("@authd/client");
   const { auth } = await import("@authd/client/express");
-  const client = new AuthClient({ endpoints: AUTHD_URL, watchToken: WATCH_TOKEN });
+  const client = new AuthClient({
+    endpoints: AUTHD_URL,
+    watchToken: WATCH_TOKEN,
+    ...(AUTHD_PROTOCOL ? { protocol: AUTHD_PROTOCOL } : {}),
+    ...(AUTHD_HTTP_VERSION ? { httpVersion: AUTHD_HTTP_VERSION } : {}),
+  });
   app.use(auth({ client }));
   client.watch();
   ready = new Promise((resolve) => {

@@ -2,7 +2,9 @@
  * `@authd/client`: authd's Node.js client.
  *
  * - `client.ts`: {@link AuthClient}, every `auth.v1` method, typed.
- * - `transport.ts`: endpoints, TLS, deadlines, retries on `UNAVAILABLE`.
+ * - `transport.ts`: endpoints, TLS, deadlines, retries on `UNAVAILABLE`;
+ *   `connect.ts` (the Connect protocol over `node:http2` or `node:http`, the default) and
+ *   `grpc.ts` (grpc-js): one channel per endpoint in each.
  * - `cache.ts`, `revoked.ts`, `watch.ts`: the revocation-aware cache and
  *   the WatchRevocations stream that feeds it.
  * - `device.ts`: the device login (RFC 8628) helper.
@@ -23,11 +25,12 @@ export type {
 export type { CacheOptions, CacheState } from "./cache.js";
 export { DeviceLoginError } from "./device.js";
 export type { DeviceLoginOptions } from "./device.js";
+export type { HttpVersion } from "./connect.js";
 export { AuthError, Code, ERROR_DOMAIN, Reasons } from "./errors.js";
 export type { Reason } from "./errors.js";
 export { Secret } from "./secret.js";
 export type { SecretLike } from "./secret.js";
-export type { CallOptions, RetryOptions, TlsOptions } from "./transport.js";
+export type { CallOptions, Protocol, RetryOptions, TlsOptions } from "./transport.js";
 export type {
   DeviceCode,
   DevicePoll,

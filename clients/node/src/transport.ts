@@ -1,8 +1,9 @@
 /**
- * The way to authd: one grpc-js channel per endpoint, a call balanced over
- * them (power of two choices on calls in flight), a deadline per attempt,
- * and retries of idempotent calls on `UNAVAILABLE` only, on another
- * endpoint when there is one.
+ * The way to authd: one channel per endpoint (the Connect protocol over
+ * `node:http`, or grpc-js), a call balanced over them (power of two choices
+ * on calls in flight), a deadline per attempt, and retries of idempotent
+ * calls on `UNAVAILABLE` only, on another endpoint when there is one.
+ * Messages are encoded and decoded here, once, whatever the protocol.
  */
 import {
   create,
@@ -14,9 +15,10 @@ import {
   type MessageInitShape,
   type MessageShape,
 } from "@bufbuild/protobuf";
-import * as grpc from "@grpc/grpc-js";
 
+import { ConnectChannel, type HttpVersion } from "./connect.js";
 import { AuthError, Code } from "./errors.js";
+import { GrpcChannel } from "./grpc.js";
 
 /** TLS to authd: PEM contents (read them with `fs.readFileSync`). */
 export interface TlsOptions {
@@ -40,8 +42,17 @@ export interface RetryOptions {
   maxBackoffMs?: number;
 }
 
+/**
+ * How the client speaks to authd: `"connect"` (the Connect protocol,
+ * binary protobuf over `node:http2`, or HTTP/1.1 keep-alive connections)
+ * or `"grpc"` (gRPC over HTTP/2, grpc-js).
+ */
+export type Protocol = "connect" | "grpc";
+
 export interface TransportOptions {
   endpoints: string[];
+  protocol: Protocol;
+  httpVersion: HttpVersion;
   tls?: TlsOptions;
   timeoutMs: number | undefined;
   retry: Required<RetryOptions>;
@@ -57,7 +68,41 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
-const bufferOf = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+/** One attempt of a unary call, as a channel sees it. */
+export interface Attempt {
+  serviceToken: string | undefined;
+  /** Milliseconds this attempt may take; `undefined`: no deadline. */
+  timeoutMs: number | undefined;
+  signal: AbortSignal | undefined;
+}
+
+/** What a server stream reports to its reader. */
+export interface StreamHandlers {
+  /** The stream is open: authd answered and sent its first message (at most once, before that message). */
+  open(): void;
+  /** One message, encoded. */
+  message(bytes: Uint8Array): void;
+  /** The stream ended: `undefined` when it ended well. Called once; nothing follows. */
+  end(error: AuthError | undefined): void;
+}
+
+/** A server stream in progress. */
+export interface StreamCall {
+  /** Ends it; `end` is called with `CANCELLED` if it has not ended yet. */
+  cancel(): void;
+}
+
+/** A connection (or pool of them) to one endpoint, in one protocol. */
+export interface Channel {
+  unary(path: string, request: Uint8Array, attempt: Attempt): Promise<Uint8Array>;
+  serverStream(
+    path: string,
+    request: Uint8Array,
+    serviceToken: string | undefined,
+    handlers: StreamHandlers,
+  ): StreamCall;
+  close(): void;
+}
 
 /** The wait before retry number `retry` (1-based): exponential, capped, jittered into its upper half. */
 export function backoff(retry: Required<RetryOptions>, n: number): number {
@@ -73,44 +118,61 @@ const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
 
 interface Endpoint {
   target: string;
-  client: grpc.Client;
+  channel: Channel;
   inFlight: number;
 }
 
+/** Where an endpoint is: `host:port`, and whether it takes TLS. */
+export interface Target {
+  host: string;
+  port: number;
+  /** `host:port` (an IPv6 host in brackets). */
+  authority: string;
+  secure: boolean;
+}
+
 /** `http://h:p` (plaintext), `https://h:p` (TLS) or `h:p` (TLS when `tls` is given). */
-function parseEndpoint(uri: string, tls: TlsOptions | undefined): { target: string; secure: boolean } {
-  const match = /^(https?):\/\/([^/]+)\/?$/.exec(uri);
-  if (match) return { target: match[2]!, secure: match[1] === "https" };
-  if (/^[^/]+:\d+$/.test(uri)) return { target: uri, secure: tls !== undefined };
-  throw new AuthError(
-    Code.INVALID_ARGUMENT,
-    `not an authd endpoint: ${uri} (expected http://host:port or https://host:port)`,
-  );
+export function parseEndpoint(uri: string, tls: TlsOptions | undefined): Target {
+  const url = /^(https?):\/\/([^/]+)\/?$/.exec(uri);
+  const authority = url ? url[2]! : /^[^/]+:\d+$/.test(uri) ? uri : undefined;
+  const secure = url ? url[1] === "https" : tls !== undefined;
+  const parts = authority === undefined ? null : /^(\[[^\]]+\]|[^:[\]]+)(?::(\d+))?$/.exec(authority);
+  const port = parts ? Number(parts[2] ?? (secure ? 443 : 80)) : 0;
+  if (!parts || !(port > 0 && port < 65_536)) {
+    throw new AuthError(
+      Code.INVALID_ARGUMENT,
+      `not an authd endpoint: ${uri} (expected http://host:port or https://host:port)`,
+    );
+  }
+  return { host: parts[1]!.replace(/^\[(.*)\]$/, "$1"), port, authority: `${parts[1]}:${port}`, secure };
 }
 
 export class Transport {
   readonly #endpoints: Endpoint[];
   readonly #timeoutMs: number | undefined;
   readonly #retry: Required<RetryOptions>;
+  readonly protocol: Protocol;
 
   constructor(options: TransportOptions) {
     if (options.endpoints.length === 0) throw new AuthError(Code.INVALID_ARGUMENT, "no authd endpoint");
+    if (options.protocol !== "connect" && options.protocol !== "grpc") {
+      throw new AuthError(Code.INVALID_ARGUMENT, `protocol: "connect" or "grpc", not ${String(options.protocol)}`);
+    }
+    if (options.httpVersion !== "2" && options.httpVersion !== "1.1") {
+      throw new AuthError(Code.INVALID_ARGUMENT, `httpVersion: "2" or "1.1", not ${String(options.httpVersion)}`);
+    }
+    this.protocol = options.protocol;
     this.#timeoutMs = options.timeoutMs;
     this.#retry = options.retry;
-    this.#endpoints = options.endpoints.map((uri) => {
-      const { target, secure } = parseEndpoint(uri, options.tls);
-      const tls = options.tls ?? {};
-      const credentials = secure
-        ? grpc.credentials.createSsl(
-            tls.ca === undefined ? null : Buffer.from(tls.ca),
-            tls.key === undefined ? null : Buffer.from(tls.key),
-            tls.cert === undefined ? null : Buffer.from(tls.cert),
-          )
-        : grpc.credentials.createInsecure();
-      const channelOptions: grpc.ChannelOptions = { "grpc.primary_user_agent": "authd-client-node" };
-      if (secure && tls.servername) channelOptions["grpc.ssl_target_name_override"] = tls.servername;
-      return { target, client: new grpc.Client(target, credentials, channelOptions), inFlight: 0 };
-    });
+    const targets = options.endpoints.map((uri) => parseEndpoint(uri, options.tls));
+    this.#endpoints = targets.map((target) => ({
+      target: target.authority,
+      channel:
+        options.protocol === "connect"
+          ? new ConnectChannel(target, options.tls, options.httpVersion)
+          : new GrpcChannel(target, options.tls),
+      inFlight: 0,
+    }));
   }
 
   /** Two endpoints at random, the one with fewer calls in flight; avoids `not` when it can. */
@@ -124,16 +186,10 @@ export class Transport {
 
   /** An endpoint for a long-lived stream: each reconnection takes the next one. */
   #streamTurn = 0;
-  streamEndpoint(): Endpoint {
+  #streamEndpoint(): Endpoint {
     const e = this.#endpoints[this.#streamTurn % this.#endpoints.length]!;
     this.#streamTurn += 1;
     return e;
-  }
-
-  #metadata(options: CallOptions): grpc.Metadata {
-    const metadata = new grpc.Metadata();
-    if (options.serviceToken !== undefined) metadata.set("authorization", `Bearer ${options.serviceToken}`);
-    return metadata;
   }
 
   /** One unary call; retried on `UNAVAILABLE` when `idempotent`. */
@@ -144,68 +200,96 @@ export class Transport {
     options: CallOptions = {},
   ): Promise<MessageShape<O>> {
     const path = `/${method.parent.typeName}/${method.name}`;
-    const message = create(method.input, request);
-    const serialize = (m: MessageShape<I>): Buffer => bufferOf(toBinary(method.input, m));
-    const deserialize = (b: Buffer): MessageShape<O> => fromBinary(method.output, b);
+    const bytes = toBinary(method.input, create(method.input, request));
     const attempts = idempotent ? Math.max(1, this.#retry.maxAttempts) : 1;
-    const timeoutMs = options.timeoutMs ?? this.#timeoutMs;
+    const attempt: Attempt = {
+      serviceToken: options.serviceToken,
+      timeoutMs: options.timeoutMs ?? this.#timeoutMs,
+      signal: options.signal,
+    };
     let endpoint: Endpoint | undefined;
-    for (let attempt = 1; ; attempt += 1) {
+    for (let n = 1; ; n += 1) {
+      if (this.#closed) throw new AuthError(Code.CANCELLED, "the AuthClient is closed");
+      if (options.signal?.aborted) throw new AuthError(Code.CANCELLED, "the call was cancelled");
       endpoint = this.#pick(endpoint);
       const chosen = endpoint;
       chosen.inFlight += 1;
+      let answer: Uint8Array;
       try {
-        return await new Promise<MessageShape<O>>((resolve, reject) => {
-          const callOptions: grpc.CallOptions = {};
-          if (timeoutMs !== undefined) callOptions.deadline = Date.now() + timeoutMs;
-          if (this.#closed) {
-            reject(new AuthError(Code.CANCELLED, "the AuthClient is closed"));
-            return;
-          }
-          const call = chosen.client.makeUnaryRequest(
-            path,
-            serialize,
-            deserialize,
-            message,
-            this.#metadata(options),
-            callOptions,
-            (error, answer) => (error ? reject(AuthError.fromGrpc(error)) : resolve(answer!)),
-          );
-          if (options.signal?.aborted) call.cancel();
-          else options.signal?.addEventListener("abort", () => call.cancel(), { once: true });
-        });
+        answer = await chosen.channel.unary(path, bytes, attempt);
       } catch (error) {
-        if (!(error instanceof AuthError) || error.code !== Code.UNAVAILABLE || attempt >= attempts) throw error;
+        if (!(error instanceof AuthError) || error.code !== Code.UNAVAILABLE || n >= attempts) throw error;
         if (options.signal?.aborted) throw error;
+        await sleep(backoff(this.#retry, n), options.signal);
+        continue;
       } finally {
         chosen.inFlight -= 1;
       }
-      await sleep(backoff(this.#retry, attempt), options.signal);
+      try {
+        return fromBinary(method.output, answer);
+      } catch (error) {
+        throw new AuthError(
+          Code.INTERNAL,
+          `authd's answer does not decode: ${String(error)}`,
+          undefined,
+          {},
+          {
+            cause: error,
+          },
+        );
+      }
     }
   }
 
-  /** A server stream on `endpoint`. */
+  /**
+   * A server stream on the next endpoint: `onMessage` gets each message
+   * decoded. A message that does not decode ends the stream (`INTERNAL`).
+   */
   serverStream<I extends DescMessage, O extends DescMessage>(
-    endpoint: Endpoint,
     method: DescMethodServerStreaming<I, O>,
     request: MessageInitShape<I>,
-    options: CallOptions = {},
-  ): grpc.ClientReadableStream<MessageShape<O>> {
+    serviceToken: string | undefined,
+    handlers: { open(): void; message(m: MessageShape<O>): void; end(error: AuthError | undefined): void },
+  ): StreamCall {
     const path = `/${method.parent.typeName}/${method.name}`;
-    return endpoint.client.makeServerStreamRequest(
+    if (this.#closed) {
+      queueMicrotask(() => handlers.end(new AuthError(Code.CANCELLED, "the AuthClient is closed")));
+      return { cancel: () => undefined };
+    }
+    let ended = false;
+    const end = (error: AuthError | undefined): void => {
+      if (ended) return;
+      ended = true;
+      handlers.end(error);
+    };
+    const call: StreamCall = this.#streamEndpoint().channel.serverStream(
       path,
-      (m: MessageShape<I>) => bufferOf(toBinary(method.input, m)),
-      (b: Buffer) => fromBinary(method.output, b),
-      create(method.input, request),
-      this.#metadata(options),
-      {},
+      toBinary(method.input, create(method.input, request)),
+      serviceToken,
+      {
+        open: () => !ended && handlers.open(),
+        message: (bytes) => {
+          if (ended) return;
+          let message: MessageShape<O>;
+          try {
+            message = fromBinary(method.output, bytes);
+          } catch (error) {
+            end(new AuthError(Code.INTERNAL, `a stream message does not decode: ${String(error)}`));
+            call.cancel();
+            return;
+          }
+          handlers.message(message);
+        },
+        end,
+      },
     );
+    return call;
   }
 
   #closed = false;
 
   close(): void {
     this.#closed = true;
-    for (const e of this.#endpoints) e.client.close();
+    for (const e of this.#endpoints) e.channel.close();
   }
 }

@@ -6,13 +6,11 @@
  * the stream (`PERMISSION_DENIED`, or an authd without it) the cache is off,
  * said once, and the stream is asked for again every minute.
  */
-import type { ClientReadableStream } from "@grpc/grpc-js";
-
 import type { VerifyCache } from "./cache.js";
 import { AuthError, Code } from "./errors.js";
 import { AuthService, type WatchRevocationsResponse } from "./gen/auth/v1/auth_pb.js";
 import { expose, type SecretLike } from "./secret.js";
-import type { Transport } from "./transport.js";
+import type { StreamCall, Transport } from "./transport.js";
 
 const FIRST_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 5_000;
@@ -39,7 +37,7 @@ export class Watcher {
   readonly #warn: (message: string) => void;
   #running = false;
   #stopped = false;
-  #call: ClientReadableStream<WatchRevocationsResponse> | undefined;
+  #call: StreamCall | undefined;
   #wake: (() => void) | undefined;
   #watchdog: NodeJS.Timeout | undefined;
   /** When the current stream last spoke (or was asked for). */
@@ -113,15 +111,7 @@ export class Watcher {
   /** One stream, until it ends; its error, if any. */
   #stream(token: string | undefined, heardOne: () => void): Promise<AuthError | undefined> {
     return new Promise((resolve) => {
-      const endpoint = this.#transport.streamEndpoint();
       const cursor = this.stats.cursor;
-      const call = this.#transport.serverStream(
-        endpoint,
-        AuthService.method.watchRevocations,
-        { cursor },
-        { serviceToken: token },
-      );
-      this.#call = call;
       this.#lastData = performance.now();
       let opened = false;
       const open = (): void => {
@@ -131,18 +121,18 @@ export class Watcher {
         this.stats.resumedFrom = cursor;
         this.#cache.streamOpened();
       };
-      call.on("metadata", open);
-      call.on("data", (message: WatchRevocationsResponse) => {
-        open();
-        heardOne();
-        this.#lastData = performance.now();
-        if (this.#heard(message) && message.cursor !== "") this.stats.cursor = message.cursor;
-      });
-      // Errors arrive again, with their trailers, as the status.
-      call.on("error", () => undefined);
-      call.on("status", (status) => {
-        this.#call = undefined;
-        resolve(status.code === Code.OK ? undefined : AuthError.fromGrpc(status));
+      this.#call = this.#transport.serverStream(AuthService.method.watchRevocations, { cursor }, token, {
+        open,
+        message: (message: WatchRevocationsResponse) => {
+          open();
+          heardOne();
+          this.#lastData = performance.now();
+          if (this.#heard(message) && message.cursor !== "") this.stats.cursor = message.cursor;
+        },
+        end: (error) => {
+          this.#call = undefined;
+          resolve(error);
+        },
       });
     });
   }

@@ -9,7 +9,7 @@ import { after, before, describe, test } from "node:test";
 
 import { AuthClient, Code, Reasons } from "@authd/client";
 
-import { Authd, Issuer, eventually, rejection } from "./support.mjs";
+import { Authd, Issuer, eventually, rejection, transport } from "./support.mjs";
 
 /** authd's heartbeat here; the cache's bound is max(maxSilenceMs, 3 heartbeats). */
 const HEARTBEAT_MS = 200;
@@ -22,7 +22,7 @@ let plain; // no cache: what a revoking service would use
 before(async () => {
   issuer = await Issuer.start();
   authd = await Authd.start(issuer.sessionsConfig(`[watch]\nheartbeat_ms = ${HEARTBEAT_MS}\n`));
-  plain = new AuthClient({ endpoints: authd.uri, cache: false });
+  plain = new AuthClient({ ...transport, endpoints: authd.uri, cache: false });
 });
 
 after(async () => {
@@ -35,6 +35,7 @@ after(async () => {
 async function cachedClient(options = {}) {
   const watchToken = await issuer.token({ permissions: "revocations:watch" });
   const client = new AuthClient({
+    ...transport,
     endpoints: authd.uri,
     watchToken,
     cache: { maxSilenceMs: MAX_SILENCE_MS },
@@ -68,6 +69,13 @@ describe("the cache", () => {
       // Other scopes are another question, asked of authd.
       const denied = await rejection(client.verifyToken(token, { requiredScopes: ["delete:orders"] }));
       assert.equal(denied.reason, Reasons.INSUFFICIENT_SCOPE);
+      // The same array, changed between the lookup and the verification:
+      // the new scopes are asked of authd, not answered by the old entry.
+      const scopes = ["read:orders"];
+      assert.ok(client.cached(token, { requiredScopes: scopes }));
+      scopes.push("delete:orders");
+      const changed = await rejection(client.verifyToken(token, { requiredScopes: scopes }));
+      assert.equal(changed.reason, Reasons.INSUFFICIENT_SCOPE);
       // A forged twin (same header and claims, another signature) is not the genuine entry.
       const [h, p, s] = token.split(".");
       const forged = `${h}.${p}.${s.slice(0, -4)}AAAA`;
@@ -155,7 +163,7 @@ describe("the cache", () => {
 
   test("without permission to watch, there is no cache, said once, and every call asks authd", async () => {
     const warnings = [];
-    const client = new AuthClient({ endpoints: authd.uri, logger: { warn: (m) => warnings.push(m) } });
+    const client = new AuthClient({ ...transport, endpoints: authd.uri, logger: { warn: (m) => warnings.push(m) } });
     try {
       const token = await issuer.token({});
       await client.verifyToken(token);
@@ -170,7 +178,7 @@ describe("the cache", () => {
   });
 
   test("cache: false turns it off", () => {
-    const client = new AuthClient({ endpoints: authd.uri, cache: false });
+    const client = new AuthClient({ ...transport, endpoints: authd.uri, cache: false });
     assert.equal(client.cacheState, "off");
     client.close();
   });

@@ -7,7 +7,7 @@ import { after, before, describe, test } from "node:test";
 
 import { AuthClient, AuthError, Code, Reasons, Secret } from "@authd/client";
 
-import { AUDIENCE, Authd, Issuer, freePort, rejection } from "./support.mjs";
+import { AUDIENCE, Authd, Issuer, freePort, rejection, transport } from "./support.mjs";
 
 let issuer;
 let authd;
@@ -16,7 +16,7 @@ let client;
 before(async () => {
   issuer = await Issuer.start();
   authd = await Authd.start(issuer.sessionsConfig("[watch]\nheartbeat_ms = 200\n"));
-  client = new AuthClient({ endpoints: authd.uri, cache: false });
+  client = new AuthClient({ ...transport, endpoints: authd.uri, cache: false });
 });
 
 after(async () => {
@@ -219,6 +219,7 @@ describe("endpoints, deadlines and retries", () => {
   test("several endpoints: a dead one is retried on the live one (UNAVAILABLE only)", async () => {
     const dead = `http://127.0.0.1:${await freePort()}`;
     const both = new AuthClient({
+      ...transport,
       endpoints: [dead, authd.uri],
       cache: false,
       retry: { maxAttempts: 3, initialBackoffMs: 10 },
@@ -236,6 +237,7 @@ describe("endpoints, deadlines and retries", () => {
 
   test("authd unreachable is UNAVAILABLE with no reason, after the retries", async () => {
     const dead = new AuthClient({
+      ...transport,
       endpoints: `http://127.0.0.1:${await freePort()}`,
       cache: false,
       retry: { maxAttempts: 2, initialBackoffMs: 10 },
@@ -268,9 +270,9 @@ describe("endpoints, deadlines and retries", () => {
 
   test("endpoints that are not URIs are refused at construction", () => {
     assert.throws(
-      () => new AuthClient({ endpoints: "ftp://x" }),
+      () => new AuthClient({ ...transport, endpoints: "ftp://x" }),
       (e) => e instanceof AuthError && e.code === Code.INVALID_ARGUMENT,
     );
-    assert.throws(() => new AuthClient({ endpoints: [] }), AuthError);
+    assert.throws(() => new AuthClient({ ...transport, endpoints: [] }), AuthError);
   });
 });

@@ -7,7 +7,7 @@ import { after, before, test } from "node:test";
 
 import { AuthClient, DeviceLoginError } from "@authd/client";
 
-import { Authd, AuthdDev, Issuer } from "./support.mjs";
+import { Authd, AuthdDev, Issuer, transport } from "./support.mjs";
 
 let issuer;
 let authd;
@@ -17,7 +17,7 @@ before(async () => {
   issuer = await Issuer.start();
   authd = await Authd.start(issuer.sessionsConfig());
   await issuer.control("device-config", { interval: 1 });
-  client = new AuthClient({ endpoints: authd.uri, cache: false });
+  client = new AuthClient({ ...transport, endpoints: authd.uri, cache: false });
 });
 
 after(async () => {
@@ -61,7 +61,7 @@ for (const action of ["deny", "expire"]) {
 test("slow down: the longer interval sticks (RFC 8628 §3.5)", async () => {
   // A spy on the real client (every call still goes to authd): what the
   // helper sent and was answered.
-  const spied = new AuthClient({ endpoints: authd.uri, cache: false });
+  const spied = new AuthClient({ ...transport, endpoints: authd.uri, cache: false });
   const polls = [];
   let deviceCode;
   const start = spied.startDeviceLogin.bind(spied);
@@ -115,7 +115,7 @@ test("an aborted login rejects with the signal's reason", async () => {
 
 test("against `authd dev`'s own issuer: the user opens verificationUriComplete and the helper answers the session", async () => {
   const dev = await AuthdDev.start();
-  const devClient = new AuthClient({ endpoints: dev.uri, cache: false });
+  const devClient = new AuthClient({ ...transport, endpoints: dev.uri, cache: false });
   try {
     const session = await devClient.deviceLogin({
       scopes: ["read:orders"],

@@ -12,7 +12,7 @@ import { AuthClient } from "@authd/client";
 import { auth } from "@authd/client/express";
 import express from "express";
 
-import { Authd, Issuer, eventually } from "./support.mjs";
+import { Authd, Issuer, eventually, transport } from "./support.mjs";
 
 const b64url = (bytes) => Buffer.from(bytes).toString("base64url");
 const sha256 = (text) => createHash("sha256").update(text).digest();
@@ -41,6 +41,7 @@ before(async () => {
   issuer = await Issuer.start();
   authd = await Authd.start(issuer.sessionsConfig("[watch]\nheartbeat_ms = 200\n"));
   client = new AuthClient({
+    ...transport,
     endpoints: authd.uri,
     watchToken: await issuer.token({ permissions: "revocations:watch" }),
   });

@@ -12,7 +12,7 @@ import { auth, InvalidTokenError } from "@authd/client/express";
 import express from "express";
 
 import { app as readmeApp } from "../examples/express-app.mjs";
-import { Authd, Issuer, eventually, freePort } from "./support.mjs";
+import { Authd, Issuer, eventually, freePort, transport } from "./support.mjs";
 
 // Long enough for an HTTP round trip through the app on a loaded machine
 // after SIGSTOP, while the cache still answers.
@@ -36,6 +36,7 @@ before(async () => {
   issuer = await Issuer.start();
   authd = await Authd.start(issuer.sessionsConfig("[watch]\nheartbeat_ms = 200\n"));
   client = new AuthClient({
+    ...transport,
     endpoints: authd.uri,
     watchToken: await issuer.token({ permissions: "revocations:watch" }),
     cache: { maxSilenceMs: MAX_SILENCE_MS },
@@ -145,7 +146,11 @@ describe("auth() options and errors", () => {
   });
 
   test("authd unreachable: 503, never a pass-through", async () => {
-    const dead = new AuthClient({ endpoints: `http://127.0.0.1:${await freePort()}`, retry: { maxAttempts: 1 } });
+    const dead = new AuthClient({
+      ...transport,
+      endpoints: `http://127.0.0.1:${await freePort()}`,
+      retry: { maxAttempts: 1 },
+    });
     try {
       const app = express();
       app.use(auth({ client: dead }));

@@ -3,7 +3,10 @@
 // test file and stopped after it. Nothing here mocks authd.
 //
 // Environment: AUTHD_REPO (the repository root; default: two levels up from
-// this package), AUTHD_BIN (default <repo>/target/debug/authd).
+// this package), AUTHD_BIN (default <repo>/target/debug/authd),
+// AUTHD_PROTOCOL (the protocol every test's client speaks: connect or grpc;
+// default: the client's own default), AUTHD_HTTP_VERSION (Connect's: 2 or
+// 1.1; default: the client's).
 
 import { spawn } from "node:child_process";
 import { once } from "node:events";
@@ -20,6 +23,17 @@ export const AUTHD_BIN = process.env.AUTHD_BIN ?? path.join(REPO, "target/debug/
 export const AUDIENCE = "https://api.authd.test";
 export const CLIENT_ID = "authd-test-client";
 export const CLIENT_SECRET = "authd-test-secret";
+/** `{ protocol }` for every test's AuthClient, from AUTHD_PROTOCOL (empty: the client's default). */
+export const PROTOCOL = process.env.AUTHD_PROTOCOL || undefined;
+if (PROTOCOL !== undefined && PROTOCOL !== "connect" && PROTOCOL !== "grpc") {
+  throw new Error(`AUTHD_PROTOCOL: connect or grpc, not ${PROTOCOL}`);
+}
+/** AUTHD_HTTP_VERSION (Connect: 2 or 1.1; empty: the client's default). */
+export const HTTP_VERSION = process.env.AUTHD_HTTP_VERSION || undefined;
+export const transport = {
+  ...(PROTOCOL === undefined ? {} : { protocol: PROTOCOL }),
+  ...(HTTP_VERSION === undefined ? {} : { httpVersion: HTTP_VERSION }),
+};
 export const TEST_SEAL_KEY = "dGVzdC1rZXktMzItYnl0ZXMtZm9yLWF1dGhkLXRlc3Q=";
 
 // === ports ===
@@ -160,15 +174,16 @@ export class Authd {
   /**
    * Starts `authd serve` with `toml` (without `[server]` or `[store]`, which
    * this sets), on a free port, in a temporary directory; `port` and `dir`
-   * start it again where an earlier one ran (same store, same address).
+   * start it again where an earlier one ran (same store, same address);
+   * `server`, lines of its `[server]` table beside `listen`.
    */
-  static async start(toml, { port, dir } = {}) {
+  static async start(toml, { port, dir, server = "" } = {}) {
     dir ??= mkdtempSync(path.join(tmpdir(), "authd-node-"));
     port ??= await freePort();
     const config = path.join(dir, "authd.toml");
     writeFileSync(
       config,
-      `[server]\nlisten = "127.0.0.1:${port}"\n[store]\npath = "${path.join(dir, "data")}"\n${toml}`,
+      `[server]\nlisten = "127.0.0.1:${port}"\n${server}[store]\npath = "${path.join(dir, "data")}"\n${toml}`,
     );
     const log = createWriteStream(path.join(dir, "authd.log"), { flags: "a" });
     await once(log, "open");
@@ -181,14 +196,15 @@ export class Authd {
     });
     await Promise.race([eventually(() => accepts(port), { withinMs: 30_000, what: "authd's port" }), exited]);
     exited.catch(() => undefined);
-    return new Authd(child, port, dir, toml);
+    return new Authd(child, port, dir, toml, server);
   }
 
-  constructor(child, port, dir, toml) {
+  constructor(child, port, dir, toml, server = "") {
     this.child = child;
     this.port = port;
     this.dir = dir;
     this.toml = toml;
+    this.server = server;
     this.uri = `http://127.0.0.1:${port}`;
   }
 
@@ -231,7 +247,7 @@ export class Authd {
   /** The same authd again: same port, same store. */
   async restart() {
     await this.kill();
-    return Authd.start(this.toml, { port: this.port, dir: this.dir });
+    return Authd.start(this.toml, { port: this.port, dir: this.dir, server: this.server });
   }
 
   async stop({ keep = false } = {}) {

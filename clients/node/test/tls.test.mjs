@@ -13,7 +13,7 @@ import { after, before, test } from "node:test";
 
 import { AuthClient, Code, Reasons } from "@authd/client";
 
-import { Authd, Issuer, eventually, rejection } from "./support.mjs";
+import { Authd, Issuer, eventually, rejection, transport } from "./support.mjs";
 
 const SPIFFE = "spiffe://prod.test/ns/clients/sa/node";
 let dir;
@@ -77,6 +77,7 @@ const endpoint = () => `https://127.0.0.1:${authd.port}`;
 
 test("mutual TLS: verifies, and the certificate's caller may watch, so the cache answers", async () => {
   const client = new AuthClient({
+    ...transport,
     endpoints: endpoint(),
     tls: { ca: pem("ca.pem"), cert: pem("client.pem"), key: pem("client.key"), servername: "localhost" },
     cache: { maxSilenceMs: 1_000 },
@@ -94,6 +95,7 @@ test("mutual TLS: verifies, and the certificate's caller may watch, so the cache
 
 test("TLS without a client certificate: the handshake succeeds, and authd's policy refuses the anonymous caller", async () => {
   const client = new AuthClient({
+    ...transport,
     endpoints: endpoint(),
     tls: { ca: pem("ca.pem"), servername: "localhost" },
     cache: false,
@@ -109,7 +111,13 @@ test("TLS without a client certificate: the handshake succeeds, and authd's poli
 });
 
 test("a CA that did not sign authd's certificate: UNAVAILABLE, no reason", async () => {
-  const client = new AuthClient({ endpoints: endpoint(), tls: {}, cache: false, retry: { maxAttempts: 1 } });
+  const client = new AuthClient({
+    ...transport,
+    endpoints: endpoint(),
+    tls: {},
+    cache: false,
+    retry: { maxAttempts: 1 },
+  });
   try {
     const error = await rejection(client.verifyToken(await issuer.token({})));
     assert.equal(error.code, Code.UNAVAILABLE);
@@ -121,6 +129,7 @@ test("a CA that did not sign authd's certificate: UNAVAILABLE, no reason", async
 
 test("over mTLS a trusted RPC the policy does not grant is CALLER_NOT_TRUSTED", async () => {
   const client = new AuthClient({
+    ...transport,
     endpoints: endpoint(),
     tls: { ca: pem("ca.pem"), cert: pem("client.pem"), key: pem("client.key"), servername: "localhost" },
     cache: false,
