@@ -138,6 +138,9 @@ pub(super) fn to_proto(
                     "the JSON nests deeper than {MAX_JSON_DEPTH} levels"
                 )));
             }
+            if let Ok(proto) = super::json_wire::transcode(input, json) {
+                return Ok(proto);
+            }
             let mut de = serde_json::Deserializer::from_slice(json);
             let message = DynamicMessage::deserialize_with_options(
                 input.clone(),

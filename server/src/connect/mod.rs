@@ -15,14 +15,16 @@
 //! - `stream`: a Connect server-streaming call (`application/connect+json`,
 //!   `+proto`).
 //! - `body`: request bodies read under their RPC's limit, JSON depth.
-//! - `wire_json`: an answer's protobuf bytes written straight as JSON (the
-//!   fast path; `prost-reflect`'s mapping is its fallback and its oracle).
+//! - `wire_json` / `json_wire`: answers' protobuf bytes written straight as
+//!   JSON, and flat JSON requests straight as protobuf (the fast paths;
+//!   `prost-reflect`'s mapping is their fallback and their oracle).
 //! - `errors`: gRPC status → Connect error (HTTP status and JSON body, the
 //!   ErrorInfo with its readable `debug` form).
 //! - [`openapi`]: the OpenAPI 3.1 document of the Connect JSON surface.
 
 mod body;
 mod errors;
+mod json_wire;
 pub mod openapi;
 mod stream;
 mod unary;
