@@ -212,6 +212,11 @@ pub(super) fn take_framed(buf: &mut BytesMut) -> Option<(u8, Bytes)> {
 /// their escapes skipped). Checked before parsing, so that no deep document
 /// reaches the parser's recursion.
 fn depth_within(json: &[u8], max: usize) -> bool {
+    // No more opening brackets than `max`: no deeper than `max`, whatever
+    // the strings hold (the usual case, found without walking the bytes).
+    if memchr::memchr2_iter(b'{', b'[', json).nth(max).is_none() {
+        return true;
+    }
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &b in json {
         if in_string {
