@@ -34,7 +34,7 @@ func TestE2ERevokedSessionIsRefusedThroughAWarmCache(t *testing.T) {
 		}
 	}
 	// Warm: with authd paused, both pass from memory.
-	if err := a.Signal(syscall.SIGSTOP); err != nil {
+	if err := a.Pause(); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range []*authd.NewSession{alice, bob} {
@@ -86,7 +86,7 @@ func TestE2EPausedAuthdFallbackThen503(t *testing.T) {
 		t.Fatalf("%+v", got)
 	}
 
-	if err := a.Signal(syscall.SIGSTOP); err != nil {
+	if err := a.Pause(); err != nil {
 		t.Fatal(err)
 	}
 	defer a.Signal(syscall.SIGCONT)

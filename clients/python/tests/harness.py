@@ -204,8 +204,26 @@ class Authd:
         return (Path(self.dir) / "authd.log").read_text(errors="replace")
 
     def pause(self) -> None:
+        """SIGSTOP, and wait until every thread is stopped: the signal is
+        delivered asynchronously, and a thread scheduled before the one
+        that takes the signal could still answer a call made right after
+        kill()."""
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP)
+        wait_until("authd stopped", self._stopped, 5, every=0.002)
+
+    def _stopped(self) -> bool:
+        """Whether every thread's state in /proc is `T` (stopped)."""
+        assert self.process is not None
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        for task in tasks.iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except FileNotFoundError:  # a thread that has just ended
+                continue
+            if stat.rpartition(") ")[2][:1] != "T":
+                return False
+        return True
 
     def resume(self) -> None:
         assert self.process is not None

@@ -314,6 +314,43 @@ func (a *Authd) Start() error {
 // Signal sends sig (syscall.SIGSTOP, SIGCONT, …) to the process.
 func (a *Authd) Signal(sig syscall.Signal) error { return a.cmd.Process.Signal(sig) }
 
+// Pause sends SIGSTOP and waits until every thread of authd is stopped:
+// the signal is delivered asynchronously, and a thread scheduled before the
+// one that takes it could still answer a call made right after kill().
+func (a *Authd) Pause() error {
+	if err := a.Signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !a.stopped() {
+		if time.Now().After(deadline) {
+			return errors.New("authd did not stop within 5 s of SIGSTOP")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return nil
+}
+
+// stopped reports whether every thread's state in /proc is T (stopped).
+func (a *Authd) stopped() bool {
+	dir := fmt.Sprintf("/proc/%d/task", a.cmd.Process.Pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, task := range tasks {
+		stat, err := os.ReadFile(filepath.Join(dir, task.Name(), "stat"))
+		if err != nil {
+			continue // a thread that has just ended
+		}
+		i := bytes.LastIndex(stat, []byte(") "))
+		if i < 0 || i+2 >= len(stat) || stat[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
+}
+
 // Kill ends the process and waits until its port is free again.
 func (a *Authd) Kill() {
 	_ = a.cmd.Process.Signal(syscall.SIGCONT)
