@@ -56,6 +56,14 @@ pub(crate) fn http_status(code: Code) -> StatusCode {
     }
 }
 
+/// Whether the trailers say OK (`grpc-status: 0`), the common case, read
+/// without building a `Status`.
+pub(super) fn is_ok(trailers: Option<&HeaderMap>) -> bool {
+    trailers
+        .and_then(|t| t.get("grpc-status"))
+        .is_some_and(|status| status.as_bytes() == b"0")
+}
+
 /// The status of a gRPC answer: from its trailers, or from its headers
 /// when it is trailers-only; `None` when it carries none.
 pub(super) fn status_of(headers: &HeaderMap, trailers: Option<&HeaderMap>) -> Option<Status> {

@@ -42,10 +42,12 @@ where
             .await
             .map_err(|e| Status::unavailable(format!("the answer failed: {e}")))?;
         let trailers = collected.trailers().cloned();
-        let status = errors::status_of(&parts.headers, trailers.as_ref())
-            .unwrap_or_else(|| Status::internal("the answer carries no status"));
-        if status.code() != tonic::Code::Ok {
-            return Err(status);
+        if !errors::is_ok(trailers.as_ref()) {
+            let status = errors::status_of(&parts.headers, trailers.as_ref())
+                .unwrap_or_else(|| Status::internal("the answer carries no status"));
+            if status.code() != tonic::Code::Ok {
+                return Err(status);
+            }
         }
         let mut messages = BytesMut::from(collected.to_bytes());
         let Some((0, message)) = body::take_framed(&mut messages) else {

@@ -145,9 +145,66 @@ fn key(field: &FieldDescriptor, first: &mut bool, out: &mut Vec<u8>) {
     out.push(b':');
 }
 
+/// `s` as a JSON string, escaped as `serde_json` escapes it (`prost-reflect`'s
+/// writer): `"` and `\`, the short forms of backspace, form feed, newline,
+/// carriage return and tab, other control characters as `\u00xx`, the rest
+/// as is. Runs that need no escape are found eight bytes at a time and copied
+/// whole.
 fn string(s: &str, out: &mut Vec<u8>) {
-    // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        if let Some(word) = bytes.get(i..i + 8)
+            && let Ok(word) = <[u8; 8]>::try_from(word)
+            && !any_to_escape(u64::from_le_bytes(word))
+        {
+            i += 8;
+            continue;
+        }
+        for &b in &bytes[i..bytes.len().min(i + 8)] {
+            if b >= 0x20 && b != b'"' && b != b'\\' {
+                i += 1;
+                continue;
+            }
+            out.extend_from_slice(&bytes[start..i]);
+            escape(b, out);
+            i += 1;
+            start = i;
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Whether any of the eight bytes of `word` is a control character, `"` or
+/// `\` (the classic "has a byte less than n" and "has a zero byte" tests;
+/// exact for "any", and bytes of 0x80 and above never match).
+fn any_to_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    (control | zero(word ^ (ONES * u64::from(b'"'))) | zero(word ^ (ONES * u64::from(b'\\')))) != 0
+}
+
+fn escape(b: u8, out: &mut Vec<u8>) {
+    match b {
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        0x08 => out.extend_from_slice(b"\\b"),
+        0x0c => out.extend_from_slice(b"\\f"),
+        _ => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        }
+    }
 }
 
 /// Whether a field without presence holds its default (proto3 leaves it
@@ -300,9 +357,70 @@ fn number<T: serde::Serialize>(value: T, out: &mut Vec<u8>) {
     let _ = serde_json::to_writer(&mut *out, &value);
 }
 
-fn quoted(value: impl std::fmt::Display, out: &mut Vec<u8>) {
-    use std::io::Write;
-    let _ = write!(out, "\"{value}\"");
+/// A 64-bit integer as proto3 JSON writes it: a decimal string.
+fn quoted(value: impl itoa::Integer, out: &mut Vec<u8>) {
+    out.push(b'"');
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    out.push(b'"');
+}
+
+/// `n` as exactly `width` decimal digits (`n` < 10^width).
+fn digits(mut n: u32, width: usize, out: &mut Vec<u8>) {
+    let at = out.len();
+    out.resize(at + width, b'0');
+    for slot in out[at..].iter_mut().rev() {
+        // A digit: n % 10 < 10.
+        #[allow(clippy::cast_possible_truncation)]
+        let digit = (n % 10) as u8;
+        *slot = b'0' + digit;
+        n /= 10;
+    }
+}
+
+/// A `Timestamp` of years 0001 to 9999 as RFC 3339 in UTC, the way
+/// `prost-types` displays it (and `prost-reflect` writes it): fractional
+/// seconds left out when zero, else in 3, 6 or 9 digits.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+fn timestamp(seconds: i64, nanos: u32, out: &mut Vec<u8>) {
+    let days = seconds.div_euclid(86_400);
+    let of_day = seconds.rem_euclid(86_400) as u32;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = (yoe + era * 400 + i64::from(month <= 2)) as u32;
+    out.push(b'"');
+    digits(year, 4, out);
+    out.push(b'-');
+    digits(month, 2, out);
+    out.push(b'-');
+    digits(day, 2, out);
+    out.push(b'T');
+    digits(of_day / 3_600, 2, out);
+    out.push(b':');
+    digits(of_day / 60 % 60, 2, out);
+    out.push(b':');
+    digits(of_day % 60, 2, out);
+    if nanos != 0 {
+        out.push(b'.');
+        if nanos % 1_000_000 == 0 {
+            digits(nanos / 1_000_000, 3, out);
+        } else if nanos % 1_000 == 0 {
+            digits(nanos / 1_000, 6, out);
+        } else {
+            digits(nanos, 9, out);
+        }
+    }
+    out.extend_from_slice(b"Z\"");
 }
 
 fn float(value: f64, is_f32: bool, out: &mut Vec<u8>) {
@@ -376,17 +494,15 @@ fn well_known(desc: &MessageDescriptor, bytes: &[u8], out: &mut Vec<u8>, depth: 
     match desc.full_name() {
         #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
         "google.protobuf.Timestamp" => {
-            let t = prost_types::Timestamp {
-                seconds: int(1)? as i64,
-                nanos: int(2)? as i32,
-            };
+            let (seconds, nanos) = (int(1)? as i64, int(2)? as i32);
             // RFC 3339 covers years 0001 to 9999 only.
-            if !(-62_135_596_800..=253_402_300_799).contains(&t.seconds)
-                || !(0..1_000_000_000).contains(&t.nanos)
+            if !(-62_135_596_800..=253_402_300_799).contains(&seconds)
+                || !(0..1_000_000_000).contains(&nanos)
             {
                 return Err(Declined);
             }
-            quoted(t, out);
+            #[allow(clippy::cast_sign_loss)]
+            timestamp(seconds, nanos as u32, out);
         }
         #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
         "google.protobuf.Duration" => {
@@ -398,7 +514,7 @@ fn well_known(desc: &MessageDescriptor, bytes: &[u8], out: &mut Vec<u8>, depth: 
             {
                 return Err(Declined);
             }
-            quoted(d, out);
+            let _ = std::io::Write::write_fmt(out, format_args!("\"{d}\""));
         }
         "google.protobuf.Struct" => {
             let field = desc.get_field(1).ok_or(Declined)?;
@@ -465,6 +581,7 @@ fn well_known(desc: &MessageDescriptor, bytes: &[u8], out: &mut Vec<u8>, depth: 
 mod tests {
     use super::*;
     use authd_proto::pb;
+    use proptest::strategy::Strategy as _;
     use prost::Message;
     use prost_reflect::{DynamicMessage, ReflectMessage, SerializeOptions};
     use serde_json::Value;
@@ -665,6 +782,64 @@ mod tests {
             } else if let Some(v) = one(&kind) {
                 message.set_field(&field, v);
             }
+        }
+    }
+
+    fn displayed(seconds: i64, nanos: u32) -> String {
+        let nanos = i32::try_from(nanos).expect("under 10^9");
+        format!("\"{}\"", prost_types::Timestamp { seconds, nanos })
+    }
+
+    fn written(seconds: i64, nanos: u32) -> String {
+        let mut out = Vec::new();
+        timestamp(seconds, nanos, &mut out);
+        String::from_utf8(out).expect("ASCII")
+    }
+
+    #[test]
+    fn timestamps_at_the_edges_read_as_prost_types_displays_them() {
+        for seconds in [
+            -62_135_596_800, // 0001-01-01T00:00:00Z
+            253_402_300_799, // 9999-12-31T23:59:59Z
+            0,
+            -1,
+            951_782_400,    // 2000-02-29
+            -2_203_891_200, // 1900-03-01
+            4_107_542_399,  // 2100-02-28T23:59:59Z
+            1_796_416_484,
+        ] {
+            for nanos in [0, 1, 999_999_999, 120_000_000, 5_000, 450_000] {
+                assert_eq!(written(seconds, nanos), displayed(seconds, nanos));
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn timestamps_read_as_prost_types_displays_them(
+            seconds in -62_135_596_800i64..=253_402_300_799,
+            nanos in proptest::prop_oneof![
+                proptest::strategy::Just(0u32),
+                (0u32..1_000).prop_map(|m| m * 1_000_000),
+                (0u32..1_000_000).prop_map(|u| u * 1_000),
+                0u32..1_000_000_000,
+            ],
+        ) {
+            proptest::prop_assert_eq!(written(seconds, nanos), displayed(seconds, nanos));
+        }
+
+        #[test]
+        fn strings_are_escaped_as_serde_json_escapes_them(s in "(?s).{0,100}|[a-z\\x00-\\x20\"\\\\\\x7f\u{e9}]{0,40}") {
+            let mut out = Vec::new();
+            string(&s, &mut out);
+            proptest::prop_assert_eq!(out, serde_json::to_vec(&s).expect("a string"));
+        }
+
+        #[test]
+        fn integers_are_quoted_decimals(v in proptest::num::i64::ANY) {
+            let mut out = Vec::new();
+            quoted(v, &mut out);
+            proptest::prop_assert_eq!(out, format!("\"{v}\"").into_bytes());
         }
     }
 
