@@ -412,9 +412,9 @@ fn timestamp(seconds: i64, nanos: u32, out: &mut Vec<u8>) {
     digits(of_day % 60, 2, out);
     if nanos != 0 {
         out.push(b'.');
-        if nanos % 1_000_000 == 0 {
+        if nanos.is_multiple_of(1_000_000) {
             digits(nanos / 1_000_000, 3, out);
-        } else if nanos % 1_000 == 0 {
+        } else if nanos.is_multiple_of(1_000) {
             digits(nanos / 1_000, 6, out);
         } else {
             digits(nanos, 9, out);
