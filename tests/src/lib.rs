@@ -566,6 +566,19 @@ pub fn authd_binary() -> Result<PathBuf> {
     Ok(binary)
 }
 
+/// `authd dev` on 127.0.0.1:`port` with its data in `data_dir`, its
+/// walkthrough on a pipe (read it from `stdout`), killed when dropped.
+pub fn authd_dev(port: u16, data_dir: &Path) -> Result<Child> {
+    Ok(Command::new(authd_binary()?)
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
 /// grpcurl from the project's virtualenv (or `$GRPCURL`).
 pub fn grpcurl() -> Result<PathBuf> {
     let path = std::env::var_os("GRPCURL")

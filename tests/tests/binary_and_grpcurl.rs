@@ -3,7 +3,7 @@
 //! whose reason is visible, config errors that name the key, `authd dev`,
 //! and a clean exit on SIGTERM.
 
-use std::{net::SocketAddr, process::Stdio, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{Context, Result};
 use authd_tests::{Issuer, authd_binary, free_port, run_grpcurl, wait_for_port};
@@ -291,14 +291,7 @@ async fn environment_overrides_the_file() -> Result<()> {
 async fn dev_prints_a_grpcurl_line_that_verifies() -> Result<()> {
     let port = free_port()?;
     let data = tempfile::tempdir()?;
-    let mut child = Command::new(authd_binary()?)
-        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut child = authd_tests::authd_dev(port, data.path())?;
     let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
     let line = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await? {
@@ -389,14 +382,7 @@ async fn dev_refuses_non_loopback_addresses() -> Result<()> {
 async fn dev_session_walkthrough_with_grpcurl() -> Result<()> {
     let port = free_port()?;
     let data = tempfile::tempdir()?;
-    let _child = Command::new(authd_binary()?)
-        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+    let _child = authd_tests::authd_dev(port, data.path())?;
     let addr = format!("127.0.0.1:{port}");
     wait_for_port(addr.parse()?, Duration::from_secs(30)).await?;
     let call = |method: &'static str, body: String| {

@@ -866,14 +866,7 @@ async fn the_readme_curl_walkthrough_runs_as_written() -> Result<()> {
         .context("the README's curl walkthrough block")?;
     let port = free_port()?;
     let data = tempfile::tempdir()?;
-    let mut dev = Command::new(authd_binary()?)
-        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut dev = authd_tests::authd_dev(port, data.path())?;
     wait_for_port(
         format!("127.0.0.1:{port}").parse()?,
         Duration::from_secs(30),

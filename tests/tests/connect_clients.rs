@@ -727,10 +727,7 @@ async fn buf_curl_in_connect_grpc_web_and_grpc_on_one_plaintext_port() -> Result
 /// heartbeat.
 #[tokio::test]
 async fn the_node_connect_client_in_every_protocol_over_plaintext() -> Result<()> {
-    let issuer = Issuer::start().await?;
-    let tokens = tokens(&issuer).await?;
-    let authd = AuthdProcess::start(&config(&issuer, "")).await?;
-    for client in [
+    verify_and_watch_over_plaintext(&[
         client("node", "connect", "1.1"),
         client("node", "connect", "2"),
         client("node", "connect-proto", "1.1"),
@@ -738,7 +735,18 @@ async fn the_node_connect_client_in_every_protocol_over_plaintext() -> Result<()
         client("node", "grpcweb", "1.1"),
         client("node", "grpcweb", "2"),
         client("node", "grpc", "2"),
-    ] {
+    ])
+    .await
+}
+
+/// Each of `clients` over plaintext against one authd: the valid, expired
+/// and malformed tokens' answers, then WatchRevocations to its first
+/// heartbeat.
+async fn verify_and_watch_over_plaintext(clients: &[Client]) -> Result<()> {
+    let issuer = Issuer::start().await?;
+    let tokens = tokens(&issuer).await?;
+    let authd = AuthdProcess::start(&config(&issuer, "")).await?;
+    for &client in clients {
         let run = run_client(
             &authd,
             &Tls::plaintext(),
@@ -775,30 +783,14 @@ fn assert_verified(run: &Run, what: &str) {
 /// Connect, gRPC-Web and gRPC, over HTTP/1.1 and HTTP/2.
 #[tokio::test]
 async fn the_python_connect_client_in_every_protocol_over_plaintext() -> Result<()> {
-    let issuer = Issuer::start().await?;
-    let tokens = tokens(&issuer).await?;
-    let authd = AuthdProcess::start(&config(&issuer, "")).await?;
-    for client in [
+    verify_and_watch_over_plaintext(&[
         client("python", "connect", "1.1"),
         client("python", "connect", "2"),
         client("python", "connect-proto", "1.1"),
         client("python", "grpcweb", "1.1"),
         client("python", "grpc", "2"),
-    ] {
-        let run = run_client(
-            &authd,
-            &Tls::plaintext(),
-            client,
-            &[&tokens.valid, &tokens.expired, GARBAGE],
-            Some(&tokens.watcher),
-            true,
-            &[],
-        )
-        .await?;
-        assert_verified(&run, &format!("{client:?}"));
-        assert_heartbeat(&run, &format!("{client:?}"));
-    }
-    Ok(())
+    ])
+    .await
 }
 
 /// connectrpc compresses every request with gzip unless told otherwise:

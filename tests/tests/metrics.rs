@@ -722,14 +722,7 @@ fn rand_bytes() -> [u8; 16] {
 async fn authd_dev_serves_metrics_on_loopback_and_says_where() -> Result<()> {
     let port = free_port()?;
     let data = tempfile::tempdir()?;
-    let mut child = Command::new(authd_tests::authd_binary()?)
-        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut child = authd_tests::authd_dev(port, data.path())?;
     let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
     let url = loop {
         let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())

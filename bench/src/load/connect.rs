@@ -31,9 +31,11 @@ pub fn bodies(tokens: &[String], required_scopes: &[String]) -> Arc<[Bytes]> {
         .collect()
 }
 
+/// A worker's way to authd: its own HTTP/1.1 connection (opened again after
+/// it closes or fails), or the shared HTTP/2 one.
 #[derive(Debug)]
 enum Send {
-    Http1(http1::SendRequest<Full<Bytes>>),
+    Http1(Option<http1::SendRequest<Full<Bytes>>>),
     Http2(http2::SendRequest<Full<Bytes>>),
 }
 
@@ -62,21 +64,19 @@ pub struct JsonCaller {
     addr: SocketAddr,
     host: HeaderValue,
     bodies: Arc<[Bytes]>,
-    send: Option<Send>,
+    send: Send,
 }
 
 impl JsonCaller {
     /// A worker with its own HTTP/1.1 keep-alive connection to `url`'s host.
     pub async fn http1(url: &Uri, bodies: Arc<[Bytes]>) -> anyhow::Result<JsonCaller> {
         let addr = super::resolve(url).await?;
-        let mut caller = JsonCaller {
+        Ok(JsonCaller {
             addr,
             host: HeaderValue::from_str(&addr.to_string())?,
             bodies,
-            send: None,
-        };
-        caller.send = Some(Send::Http1(caller.open_http1().await?));
-        Ok(caller)
+            send: Send::Http1(Some(open_http1(addr).await?)),
+        })
     }
 
     /// A worker on the shared HTTP/2 connection `h2`.
@@ -85,20 +85,8 @@ impl JsonCaller {
             addr,
             host: HeaderValue::from_str(&addr.to_string())?,
             bodies,
-            send: Some(Send::Http2(h2.0)),
+            send: Send::Http2(h2.0),
         })
-    }
-
-    async fn open_http1(&self) -> anyhow::Result<http1::SendRequest<Full<Bytes>>> {
-        let tcp = TcpStream::connect(self.addr)
-            .await
-            .with_context(|| format!("cannot connect to {}", self.addr))?;
-        tcp.set_nodelay(true)?;
-        let (send, connection) = http1::handshake(TokioIo::new(tcp)).await?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(send)
     }
 
     async fn send(&mut self, index: usize) -> anyhow::Result<http::StatusCode> {
@@ -110,22 +98,15 @@ impl JsonCaller {
                 .body(Full::new(self.bodies[index].clone()))
         };
         let response = match &mut self.send {
-            Some(Send::Http2(send)) => {
+            Send::Http2(send) => {
                 send.ready().await?;
                 let uri = format!("http://{}{PATH}", self.addr);
                 send.send_request(request(&uri)?).await?
             }
-            _ => {
-                let send = match &mut self.send {
-                    Some(Send::Http1(send)) if !send.is_closed() => send,
-                    _ => {
-                        let opened = self.open_http1().await?;
-                        self.send = Some(Send::Http1(opened));
-                        match &mut self.send {
-                            Some(Send::Http1(send)) => send,
-                            _ => unreachable!("just set"),
-                        }
-                    }
+            Send::Http1(slot) => {
+                let send = match slot {
+                    Some(send) if !send.is_closed() => send,
+                    _ => slot.insert(open_http1(self.addr).await?),
                 };
                 send.ready().await?;
                 send.send_request(request(PATH)?).await?
@@ -137,23 +118,27 @@ impl JsonCaller {
     }
 }
 
+/// A new HTTP/1.1 keep-alive connection to `addr`.
+async fn open_http1(addr: SocketAddr) -> anyhow::Result<http1::SendRequest<Full<Bytes>>> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    tcp.set_nodelay(true)?;
+    let (send, connection) = http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(send)
+}
+
 impl Caller for JsonCaller {
     async fn call(&mut self, index: usize) -> Result<(), CallError> {
-        match self.send(index).await {
-            Ok(status) if status == http::StatusCode::OK => Ok(()),
-            Ok(status) => Err(CallError {
-                kind: format!("HTTP {}", status.as_u16()),
-                detail: format!("authd answered {status}"),
-            }),
-            Err(error) => {
-                if matches!(self.send, Some(Send::Http1(_))) {
-                    self.send = None;
-                }
-                Err(CallError {
-                    kind: "Transport".into(),
-                    detail: format!("{error:#}"),
-                })
-            }
+        let sent = self.send(index).await;
+        if sent.is_err()
+            && let Send::Http1(slot) = &mut self.send
+        {
+            *slot = None;
         }
+        CallError::of_http(sent, "authd")
     }
 }

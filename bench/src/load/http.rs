@@ -79,20 +79,11 @@ impl BearerCaller {
 
 impl Caller for BearerCaller {
     async fn call(&mut self, index: usize) -> Result<(), CallError> {
-        match self.send(index).await {
-            Ok(status) if status == http::StatusCode::OK => Ok(()),
-            Ok(status) => Err(CallError {
-                kind: format!("HTTP {}", status.as_u16()),
-                detail: format!("the server answered {status}"),
-            }),
-            Err(error) => {
-                self.send = None;
-                Err(CallError {
-                    kind: "Transport".into(),
-                    detail: format!("{error:#}"),
-                })
-            }
+        let sent = self.send(index).await;
+        if sent.is_err() {
+            self.send = None;
         }
+        CallError::of_http(sent, "the server")
     }
 }
 

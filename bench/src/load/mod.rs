@@ -61,6 +61,25 @@ pub struct CallError {
     pub detail: String,
 }
 
+impl CallError {
+    /// An HTTP call's outcome: 200 is a success, any other status is counted
+    /// by its number (`who answered …`), a failure to send or read is a
+    /// `Transport` error.
+    pub fn of_http(sent: anyhow::Result<::http::StatusCode>, who: &str) -> Result<(), CallError> {
+        match sent {
+            Ok(::http::StatusCode::OK) => Ok(()),
+            Ok(status) => Err(CallError {
+                kind: format!("HTTP {}", status.as_u16()),
+                detail: format!("{who} answered {status}"),
+            }),
+            Err(error) => Err(CallError {
+                kind: "Transport".into(),
+                detail: format!("{error:#}"),
+            }),
+        }
+    }
+}
+
 /// One worker's connection to the subject: sends request number `index`.
 pub trait Caller: Send + 'static {
     /// Sends the request built from payload `index` and waits for the answer.

@@ -56,20 +56,22 @@ pub(crate) fn http_status(code: Code) -> StatusCode {
     }
 }
 
-/// Whether the trailers say OK (`grpc-status: 0`), the common case, read
-/// without building a `Status`.
-pub(super) fn is_ok(trailers: Option<&HeaderMap>) -> bool {
-    trailers
+/// The failure a gRPC answer carries, `None` when it is OK: its status from
+/// the trailers, or from the headers when it is trailers-only; INTERNAL when
+/// it carries none. An OK in the trailers (the common case) is read without
+/// building a `Status`.
+pub(super) fn failure(headers: &HeaderMap, trailers: Option<&HeaderMap>) -> Option<Status> {
+    if trailers
         .and_then(|t| t.get("grpc-status"))
         .is_some_and(|status| status.as_bytes() == b"0")
-}
-
-/// The status of a gRPC answer: from its trailers, or from its headers
-/// when it is trailers-only; `None` when it carries none.
-pub(super) fn status_of(headers: &HeaderMap, trailers: Option<&HeaderMap>) -> Option<Status> {
-    trailers
+    {
+        return None;
+    }
+    let status = trailers
         .and_then(Status::from_header_map)
         .or_else(|| Status::from_header_map(headers))
+        .unwrap_or_else(|| Status::internal("the answer carries no status"));
+    (status.code() != Code::Ok).then_some(status)
 }
 
 /// The Connect error body of `status`.

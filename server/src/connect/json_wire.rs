@@ -11,9 +11,7 @@ use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
-/// Why the fast path declines; the caller uses `prost-reflect` instead.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct Declined;
+use super::Declined;
 
 /// A JSON object's members in order, duplicates kept (so that they can be
 /// declined rather than silently merged).

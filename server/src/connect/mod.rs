@@ -55,6 +55,11 @@ use crate::config::{LimitsConfig, ServerConfig};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Why a fast path (`wire_json`, `json_wire`) declines a message; the caller
+/// uses `prost-reflect`'s mapping instead.
+#[derive(Debug, PartialEq, Eq)]
+struct Declined;
+
 /// The largest nesting of objects and arrays a JSON request may have.
 pub const MAX_JSON_DEPTH: usize = 32;
 

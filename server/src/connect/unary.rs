@@ -42,12 +42,8 @@ where
             .await
             .map_err(|e| Status::unavailable(format!("the answer failed: {e}")))?;
         let trailers = collected.trailers().cloned();
-        if !errors::is_ok(trailers.as_ref()) {
-            let status = errors::status_of(&parts.headers, trailers.as_ref())
-                .unwrap_or_else(|| Status::internal("the answer carries no status"));
-            if status.code() != tonic::Code::Ok {
-                return Err(status);
-            }
+        if let Some(status) = errors::failure(&parts.headers, trailers.as_ref()) {
+            return Err(status);
         }
         let mut messages = BytesMut::from(collected.to_bytes());
         let Some((0, message)) = body::take_framed(&mut messages) else {
@@ -112,7 +108,7 @@ where
     B::Error: Display,
 {
     let (parts, incoming) = request.into_parts();
-    let encoding = match check_headers(&parts.headers, streaming)
+    let (encoding, timeout) = match check_headers(&parts.headers, streaming)
         .and_then(|encoding| connect_timeout(&parts.headers).map(|t| (encoding, t)))
     {
         Ok(checked) => checked,
@@ -121,7 +117,6 @@ where
             return Err(status);
         }
     };
-    let (encoding, timeout) = encoding;
     let prefix = if streaming { body::PREFIX } else { 0 };
     let bytes = body::read(
         &parts.headers,

@@ -8,9 +8,7 @@
 use base64::{Engine, engine::general_purpose::STANDARD};
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 
-/// Why the fast path declines; the caller uses `prost-reflect` instead.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct Declined;
+use super::Declined;
 
 type Out<T> = Result<T, Declined>;
 

@@ -33,7 +33,6 @@ from .cache import (
     CacheConfig,
     CacheState,
     VerifyCache,
-    binding_proven,
     cache_key,
     scope_part,
     token_key,
@@ -193,14 +192,7 @@ class AuthClient:
         if cache is None:
             return None
         self._stub()
-        hit = cache.get(token_key(bare, scopes))
-        if (
-            hit is not None
-            and hit.binding is not None
-            and not binding_proven(hit, client_certificate)
-        ):
-            return None
-        return hit
+        return cache.answer(token_key(bare, scopes), client_certificate)
 
     async def verify_token(
         self,
@@ -218,8 +210,8 @@ class AuthClient:
         key = cache_key(bare, scopes) if bare is not None and self._cache is not None else None
         if key is not None and self._cache is not None:
             self._stub()
-            hit = self._cache.get(key)
-            if hit is not None and (hit.binding is None or binding_proven(hit, client_certificate)):
+            hit = self._cache.answer(key, client_certificate)
+            if hit is not None:
                 return hit
         request = verify_request(
             token, scopes, audience, dpop_proof, http_method, http_uri, client_certificate

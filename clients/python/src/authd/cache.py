@@ -193,6 +193,15 @@ class VerifyCache:
             del self._entries[key]
             return None
 
+    def answer(self, key: bytes, client_certificate: bytes | None) -> VerifiedToken | None:
+        """`get`, given only to a request that proves the answer's binding
+        (`binding_proven`: a certificate-bound token with that certificate,
+        DER)."""
+        hit = self.get(key)
+        if hit is None or (hit.binding is not None and not binding_proven(hit, client_certificate)):
+            return None
+        return hit
+
     def insert(self, key: bytes, token: str, verified: VerifiedToken) -> None:
         """Keeps authd's answer for ``token`` (without its scheme), unless a
         revocation already names it or the token is DPoP-bound. A
