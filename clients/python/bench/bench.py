@@ -1,8 +1,10 @@
 """The FastAPI benchmark (issue 20, item 4, Python half): one core for the
 app (uvicorn, one worker, on cpu 0); the load generator and authd on cpu 1.
-Rows: the route unprotected; protected by authd with a warm cache; protected
-by PyJWT with PyJWKClient — each with repeated tokens (100, cycled) and with
-new tokens (each used once). Besides requests/s, each row has the app's CPU
+Rows: the same route (``GET /orders``, one app per row: `bench.app`)
+unprotected, without and with the tokens in the requests; protected by
+authd's dependency and by its ASGI middleware with a warm cache; protected
+by PyJWT with PyJWKClient — with repeated tokens (100, cycled) and with new
+tokens (each used once). Besides requests/s, each row has the app's CPU
 time per answered request (from /proc), which other load on the machine
 moves much less than it moves requests/s. Then the revocation-to-refusal delay of the
 cache (p50/p99): a subject revoked while its token is cached, timed until the
@@ -18,6 +20,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from authd import AuthClient
@@ -74,6 +78,44 @@ def run(
     return result
 
 
+@contextmanager
+def serve(kind: str, env: dict[str, str]) -> Iterator[tuple[str, int]]:
+    """uvicorn (one worker, on cpu 0) serving the app of ``kind``
+    (`bench.app`), once its cache caught up: the URL of its ``/orders`` and
+    its pid."""
+    port = free_port()
+    app = subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            "0",
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "bench.app:from_env",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=HERE.parent,
+        env={**env, "BENCH_ROUTE": kind},
+    )
+    try:
+        wait_until("the app listens", lambda: port_open(port), 30)
+        base = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(base + "/ready", timeout=15) as ready:
+            assert json.load(ready) == {"cache": True}, "the app's cache did not catch up"
+        yield base + "/orders", app.pid
+    finally:
+        app.terminate()
+        app.wait(10)
+
+
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="authd-py-bench-"))
     issuer = BenchIssuer()
@@ -84,7 +126,7 @@ def main() -> None:
     watch = issuer.token(sub="bench@clients", permissions=["revocations:watch", "sessions:revoke"])
 
     print(f"minted {NEW_TOKENS} new tokens", file=sys.stderr)
-    port, app_port = free_port(), free_port()
+    port = free_port()
     config = work / "authd.toml"
     config.write_text(
         f'[server]\nlisten = "127.0.0.1:{port}"\n[store]\npath = "{work}/data"\n' + issuer.config()
@@ -95,7 +137,6 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
         env={**os.environ, "RUST_LOG": "warn"},
     )
-    app = None
     try:
         wait_until("authd listens", lambda: port_open(port), 30)
         env = {
@@ -104,47 +145,22 @@ def main() -> None:
             "WATCH_TOKEN": watch,
             "ISSUER_URL": issuer.url,
         }
-        app = subprocess.Popen(
-            [
-                "taskset",
-                "-c",
-                "0",
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "bench.app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(app_port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            cwd=HERE.parent,
-            env=env,
-        )
-        wait_until("the app listens", lambda: port_open(app_port), 30)
-        base = f"http://127.0.0.1:{app_port}"
-        with urllib.request.urlopen(base + "/ready", timeout=15) as ready:
-            assert json.load(ready) == {"cache": True}, "the app's cache did not catch up"
-
-        pid = app.pid
-        rows = {
-            "unprotected": run(base + "/unprotected", None, 2, 10, pid),
-            "authd, repeated tokens (warm cache)": run(base + "/authd", repeated, 2, 10, pid),
-            "authd ASGI middleware, repeated tokens (warm cache)": run(
-                base + "/mw", repeated, 2, 10, pid
-            ),
-            "PyJWT + PyJWKClient, repeated tokens": run(base + "/pyjwt", repeated, 2, 10, pid),
-            "authd, new tokens": run(base + "/authd", fresh, 1, 5, pid),
-            "PyJWT + PyJWKClient, new tokens": run(base + "/pyjwt", fresh, 1, 5, pid),
-        }
+        rows: dict[str, dict[str, object]] = {}
+        with serve("unprotected", env) as (url, pid):
+            rows["unprotected"] = run(url, None, 2, 10, pid)
+            rows["unprotected, the same tokens sent (not read)"] = run(url, repeated, 2, 10, pid)
+        with serve("authd", env) as (url, pid):
+            rows["authd, repeated tokens (warm cache)"] = run(url, repeated, 2, 10, pid)
+            rows["authd, new tokens"] = run(url, fresh, 1, 5, pid)
+        with serve("mw", env) as (url, pid):
+            rows["authd ASGI middleware, repeated tokens (warm cache)"] = run(
+                url, repeated, 2, 10, pid
+            )
+        with serve("pyjwt", env) as (url, pid):
+            rows["PyJWT + PyJWKClient, repeated tokens"] = run(url, repeated, 2, 10, pid)
+            rows["PyJWT + PyJWKClient, new tokens"] = run(url, fresh, 1, 5, pid)
         delays = revocation_delay(f"127.0.0.1:{port}", issuer, watch)
     finally:
-        if app is not None:
-            app.terminate()
-            app.wait(10)
         authd.terminate()
         authd.wait(10)
 

@@ -2,10 +2,11 @@
 is called as an ASGI callable in a loop (no uvicorn, no sockets), so the
 figures are the framework's and the package's Python alone.
 
-Routes: unprotected; a no-op dependency (FastAPI's ``Depends`` machinery
-alone); ``authd.fastapi.Authorize`` with a warm cache; ``authd.asgi``'s
-middleware with a warm cache. The cache is made to answer as a live
-WatchRevocations stream would (no authd is needed: every call is a hit).
+Apps (`bench.app`'s, each with its ``GET /orders``): unprotected; a no-op
+dependency (FastAPI's ``Depends`` machinery alone); ``authd.fastapi.Authorize``
+with a warm cache; ``authd.asgi``'s middleware with a warm cache. The cache
+is made to answer as a live WatchRevocations stream would (no authd is
+needed: every call is a hit).
 
     python -m bench.inprocess      # from clients/python, with the fastapi extra
 """
@@ -20,63 +21,43 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 
 import authd.aio
-from authd import ScopeRules, VerifiedToken
-from authd.asgi import AuthMiddleware, verified_token
+from authd import VerifiedToken
 from authd.cache import scope_part, token_key
-from authd.fastapi import Authorize
+
+from .app import make_app
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9." + "e" * 700 + ".signature"
 CALLS = 20_000
 ROUNDS = 5
 
 client = authd.aio.AuthClient("127.0.0.1:9", watch_token="unused")
-app = FastAPI()
-app.state.authd = client
-app.add_middleware(
-    AuthMiddleware,
-    client=client,
-    rules=ScopeRules()
-    .default_scopes([])
-    .public("/unprotected")
-    .public("/noop")
-    .public("/authd")
-    .require("/mw", ["read:orders"]),
-)
+# The benchmark's apps, and one whose route takes a no-op dependency.
+APPS = {kind: make_app(kind, client, "https://tenant.example/") for kind in ("unprotected",)}
+noop_app = FastAPI()
 
 
 async def noop(request: Request) -> None:
     return None
 
 
-@app.get("/unprotected")
-async def unprotected() -> dict[str, str]:
-    return {"subject": "nobody"}
-
-
-@app.get("/noop")
+@noop_app.get("/orders")
 async def with_noop(_: None = Depends(noop)) -> dict[str, str]:
     return {"subject": "nobody"}
 
 
-@app.get("/authd")
-async def with_authd(token: VerifiedToken = Authorize(scopes=["read:orders"])) -> dict[str, str]:
-    return {"subject": token.subject}
+APPS["noop"] = noop_app
+APPS.update({kind: make_app(kind, client, "https://tenant.example/") for kind in ("authd", "mw")})
 
 
-@app.get("/mw")
-async def with_middleware(request: Request) -> dict[str, str]:
-    return {"subject": verified_token(request).subject}
-
-
-async def call(path: str) -> None:
+async def call(app: FastAPI) -> None:
     scope: dict[str, Any] = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
         "method": "GET",
         "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
+        "path": "/orders",
+        "raw_path": b"/orders",
         "query_string": b"",
         "root_path": "",
         "headers": [(b"host", b"api"), (b"authorization", b"Bearer " + TOKEN.encode())],
@@ -93,7 +74,7 @@ async def call(path: str) -> None:
 
     await app(scope, receive, send)
     if sent[0]["status"] != 200:
-        raise SystemExit(f"{path}: {sent[0]['status']}")
+        raise SystemExit(f"{sent[0]['status']}")
 
 
 def warm() -> None:
@@ -116,23 +97,22 @@ def warm() -> None:
 
 async def main() -> None:
     warm()
-    paths = ["/unprotected", "/noop", "/authd", "/mw"]
-    rounds: dict[str, list[float]] = {p: [] for p in paths}
+    rounds: dict[str, list[float]] = {kind: [] for kind in APPS}
     for _ in range(ROUNDS):
-        for path in paths:
+        for kind, app in APPS.items():
             for _ in range(500):
-                await call(path)
+                await call(app)
             started = time.perf_counter()
             for _ in range(CALLS):
-                await call(path)
-            rounds[path].append((time.perf_counter() - started) / CALLS * 1e6)
+                await call(app)
+            rounds[kind].append((time.perf_counter() - started) / CALLS * 1e6)
         client._cache.heartbeat(2.0)  # type: ignore[union-attr]
-    base = sorted(rounds["/unprotected"])[ROUNDS // 2]
-    print("| route | µs a request (median of rounds) | of unprotected |")
+    base = sorted(rounds["unprotected"])[ROUNDS // 2]
+    print("| /orders | µs a request (median of rounds) | of unprotected |")
     print("|---|---:|---:|")
-    for path in paths:
-        median = sorted(rounds[path])[ROUNDS // 2]
-        print(f"| {path} | {median:.1f} | {base / median:.2f} |")
+    for kind in APPS:
+        median = sorted(rounds[kind])[ROUNDS // 2]
+        print(f"| {kind} | {median:.1f} | {base / median:.2f} |")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,33 @@ def fastapi_app(target: str, watch: str) -> Iterator[Call]:
 
 
 @contextmanager
+def fastapi_middleware_app(target: str, watch: str) -> Iterator[Call]:
+    """FastAPI behind `authd.asgi.AuthMiddleware`, its handler a ``def`` (run
+    in a worker thread) reading the token with ``verified_token()``."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from authd.asgi import AuthMiddleware, verified_token
+
+    app = FastAPI()
+    client = authd.aio.AuthClient(target, watch_token=watch, timeout=0.5)
+    app.add_middleware(AuthMiddleware, client=client, rules=RULES)
+
+    @app.get("/orders")
+    def orders() -> dict[str, str]:
+        return {"subject": verified_token().subject}
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, bool]:
+        with pytest.raises(LookupError):
+            verified_token()  # a public path: no token
+        return {"ok": True}
+
+    with TestClient(app) as test:
+        yield lambda path, headers: _httpx(test.get(path, headers=headers))
+
+
+@contextmanager
 def starlette_app(target: str, watch: str) -> Iterator[Call]:
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
@@ -69,6 +96,7 @@ def starlette_app(target: str, watch: str) -> Iterator[Call]:
 
     async def orders(request: Request) -> JSONResponse:
         assert request.state.authd_token is verified_token(request)
+        assert verified_token() is verified_token(request)
         return JSONResponse({"subject": verified_token(request).subject})
 
     async def healthz(request: Request) -> JSONResponse:
@@ -148,6 +176,7 @@ def drf_app(target: str, watch: str) -> AbstractContextManager[Call]:
 
 FRAMEWORKS: dict[str, Callable[[str, str], AbstractContextManager[Call]]] = {
     "fastapi": fastapi_app,
+    "fastapi-middleware": fastapi_middleware_app,
     "starlette": starlette_app,
     "flask": flask_app,
     "django": django_app,

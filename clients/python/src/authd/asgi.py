@@ -14,10 +14,13 @@ authd. Needs no framework::
     ])
 
     async def orders(request):
-        return PlainTextResponse(verified_token(request).subject)
+        return PlainTextResponse(verified_token().subject)
 
 A verified request carries the `VerifiedToken` in ``scope["authd.token"]``
-(and ``request.state.authd_token``); a refused one is answered here (see
+(and ``request.state.authd_token``), and `verified_token()` returns it to
+any code the request runs, with no ``Request`` to pass along (a context
+variable, set for the rest of the request: FastAPI and Starlette carry it
+into ``def`` endpoints' worker threads and background tasks); a refused one is answered here (see
 `authd.middleware` for the answers). WebSocket handshakes are checked too and
 closed (403) when refused. Lifespan events pass through.
 
@@ -35,6 +38,7 @@ them a certificate arrives only by a proxy's header.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 from .cache import scope_part
@@ -59,6 +63,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: Where a verified request's token is kept in the ASGI scope.
 SCOPE_KEY = "authd.token"
 
+#: The token of the request being served, for `verified_token()`.
+_CURRENT: ContextVar[VerifiedToken | None] = ContextVar("authd.token", default=None)
+
 
 def credentials(scope: Scope) -> tuple[str | None, str | None]:
     """The ``Authorization`` and ``DPoP`` headers, in one pass. Several DPoP
@@ -76,6 +83,10 @@ def read_headers(
     proofs: list[str] | None = None
     certs: list[str] | None = None
     for key, value in scope.get("headers", ()):
+        # ASGI servers give names in lower case; others are still read.
+        if key == b"authorization":
+            authorization = value.decode("latin-1")
+            continue
         size = len(key)
         if size == 13 and key.lower() == b"authorization":
             authorization = value.decode("latin-1")
@@ -183,7 +194,11 @@ class AuthMiddleware:
         state = scope.setdefault("state", {})
         if type(state) is dict or isinstance(state, MutableMapping):
             state["authd_token"] = token
-        await self.app(scope, receive, send)
+        current = _CURRENT.set(token)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _CURRENT.reset(current)
 
 
 async def _refuse(scope: Scope, send: Send, refused: Refusal) -> None:
@@ -199,11 +214,16 @@ async def _refuse(scope: Scope, send: Send, refused: Refusal) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def verified_token(request: Any) -> VerifiedToken:
-    """The token `AuthMiddleware` verified, from a Starlette ``Request`` (or
-    an ASGI scope). Raises ``LookupError`` when the middleware did not run."""
-    scope = request if isinstance(request, MutableMapping) else request.scope
-    token = scope.get(SCOPE_KEY)
+def verified_token(request: Any = None) -> VerifiedToken:
+    """The token `AuthMiddleware` verified for the request being served, or
+    for ``request`` (a Starlette ``Request`` or an ASGI scope) when given.
+    Raises ``LookupError`` when the middleware did not verify one."""
+    if request is None:
+        token = _CURRENT.get()
+    else:
+        mapping = type(request) is dict or isinstance(request, MutableMapping)
+        scope = request if mapping else request.scope
+        token = scope.get(SCOPE_KEY)
     if not isinstance(token, VerifiedToken):
         raise LookupError("no token verified by authd.asgi.AuthMiddleware for this request")
     return token
