@@ -13,7 +13,7 @@ import pytest
 from authd import CacheConfig, CacheState, VerifiedToken
 from authd._common import split_authorization
 from authd._gen.auth.v1 import auth_pb2 as pb
-from authd.cache import VerifyCache, cache_key, scope_part, token_key
+from authd.cache import VerifyCache, bearer_key, cache_key, scope_part, token_key
 from authd.middleware import bearer_token, credential
 from authd.types import TokenBinding
 
@@ -82,6 +82,18 @@ def test_the_scope_part_is_remembered_and_keys_the_same() -> None:
     for part in ("t", "a", "b"):
         key.update(len(part.encode()).to_bytes(8, "big") + part.encode())
     assert cache_key("t", ("b", "a", "a")) == key.digest()
+
+
+def test_the_header_key_is_the_token_key_for_the_usual_spelling_only() -> None:
+    part = scope_part(("read:orders",))
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"
+    assert bearer_key(b"Bearer " + token.encode(), part) == token_key(token, part)
+    assert bearer_key(b"Bearer x", b"") == token_key("x", b"")
+    # Any other spelling: the general path (bearer_token) reads it.
+    for odd in [b"bearer x", b"Bearer  x", b"Bearer x ", b"Bearer\tx", b"Bearer ", b"Bearer", b"x"]:
+        assert bearer_key(odd, part) is None, odd
+    # Bytes that are not ASCII never key like the decoded header would.
+    assert bearer_key(b"Bearer \xe9", b"") != token_key(b"\xe9".decode("latin-1"), b"")
 
 
 @pytest.mark.parametrize(

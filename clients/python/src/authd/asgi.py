@@ -41,13 +41,12 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
-from .cache import scope_part
+from .cache import bearer_key, scope_part
 from .middleware import (
     AnyClient,
     Refusal,
     ScopeRules,
     authorize_async,
-    bearer_token,
     certificate_from_header,
     pem_to_der,
     unusable_certificate,
@@ -71,25 +70,30 @@ def credentials(scope: Scope) -> tuple[str | None, str | None]:
     """The ``Authorization`` and ``DPoP`` headers, in one pass. Several DPoP
     headers are joined, for authd's checks to refuse."""
     authorization, proof, _ = read_headers(scope, None)
-    return authorization, proof
+    return text(authorization), proof
+
+
+def text(value: bytes | None) -> str | None:
+    """A header's raw value as text (ISO 8859-1, as HTTP has it)."""
+    return value.decode("latin-1") if value is not None else None
 
 
 def read_headers(
     scope: Scope, cert_header: bytes | None
-) -> tuple[str | None, str | None, list[str] | None]:
-    """The ``Authorization`` and ``DPoP`` headers and the values of
-    ``cert_header`` (lower case), in one pass."""
-    authorization: str | None = None
+) -> tuple[bytes | None, str | None, list[str] | None]:
+    """The ``Authorization`` header's raw value, the ``DPoP`` headers and
+    the values of ``cert_header`` (lower case), in one pass."""
+    authorization: bytes | None = None
     proofs: list[str] | None = None
     certs: list[str] | None = None
     for key, value in scope.get("headers", ()):
         # ASGI servers give names in lower case; others are still read.
         if key == b"authorization":
-            authorization = value.decode("latin-1")
+            authorization = value
             continue
         size = len(key)
         if size == 13 and key.lower() == b"authorization":
-            authorization = value.decode("latin-1")
+            authorization = value
         elif size == 4 and key.lower() == b"dpop":
             if proofs is None:
                 proofs = []
@@ -172,14 +176,14 @@ class AuthMiddleware:
             token = None
             # A repeated Bearer token: the cache answers, with nothing else made.
             if proof is None and authorization is not None:
-                bare = bearer_token(authorization)
-                if bare is not None:
+                key = bearer_key(authorization, scope_part(scopes))
+                if key is not None:
                     der = client_certificate(scope, self.client_cert_header, certs)
-                    token = self.client._hit(bare, scope_part(scopes), der)
+                    token = self.client._cached(key, der)
             if token is None:
                 token = await authorize_async(
                     self.client,
-                    authorization,
+                    text(authorization),
                     proof,
                     scope.get("method", "GET"),
                     path,

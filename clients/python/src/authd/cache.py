@@ -93,6 +93,20 @@ def token_key(token: str, part: bytes) -> bytes:
     return hashlib.sha256(len(data).to_bytes(8, "big") + data + part).digest()
 
 
+def bearer_key(authorization: bytes, part: bytes) -> bytes | None:
+    """`token_key` of the token in an ``Authorization`` header's raw value
+    written the usual way, ``Bearer <token>`` with no other blank, read
+    without decoding anything; ``None`` for any other spelling. (A token of
+    bytes that are not ASCII gets another key than `token_key` gives, so it
+    finds no entry: no JWT is such.)"""
+    if authorization[:7] != b"Bearer " or len(authorization) < 8:
+        return None
+    if authorization[7] <= 0x20 or authorization[-1] <= 0x20:
+        return None
+    size = len(authorization) - 7
+    return hashlib.sha256(size.to_bytes(8, "big") + authorization[7:] + part).digest()
+
+
 _PARTS: dict[tuple[str, ...], bytes] = {}
 
 

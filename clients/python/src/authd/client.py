@@ -220,11 +220,15 @@ class AuthClient:
         """The cached answer for the bare token ``bare`` and the scope set
         whose `scope_part` is ``scopes``, when the request proves its
         binding (`binding_proven`)."""
+        return self._cached(token_key(bare, scopes), client_certificate)
+
+    def _cached(self, key: bytes, client_certificate: bytes | None) -> VerifiedToken | None:
+        """`_hit` by the entry's key (`authd.cache.token_key`)."""
         cache = self._cache
         if cache is None:
             return None
         self._stub()
-        return cache.answer(token_key(bare, scopes), client_certificate)
+        return cache.answer(key, client_certificate)
 
     def verify_token(
         self,

@@ -29,9 +29,9 @@ from typing import Any
 
 from fastapi import Depends, HTTPException, Request
 
-from .asgi import client_certificate, read_headers
-from .cache import scope_part
-from .middleware import AnyClient, Refusal, authorize_async, bearer_token
+from .asgi import client_certificate, read_headers, text
+from .cache import bearer_key, scope_part
+from .middleware import AnyClient, Refusal, authorize_async
 from .types import VerifiedToken
 
 
@@ -65,15 +65,15 @@ class Authorizer:
         try:
             # A repeated Bearer token: the cache answers, with nothing else made.
             if proof is None and authorization is not None:
-                bare = bearer_token(authorization)
-                if bare is not None:
+                key = bearer_key(authorization, self._part)
+                if key is not None:
                     der = client_certificate(scope, self.client_cert_header, certs)
-                    hit = client._hit(bare, self._part, der)
+                    hit = client._cached(key, der)
                     if hit is not None:
                         return hit
             return await authorize_async(
                 client,
-                authorization,
+                text(authorization),
                 proof,
                 scope.get("method", "GET"),
                 scope.get("path", ""),
