@@ -15,10 +15,9 @@
  * SHA-256 of the token, audience and scope set: the cache holds no token,
  * and a forged token cannot hit a genuine one's entry.
  */
-import { createHash } from "node:crypto";
 
 import type { Revocation } from "./gen/auth/v1/auth_pb.js";
-import { identityOf, Revoked, type Identity } from "./revoked.js";
+import { identityOf, Revoked, sha256, type Identity } from "./revoked.js";
 import type { VerifiedToken } from "./types.js";
 
 /** How the verification cache behaves. */
@@ -63,7 +62,7 @@ export function cacheKey(token: string, scopes: readonly string[], audience?: st
   let framed = `${token.length}:${token}${audience === undefined ? "-" : `${audience.length}:${audience}`}`;
   const set = scopes.length <= 1 ? scopes : [...new Set(scopes)].sort();
   for (const scope of set) framed += `${scope.length}:${scope}`;
-  return createHash("sha256").update(framed).digest("base64");
+  return sha256(framed, "base64");
 }
 
 /** The cache itself. */

@@ -5,12 +5,22 @@
  * `sid`, `iat`, the SHA-256 of its signing input (`header.payload`, what the
  * issuer signed) and of the whole compact token.
  */
-import { createHash } from "node:crypto";
+import * as nodeCrypto from "node:crypto";
 
 import { RevocationKind, type Revocation } from "./gen/auth/v1/auth_pb.js";
 import type { VerifiedToken } from "./types.js";
 
-export const sha256Hex = (text: string): string => createHash("sha256").update(text).digest("hex");
+/**
+ * `crypto.hash` (Node 20.12+), one-shot: it makes no `Hash` object. Read
+ * from the namespace, so that an older Node 20 loads the package too.
+ */
+const oneShot: typeof nodeCrypto.hash | undefined = (nodeCrypto as Partial<typeof nodeCrypto>).hash;
+
+/** SHA-256 of `text` (UTF-8) in `encoding`. */
+export const sha256 = (text: string, encoding: "hex" | "base64"): string =>
+  oneShot ? oneShot("sha256", text, encoding) : nodeCrypto.createHash("sha256").update(text).digest(encoding);
+
+export const sha256Hex = (text: string): string => sha256(text, "hex");
 
 const unixNow = (): number => Math.floor(Date.now() / 1000);
 const seconds = (t: { seconds: bigint } | undefined, absent: number): number => (t ? Number(t.seconds) : absent);
