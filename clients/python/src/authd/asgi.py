@@ -19,10 +19,11 @@ authd. Needs no framework::
 A verified request carries the `VerifiedToken` in ``scope["authd.token"]``
 (and ``request.state.authd_token``), and `verified_token()` returns it to
 any code the request runs, with no ``Request`` to pass along (a context
-variable, set for the rest of the request: FastAPI and Starlette carry it
-into ``def`` endpoints' worker threads and background tasks); a refused one is answered here (see
-`authd.middleware` for the answers). WebSocket handshakes are checked too and
-closed (403) when refused. Lifespan events pass through.
+variable, set for the rest of the request; FastAPI and Starlette carry it
+into the worker thread of a ``def`` endpoint). A refused request is
+answered here (see `authd.middleware` for the answers). WebSocket
+handshakes are checked too and closed (403) when refused. Lifespan events
+pass through.
 
 **Client certificates** (RFC 8705 certificate-bound tokens) go to authd with
 the token, from the ASGI TLS extension (``scope["extensions"]["tls"]
