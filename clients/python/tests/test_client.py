@@ -188,6 +188,52 @@ def test_a_client_built_before_fork_works_in_the_child_and_the_parent(
     assert done.stdout.split("\n")[:2] == ["child auth0|forked", "parent auth0|forked"]
 
 
+WARM_CACHE_FORKED = """
+import os
+from datetime import datetime, timedelta, timezone
+import authd.aio
+from authd import AuthClient, VerifiedToken
+from authd.cache import cache_key
+# Each client's cache answering, as its stream would have it in the parent.
+verified = VerifiedToken(
+    subject="auth0|parent", issuer="https://tenant.example/", audiences=("api",),
+    scopes=(), permissions=(), expires_at=datetime.now(timezone.utc) + timedelta(hours=1),
+)
+clients = [AuthClient("127.0.0.1:9"), authd.aio.AuthClient("127.0.0.1:9")]
+for client in clients:
+    cache = client._cache
+    cache.stream_opened()
+    cache.heartbeat(2.0)
+    cache.insert(cache_key("h.p.s", ()), "h.p.s", verified)
+    assert client._cached(cache_key("h.p.s", ()), None) is verified
+pid = os.fork()
+if pid == 0:
+    # The parent's stream does not reach the child: no answer from memory,
+    # with no call made first.
+    states = [c._cache.state.value for c in clients]
+    hits = [c._cache.get(cache_key("h.p.s", ())) for c in clients]
+    print("child", states, hits, flush=True)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+assert status == 0, status
+print("parent", [c._cache.state.value for c in clients], flush=True)
+"""
+
+
+def test_a_forked_child_answers_nothing_from_the_parents_cache() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", WARM_CACHE_FORKED],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == [
+        "child ['syncing', 'syncing'] [None, None]",
+        "parent ['answering', 'answering']",
+    ]
+
+
 async def test_aio_client_answers_the_same(authd_server: Authd, issuer: Issuer) -> None:
     async with authd_aio(authd_server) as client:
         token = issuer.token(scope="read:orders", sub="auth0|aio")

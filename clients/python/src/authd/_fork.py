@@ -1,7 +1,9 @@
 """Fork safety: gRPC channels and threads do not survive ``fork`` (gunicorn
 and uWSGI workers, multiprocessing). Each client makes its channel lazily in
-the process that uses it and remembers that process's id; this hook resets
-the locks every client holds, right after a fork, in the child."""
+the process that uses it and remembers that process's id; this hook, run
+in the child right after a fork, resets the locks every client holds and
+their caches, which then answer nothing until the child's own revocation
+stream is live (so a cache hit needs no process check)."""
 
 from __future__ import annotations
 

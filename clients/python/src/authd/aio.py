@@ -12,6 +12,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
+from . import _fork
 from ._common import (
     DeviceLoginError,
     RetryPolicy,
@@ -32,6 +33,7 @@ from .cache import (
     DEFAULT_CACHE,
     CacheConfig,
     CacheState,
+    KeyPart,
     VerifyCache,
     cache_key,
     scope_part,
@@ -93,6 +95,13 @@ class AuthClient:
         self._cache = VerifyCache(cache) if cache is not None else None
         self._watch_token = watch_token
         self._current: _Loop | None = None
+        _fork.track(self)
+
+    def _after_fork(self) -> None:
+        # The parent's stream does not reach this process: nothing is
+        # answered from the cache until this process's own stream is live.
+        if self._cache is not None:
+            self._cache.forked()
 
     def _stub(self) -> pb_grpc.AuthServiceAsyncStub:
         current = self._current
@@ -183,7 +192,7 @@ class AuthClient:
         return self._hit(bare, scope_part(scopes), client_certificate)
 
     def _hit(
-        self, bare: str, scopes: bytes, client_certificate: bytes | None
+        self, bare: str, scopes: KeyPart, client_certificate: bytes | None
     ) -> VerifiedToken | None:
         """The cached answer for the bare token ``bare`` and the scope set
         whose `scope_part` is ``scopes``, when the request proves its
@@ -195,8 +204,13 @@ class AuthClient:
         cache = self._cache
         if cache is None:
             return None
-        self._stub()
-        return cache.answer(key, client_certificate)
+        hit = cache.answer(key, client_certificate)
+        if hit is None:
+            # The cache answers only while this process's stream is live
+            # (a forked child's cache is reset by `_fork`): when it does
+            # not, the stream may have to be started.
+            self._stub()
+        return hit
 
     async def verify_token(
         self,
@@ -212,9 +226,8 @@ class AuthClient:
         """See `authd.AuthClient.verify_token`."""
         bare = cacheable(token, audience, dpop_proof)
         key = cache_key(bare, scopes) if bare is not None and self._cache is not None else None
-        if key is not None and self._cache is not None:
-            self._stub()
-            hit = self._cache.answer(key, client_certificate)
+        if key is not None:
+            hit = self._cached(key, client_certificate)
             if hit is not None:
                 return hit
         request = verify_request(

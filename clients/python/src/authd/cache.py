@@ -42,12 +42,21 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from ._gen.auth.v1 import auth_pb2 as pb
 from ._revoked import Identity, Revoked
 from .types import VerifiedToken
 
 log = logging.getLogger("authd")
+
+# The beginning of a key (`scope_part`): a SHA-256 fed with a scope set.
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    KeyPart: TypeAlias = hashlib._Hash
+else:
+    KeyPart = type(hashlib.sha256())
 
 
 @dataclass(frozen=True)
@@ -82,49 +91,55 @@ class CacheState(enum.Enum):
 
 
 def cache_key(token: str, scopes: Sequence[str]) -> bytes:
-    """SHA-256 of the token and the scope set (sorted, once each), each part
-    length-prefixed so that parts cannot run into each other."""
+    """SHA-256 of the scope set (sorted, once each), then ``Bearer `` and
+    the token; each scope is length-prefixed and the set too, so that parts
+    cannot run into each other."""
     return token_key(token, scope_part(scopes))
 
 
-def token_key(token: str, part: bytes) -> bytes:
+def token_key(token: str, part: KeyPart) -> bytes:
     """`cache_key` of ``token`` with the scope set's `scope_part`."""
-    data = token.encode()
-    return hashlib.sha256(len(data).to_bytes(8, "big") + data + part).digest()
+    key = part.copy()
+    key.update(b"Bearer ")
+    key.update(token.encode())
+    return key.digest()
 
 
-def bearer_key(authorization: bytes, part: bytes) -> bytes | None:
+def bearer_key(authorization: bytes, part: KeyPart) -> bytes | None:
     """`token_key` of the token in an ``Authorization`` header's raw value
-    written the usual way, ``Bearer <token>`` with no other blank, read
-    without decoding anything; ``None`` for any other spelling. (A token of
-    bytes that are not ASCII gets another key than `token_key` gives, so it
-    finds no entry: no JWT is such.)"""
+    written the usual way, ``Bearer <token>`` with no other blank, hashed
+    as it is, with nothing decoded or copied; ``None`` for any other
+    spelling. (A token of bytes that are not ASCII gets another key than
+    `token_key` gives, so it finds no entry: no JWT is such.)"""
     if authorization[:7] != b"Bearer " or len(authorization) < 8:
         return None
     if authorization[7] <= 0x20 or authorization[-1] <= 0x20:
         return None
-    size = len(authorization) - 7
-    return hashlib.sha256(size.to_bytes(8, "big") + authorization[7:] + part).digest()
+    key = part.copy()
+    key.update(authorization)
+    return key.digest()
 
 
-_PARTS: dict[tuple[str, ...], bytes] = {}
+_PARTS: dict[tuple[str, ...], KeyPart] = {}
 
 
-def scope_part(scopes: Sequence[str]) -> bytes:
-    """What a scope set adds to a key: each scope (sorted, once each; as
-    given when fewer than two) length-prefixed. Remembered for the few
-    tuples of scopes the middleware ask with."""
+def scope_part(scopes: Sequence[str]) -> KeyPart:
+    """What a scope set begins its keys with: a SHA-256 fed with the set's
+    length and each scope (sorted, once each; as given when fewer than two)
+    length-prefixed; a key goes on with ``Bearer `` and the token
+    (`token_key`). Remembered for the few tuples of scopes the middleware
+    ask with; never fed more (each key feeds a copy)."""
     memo: tuple[str, ...] | None = scopes if isinstance(scopes, tuple) else None
     if memo is not None:
         known = _PARTS.get(memo)
         if known is not None:
             return known
-    out = bytearray()
+    framed = bytearray()
     for scope in scopes if len(scopes) < 2 else sorted(set(scopes)):
         data = scope.encode()
-        out += len(data).to_bytes(8, "big")
-        out += data
-    part = bytes(out)
+        framed += len(data).to_bytes(8, "big")
+        framed += data
+    part = hashlib.sha256(len(framed).to_bytes(8, "big") + framed)
     if memo is not None:
         if len(_PARTS) >= 1024:
             _PARTS.clear()

@@ -33,6 +33,7 @@ from .cache import (
     DEFAULT_CACHE,
     CacheConfig,
     CacheState,
+    KeyPart,
     VerifyCache,
     cache_key,
     scope_part,
@@ -215,7 +216,7 @@ class AuthClient:
         return self._hit(bare, scope_part(scopes), client_certificate)
 
     def _hit(
-        self, bare: str, scopes: bytes, client_certificate: bytes | None
+        self, bare: str, scopes: KeyPart, client_certificate: bytes | None
     ) -> VerifiedToken | None:
         """The cached answer for the bare token ``bare`` and the scope set
         whose `scope_part` is ``scopes``, when the request proves its
@@ -227,8 +228,13 @@ class AuthClient:
         cache = self._cache
         if cache is None:
             return None
-        self._stub()
-        return cache.answer(key, client_certificate)
+        hit = cache.answer(key, client_certificate)
+        if hit is None:
+            # The cache answers only while this process's stream is live
+            # (a forked child's cache is reset by `_fork`): when it does
+            # not, the stream may have to be started.
+            self._stub()
+        return hit
 
     def verify_token(
         self,
@@ -251,9 +257,8 @@ class AuthClient:
         bound to, anything else goes to authd. Raises `AuthError`."""
         bare = cacheable(token, audience, dpop_proof)
         key = cache_key(bare, scopes) if bare is not None and self._cache is not None else None
-        if key is not None and self._cache is not None:
-            self._stub()
-            hit = self._cache.answer(key, client_certificate)
+        if key is not None:
+            hit = self._cached(key, client_certificate)
             if hit is not None:
                 return hit
         request = verify_request(
