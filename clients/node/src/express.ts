@@ -10,13 +10,13 @@ import type { IncomingHttpHeaders } from "node:http";
 
 import { bareToken, type AuthClient } from "./client.js";
 import { AuthError, Code, Reasons } from "./errors.js";
-import type { VerifiedToken } from "./types.js";
+import { frozen, type VerifiedToken } from "./types.js";
 
 /** The verified token's claims, as a JWT payload (what `express-oauth2-jwt-bearer` puts in `req.auth.payload`). */
 export interface JWTPayload {
   iss: string;
   sub: string;
-  aud: string[];
+  aud: readonly string[];
   exp: number;
   iat?: number;
   sid?: string;
@@ -24,20 +24,23 @@ export interface JWTPayload {
   azp?: string;
   /** The granted scopes, space-separated. */
   scope?: string;
-  permissions?: string[];
+  permissions?: readonly string[];
   [claim: string]: unknown;
 }
 
-/** What `auth()` sets on `req.auth`. */
+/**
+ * What `auth()` sets on `req.auth`. Frozen, payload and header included:
+ * the requests a cached answer serves share it.
+ */
 export interface AuthResult {
   /** The verified claims. */
-  payload: JWTPayload;
+  readonly payload: Readonly<JWTPayload>;
   /** The token's JOSE header, decoded. */
-  header: Record<string, unknown>;
+  readonly header: Readonly<Record<string, unknown>>;
   /** The token, without its scheme. */
-  token: string;
+  readonly token: string;
   /** authd's typed answer. */
-  verified: VerifiedToken;
+  readonly verified: VerifiedToken;
 }
 
 declare global {
@@ -181,19 +184,24 @@ export function payloadOf(v: VerifiedToken): JWTPayload {
 }
 
 /**
- * The payload and header of a verified token, made once per answer: a
- * cache hit returns the same `VerifiedToken`, so repeated tokens skip the
- * decoding. Each request gets its own shallow copies.
+ * The `req.auth` of a verified token, made once per answer and frozen: a
+ * cache hit returns the same `VerifiedToken` for the same token (its key
+ * is the token's SHA-256), so repeated tokens share it and allocate nothing.
  */
-const decoded = new WeakMap<VerifiedToken, { payload: JWTPayload; header: Record<string, unknown> }>();
+const results = new WeakMap<VerifiedToken, AuthResult>();
 
 function result(token: string, verified: VerifiedToken): AuthResult {
-  let parts = decoded.get(verified);
-  if (!parts) {
-    parts = { payload: payloadOf(verified), header: decodeHeader(token) };
-    decoded.set(verified, parts);
+  let made = results.get(verified);
+  if (!made) {
+    made = Object.freeze({
+      payload: frozen(payloadOf(verified)),
+      header: frozen(decodeHeader(token)),
+      token,
+      verified,
+    });
+    results.set(verified, made);
   }
-  return { payload: { ...parts.payload }, header: { ...parts.header }, token, verified };
+  return made;
 }
 
 /**
@@ -242,8 +250,30 @@ export function auth(options: AuthOptions): Handler {
         return new AuthdUnavailableError(error);
     }
   };
+  // One options object for every request: the cache key is remembered by value.
+  const verifyOptions = { requiredScopes, audience };
   return (req, _res, next) => {
-    const found = credentials(req.headers);
+    const headers = req.headers;
+    const value = headers.authorization;
+    // The usual spelling: `Bearer <token>`, no blank around the token.
+    const usual =
+      value !== undefined &&
+      value.startsWith("Bearer ") &&
+      value.charCodeAt(7) > 0x20 &&
+      value.charCodeAt(value.length - 1) > 0x20 &&
+      headers.dpop === undefined;
+    if (usual) {
+      // The hot path: a repeated token is answered from the cache without a
+      // promise or a parse. A hit means authd verified this very token;
+      // anything else takes the full path below.
+      const token = value.slice(7);
+      const hit = client.cached(token, verifyOptions);
+      if (hit) {
+        req.auth = result(token, hit);
+        return next();
+      }
+    }
+    const found = credentials(headers);
     if (found === undefined) {
       return credentialsRequired ? next(new UnauthorizedError("Unauthorized", realm)) : next();
     }
@@ -251,10 +281,10 @@ export function auth(options: AuthOptions): Handler {
       return next(new InvalidRequestError("the Authorization header is not a bearer token", realm));
     }
     const [scheme, token] = found;
-    const proof = req.headers.dpop;
-    if (scheme === "bearer" && proof === undefined) {
-      // The hot path: a cache hit is decided without a promise.
-      const hit = client.cached(token, { requiredScopes, audience });
+    const proof = headers.dpop;
+    if (!usual && scheme === "bearer" && proof === undefined) {
+      // Another spelling of a bearer header (`bearer`, blanks around the token).
+      const hit = client.cached(token, verifyOptions);
       if (hit) {
         req.auth = result(token, hit);
         return next();
@@ -266,7 +296,7 @@ export function auth(options: AuthOptions): Handler {
         : {
             dpopProof: Array.isArray(proof) ? proof.join(",") : proof,
             httpMethod: req.method ?? "GET",
-            httpUri: `${req.protocol ?? "http"}://${req.headers.host ?? "localhost"}${req.originalUrl ?? req.url ?? "/"}`,
+            httpUri: `${req.protocol ?? "http"}://${headers.host ?? "localhost"}${req.originalUrl ?? req.url ?? "/"}`,
           };
     client.verifyToken(scheme === "dpop" ? `DPoP ${token}` : token, { requiredScopes, audience, ...dpop }).then(
       (verified) => {

@@ -8,30 +8,33 @@ import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type * as pb from "./gen/auth/v1/auth_pb.js";
 import { Secret } from "./secret.js";
 
-/** A token authd verified: its claims, typed. */
+/**
+ * A token authd verified: its claims, typed. Frozen, claims included: the
+ * cache hands the same answer to every request with this token.
+ */
 export interface VerifiedToken {
   /** `sub`: the user (`auth0|alice`) or client (`ID@clients`). */
-  subject: string;
+  readonly subject: string;
   /** `iss`, exactly as in the token. */
-  issuer: string;
+  readonly issuer: string;
   /** `aud`, always a list. */
-  audiences: string[];
+  readonly audiences: readonly string[];
   /** The `scope` (or `scp`) claim, split. */
-  scopes: string[];
+  readonly scopes: readonly string[];
   /** The `permissions` claim (Auth0 RBAC). */
-  permissions: string[];
+  readonly permissions: readonly string[];
   /** `sid`, the issuer's session id, when present. */
-  sessionId?: string;
+  readonly sessionId?: string;
   /** `jti`, when present. */
-  tokenId?: string;
+  readonly tokenId?: string;
   /** `iat`, when present. */
-  issuedAt?: Date;
+  readonly issuedAt?: Date;
   /** `exp`. */
-  expiresAt: Date;
+  readonly expiresAt: Date;
   /** `azp` (or `client_id`), when present. */
-  authorizedParty?: string;
+  readonly authorizedParty?: string;
   /** Every other claim of the payload, as JSON. */
-  claims: JsonObject;
+  readonly claims: Readonly<JsonObject>;
 }
 
 /** A session without its secrets. */
@@ -123,20 +126,29 @@ export interface Revocation {
 export const date = (t: Timestamp | undefined): Date | undefined => (t ? timestampDate(t) : undefined);
 const opt = (s: string): string | undefined => (s === "" ? undefined : s);
 
+/** `value` and every object or array in it, frozen (JSON: no cycles). */
+export function frozen<T>(value: T): T {
+  if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const inner of Object.values(value)) frozen(inner);
+  }
+  return value;
+}
+
 export function verifiedToken(r: pb.VerifyTokenResponse): VerifiedToken {
-  return {
+  return Object.freeze({
     subject: r.subject,
     issuer: r.issuer,
-    audiences: r.audiences,
-    scopes: r.scopes,
-    permissions: r.permissions,
+    audiences: Object.freeze(r.audiences),
+    scopes: Object.freeze(r.scopes),
+    permissions: Object.freeze(r.permissions),
     sessionId: opt(r.sessionId),
     tokenId: opt(r.tokenId),
     issuedAt: date(r.issuedAt),
     expiresAt: date(r.expiresAt) ?? new Date(0),
     authorizedParty: opt(r.authorizedParty),
-    claims: r.claims ?? {},
-  };
+    claims: frozen(r.claims ?? {}),
+  });
 }
 
 export function session(s: pb.Session): Session {

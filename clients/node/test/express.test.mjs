@@ -110,6 +110,46 @@ describe("the README's Express app", () => {
 });
 
 describe("auth() options and errors", () => {
+  test("a repeated token's req.auth is shared and frozen: no handler changes what later requests see", async () => {
+    const app = express();
+    const seen = [];
+    app.get("/me", auth({ client }), (req, res) => {
+      seen.push(req.auth);
+      const refused = [];
+      for (const [what, change] of [
+        ["payload", () => (req.auth.payload.sub = "auth0|mallory")],
+        ["scopes", () => req.auth.verified.scopes.push("admin")],
+        ["claims", () => (req.auth.verified.claims.extra = "added")],
+        ["req.auth", () => (req.auth.token = "other")],
+      ]) {
+        try {
+          change();
+        } catch (error) {
+          if (error instanceof TypeError) refused.push(what);
+        }
+      }
+      res.json({ sub: req.auth.payload.sub, scopes: req.auth.verified.scopes, refused });
+    });
+    const base = await serve(app);
+    await eventually(() => client.cacheState === "answering");
+    const token = await issuer.token({ scope: "read:orders", sub: "auth0|frozen" });
+    // The usual spelling (the cache's fast path) and others (the full parse) alike.
+    for (const authorization of [`Bearer ${token}`, `Bearer ${token}`, `bearer ${token}`, `Bearer  ${token}`]) {
+      const response = await fetch(`${base}/me`, { headers: { authorization } });
+      assert.equal(response.status, 200, authorization.slice(0, 8));
+      assert.deepEqual(await response.json(), {
+        sub: "auth0|frozen",
+        scopes: ["read:orders"],
+        refused: ["payload", "scopes", "claims", "req.auth"],
+      });
+    }
+    assert.equal(seen[0].token, token);
+    assert.ok(
+      seen.every((a) => a === seen[0]),
+      "one answer from the cache: one req.auth",
+    );
+  });
+
   test("requiredScopes in auth() are checked by authd: 403 insufficient_scope", async () => {
     const app = express();
     app.use(auth({ client, requiredScopes: ["write:orders"] }));
