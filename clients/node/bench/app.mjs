@@ -1,9 +1,13 @@
 // One Express route, GET /orders, protected three ways (BENCH_MODE):
 //   none         no authentication
+//   noop         a middleware that only calls next() (what Express's own layer costs)
 //   authd        @authd/client's middleware, its cache on (watching with WATCH_TOKEN),
 //                speaking AUTHD_PROTOCOL to authd (connect or grpc; default: the client's),
 //                Connect over AUTHD_HTTP_VERSION (2 or 1.1; default: the client's)
 //   express-jwt  express-jwt + jwks-rsa exactly as the classic Auth0 snippet configures them
+// BENCH_MOUNT: "route" (the default) puts the middleware on the route, as
+// Auth0's quickstart does (`app.get("/orders", checkJwt, handler)`); "use"
+// mounts it with app.use() before every route.
 // Listens on 127.0.0.1:0 and prints `READY <port>` once it can answer (for
 // authd: once its cache answers).
 import express from "express";
@@ -18,6 +22,8 @@ const {
   AUDIENCE,
 } = process.env;
 const app = express();
+const guards = [];
+const mount = (guard) => (process.env.BENCH_MOUNT === "use" ? app.use(guard) : guards.push(guard));
 app.set("env", "test"); // refusals are not logged (there should be none)
 let ready = Promise.resolve();
 
@@ -30,7 +36,7 @@ if (mode === "authd") {
     ...(AUTHD_PROTOCOL ? { protocol: AUTHD_PROTOCOL } : {}),
     ...(AUTHD_HTTP_VERSION ? { httpVersion: AUTHD_HTTP_VERSION } : {}),
   });
-  app.use(auth({ client }));
+  mount(auth({ client }));
   client.watch();
   ready = new Promise((resolve) => {
     const check = setInterval(() => client.cacheState === "answering" && (clearInterval(check), resolve()), 10);
@@ -49,12 +55,16 @@ if (mode === "authd") {
     issuer: ISSUER_URL,
     algorithms: ["RS256"],
   });
-  app.use(checkJwt);
+  mount(checkJwt);
+} else if (mode === "noop") {
+  mount((req, res, next) => next());
 } else if (mode !== "none") {
   throw new Error(`BENCH_MODE: ${mode}?`);
 }
 
-app.get("/orders", (req, res) => res.json({ orders: [], user: req.auth?.payload?.sub ?? req.auth?.sub ?? null }));
+app.get("/orders", ...guards, (req, res) =>
+  res.json({ orders: [], user: req.auth?.payload?.sub ?? req.auth?.sub ?? null }),
+);
 
 await ready;
 const server = app.listen(0, "127.0.0.1", () => console.log(`READY ${server.address().port}`));

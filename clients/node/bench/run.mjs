@@ -2,12 +2,19 @@
 // @authd/client (warm cache), and behind express-jwt + jwks-rsa as the
 // classic Auth0 snippet configures them; with one token repeated and with a
 // new token on every request; the unprotected route also with the token sent
-// (not read). The app is pinned to CPU 0 (BENCH_APP_CPU),
-// everything else — authd, the issuer, autocannon — to the other CPU(s) by
-// `./run`. @authd/client is measured speaking each protocol to authd
-// (Connect over HTTP/2 and over HTTP/1.1, and gRPC). Each row has the app's CPU time per request (user +
-// system, from /proc, over the measured requests). Then the
-// revocation-to-refusal delay through the Node cache, in each protocol.
+// (not read), and with a no-op app.use() middleware (what Express's own layer
+// costs). The apps are pinned to CPU 0 (BENCH_APP_CPU), everything else —
+// authd, the issuer, autocannon — to the other CPU(s) by `./run`.
+// @authd/client is measured speaking each protocol to authd (Connect over
+// HTTP/2 and over HTTP/1.1, and gRPC).
+//
+// Every route's app is started once and the routes are measured in turns,
+// BENCH_ROUNDS rounds (3), so that a machine whose speed drifts over minutes
+// moves every row alike: each row is the median of its rounds, and its ratio
+// to the unprotected route the median of the same-round ratios. Each sample
+// has the app's CPU time per request (user + system, from /proc, over the
+// measured requests). Then the revocation-to-refusal delay through the Node
+// cache, in each protocol.
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
@@ -18,8 +25,10 @@ import { AuthClient } from "@authd/client";
 import { AUDIENCE, Authd, Issuer, eventually } from "../test/support.mjs";
 
 const APP_CPU = process.env.BENCH_APP_CPU ?? "0";
-const DURATION_S = Number(process.env.BENCH_SECONDS ?? 10);
-const NEW_TOKENS = Number(process.env.BENCH_NEW_TOKENS ?? 5_000);
+const DURATION_S = Number(process.env.BENCH_SECONDS ?? 5);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const NEW_TOKENS = Number(process.env.BENCH_NEW_TOKENS ?? 2_000);
+const WARM_TOKENS = Number(process.env.BENCH_WARM_TOKENS ?? 1_000);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const REVOCATIONS = Number(process.env.BENCH_REVOCATIONS ?? 200);
 
@@ -46,11 +55,12 @@ function cpuUs(pid) {
   return (Number(fields[11]) + Number(fields[12])) * 10_000;
 }
 
-async function startApp(mode, protocol, httpVersion) {
+async function startApp(mode, protocol, httpVersion, mount) {
   const child = spawn("taskset", ["-c", APP_CPU, process.execPath, new URL("./app.mjs", import.meta.url).pathname], {
     env: {
       ...process.env,
       BENCH_MODE: mode,
+      BENCH_MOUNT: mount,
       AUTHD_URL: authd.uri,
       AUTHD_PROTOCOL: protocol ?? "",
       AUTHD_HTTP_VERSION: httpVersion ?? "",
@@ -84,64 +94,96 @@ function load(port, tokens, options) {
   });
 }
 
-const rows = [];
-async function measure(route, what, tokens, options, warmup) {
-  // mode[:protocol[/HTTP version]]
-  const [mode, how = ""] = route.split(":");
+/** An app of `route` (mode[:protocol[/HTTP version]][@use]), started. */
+function appOf(route) {
+  const [spec, mount = "route"] = route.split("@");
+  const [mode, how = ""] = spec.split(":");
   const [protocol, httpVersion] = how.split("/");
-  const app = await startApp(mode, protocol, httpVersion);
-  try {
-    // Warm up: connections and JIT, with a token of its own (for
-    // repeated: the one measured, so the cache holds it).
-    await load(app.port, warmup, { duration: 2 });
-    const cpu0 = cpuUs(app.pid);
-    const r = await load(app.port, tokens, options);
-    const cpu = (cpuUs(app.pid) - cpu0) / Math.max(1, r.requests.total);
-    const bad = r.non2xx + r.errors + r.timeouts;
-    rows.push({
-      mode: route,
-      what,
-      cpu,
-      // Requests over the run's duration (to 10 ms): a new-token run lasts
-      // a few seconds, too few for autocannon's per-second average.
-      rps: r.requests.total / r.duration,
-      p50: r.latency.p50,
-      p99: r.latency.p99,
-      total: r.requests.total,
-      bad,
-    });
-    console.error(
-      `${route} ${what}: ${(r.requests.total / r.duration).toFixed(0)} req/s, ${cpu.toFixed(0)} µs CPU/request, p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms, ${bad} failed`,
-    );
-  } finally {
-    await app.stop();
-  }
+  return startApp(mode, protocol, httpVersion, mount);
 }
 
+/** One sample: `tokens` sent to `app` (`options`: autocannon's duration or amount). */
+async function sample(app, tokens, options) {
+  const cpu0 = cpuUs(app.pid);
+  const r = await load(app.port, tokens, options);
+  return {
+    cpu: (cpuUs(app.pid) - cpu0) / Math.max(1, r.requests.total),
+    // Requests over the run's duration (to 10 ms): a new-token run lasts
+    // a few seconds, too few for autocannon's per-second average.
+    rps: r.requests.total / r.duration,
+    p50: r.latency.p50,
+    p99: r.latency.p99,
+    total: r.requests.total,
+    bad: r.non2xx + r.errors + r.timeouts,
+  };
+}
+
+const median = (xs) => {
+  const sorted = [...xs].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+};
+
+const apps = [];
 try {
   const one = await issuer.token({ scope: "read:orders" });
-  // BENCH_ROTATE=n: the protected routes in another order (runs alternate
-  // it, so that none is always measured first on a machine whose load moves).
+  // Each protected route is mounted on GET /orders itself (`@use`: with
+  // app.use). BENCH_ROTATE=n: the protected routes in another order.
+  // BENCH_ROUTES: a comma-separated list instead.
   const guarded = ["authd:connect/2", "authd:connect/1.1", "authd:grpc", "express-jwt"];
   const turn = Number(process.env.BENCH_ROTATE ?? 0) % guarded.length;
-  const routes = ["none", ...guarded.slice(turn), ...guarded.slice(0, turn)];
-  const protectedRoutes = routes.length - 1;
-  console.error(`minting ${NEW_TOKENS * protectedRoutes} tokens...`);
-  const fresh = await mint(NEW_TOKENS * protectedRoutes);
-  let share = 0;
+  const routes = process.env.BENCH_ROUTES?.split(",") ?? [
+    "none",
+    ...guarded.slice(turn),
+    ...guarded.slice(0, turn),
+    "noop@use",
+    "authd:connect/2@use",
+  ];
+  const unguarded = (route) => route === "none" || route.startsWith("noop");
+  // Rows with new tokens: the protected routes mounted on the route.
+  const renewed = routes.filter((r) => !unguarded(r) && !r.endsWith("@use"));
+  const perRound = WARM_TOKENS + NEW_TOKENS;
+  console.error(`minting ${perRound * ROUNDS * renewed.length} tokens...`);
+  const fresh = await mint(perRound * ROUNDS * renewed.length);
+  let taken = 0;
+  const take = (n) => fresh.slice(taken, (taken += n));
+
+  const rows = [];
   for (const route of routes) {
-    const warmup = route === "none" ? null : [one];
-    await measure(route, "repeated", warmup, { duration: DURATION_S }, warmup);
+    const app = await appOf(route);
+    apps.push(app);
+    const tokens = unguarded(route) ? null : [one];
+    rows.push({ route, what: "repeated", app, tokens, samples: [] });
     // The same requests as the protected rows (the token sent, not read):
     // what protection costs, apart from what a bigger request costs.
-    if (route === "none") await measure(route, "repeated (sent, not read)", [one], { duration: DURATION_S }, [one]);
-    if (route !== "none") {
-      // Each its own share of the fresh tokens: none has been seen by authd or the app.
-      const mine = fresh.slice(share * NEW_TOKENS, (share + 1) * NEW_TOKENS);
-      share += 1;
-      await measure(route, "new", mine, { amount: mine.length }, warmup);
+    if (route === "none") rows.push({ route, what: "repeated (sent, not read)", app, tokens: [one], samples: [] });
+    if (renewed.includes(route)) rows.push({ route, what: "new", app, samples: [] });
+    // Warm up: connections and JIT, with the token measured (so the cache holds it).
+    await load(app.port, tokens, { duration: 2 });
+  }
+  const repeatedRows = rows.filter((r) => r.what !== "new");
+  for (let round = 0; round < ROUNDS; round += 1) {
+    for (const row of rows) {
+      let s;
+      if (row.what === "new") {
+        // Fresh tokens of the route's own, none ever sent before: first
+        // WARM_TOKENS of them, so that the path of a new token is as warm as
+        // in a service that keeps seeing new ones, then the sample.
+        await load(row.app.port, take(WARM_TOKENS), { amount: WARM_TOKENS });
+        const mine = take(NEW_TOKENS);
+        s = await sample(row.app, mine, { amount: mine.length });
+      } else {
+        s = await sample(row.app, row.tokens, { duration: DURATION_S });
+      }
+      row.samples.push(s);
+      console.error(
+        `round ${round + 1} ${row.route} ${row.what}: ${s.rps.toFixed(0)} req/s, ${s.cpu.toFixed(1)} µs CPU/request, ${s.bad} failed`,
+      );
     }
   }
+  const table = repeatedRows.concat(rows.filter((r) => r.what === "new"));
+  const none = repeatedRows.find((r) => r.route === "none" && r.what === "repeated");
+  for (const app of apps.splice(0)) await app.stop();
 
   // Revocation to refusal through the cache: revoke a session whose token
   // the cache holds, and time until the cache refuses it.
@@ -172,17 +214,25 @@ try {
     delays.push({ protocol, fromCall, fromAnswer });
   }
 
-  const none = rows.find((r) => r.mode === "none").rps;
   console.log(
-    `\nGET /orders, app on CPU ${APP_CPU}, ${CONNECTIONS} connections; repeated: ${DURATION_S} s; new: one request per token\n`,
+    `\nGET /orders, app on CPU ${APP_CPU}, ${CONNECTIONS} connections; ${ROUNDS} rounds, the routes in turns; repeated: ${DURATION_S} s a sample; new: ${NEW_TOKENS} tokens a sample, one request each\n`,
   );
-  console.log("| route | tokens | req/s | × unprotected | app CPU µs/req | p50 ms | p99 ms | requests | failed |");
+  console.log(
+    "| route | tokens | req/s | × unprotected (req/s) | × unprotected (CPU) | app CPU µs/req (rounds) | p99 ms | requests | failed |",
+  );
   console.log("|---|---|---|---|---|---|---|---|---|");
-  for (const r of rows) {
+  const x = (a, b) => median(a.samples.map((s, i) => b(s, none.samples[i])));
+  for (const r of table) {
+    const bad = r.samples.reduce((n, s) => n + s.bad, 0);
+    const total = r.samples.reduce((n, s) => n + s.total, 0);
+    const rounds = r.samples.map((s) => s.cpu.toFixed(1)).join(", ");
+    const byRps = r.what === "new" || !none ? "—" : x(r, (s, n) => s.rps / n.rps).toFixed(2);
+    const byCpu = r.what === "new" || !none ? "—" : x(r, (s, n) => n.cpu / s.cpu).toFixed(2);
     console.log(
-      `| ${r.mode} | ${r.what} | ${r.rps.toFixed(0)} | ${(r.rps / none).toFixed(2)} | ${r.cpu.toFixed(0)} | ${r.p50} | ${r.p99} | ${r.total} | ${r.bad} |`,
+      `| ${r.route} | ${r.what} | ${median(r.samples.map((s) => s.rps)).toFixed(0)} | ${byRps} | ${byCpu} | ${median(r.samples.map((s) => s.cpu)).toFixed(1)} (${rounds}) | ${median(r.samples.map((s) => s.p99))} | ${total} | ${bad} |`,
     );
   }
+
   const f = (x) => x.toFixed(2);
   for (const { protocol, fromCall, fromAnswer } of delays) {
     console.log(`\nrevocation → refusal through the Node cache (${protocol}), ${REVOCATIONS} sessions (ms):`);
@@ -194,6 +244,7 @@ try {
     );
   }
 } finally {
+  for (const app of apps) await app.stop();
   await authd.stop();
   await issuer.stop();
 }
