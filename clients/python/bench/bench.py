@@ -1,15 +1,19 @@
 """The FastAPI benchmark (issue 20, item 4, Python half): one core for the
-app (uvicorn, one worker, on cpu 0); the load generator and authd on cpu 1.
-Rows: the same route (``GET /orders``, one app per row: `bench.app`)
+apps (uvicorn, one worker each, on cpu 0); the load generator and authd on
+cpu 1. Rows: the same route (``GET /orders``, one app per row: `bench.app`)
 unprotected, without and with the tokens in the requests; protected by
 authd's dependency and by its ASGI middleware with a warm cache; protected
 by PyJWT with PyJWKClient — with repeated tokens (100, cycled) and with new
-tokens (each used once). Besides requests/s, each row has the app's CPU
-time per answered request (from /proc), which other load on the machine
-moves much less than it moves requests/s. Then the revocation-to-refusal delay of the
-cache (p50/p99): a subject revoked while its token is cached, timed until the
-cache stops answering for it. Prints a markdown table and one JSON line.
-Run through bench/run."""
+tokens (each used once). Every app is started once and the rows are measured
+in turns, BENCH_ROUNDS rounds (3), so that a machine whose speed drifts over
+minutes moves every row alike: a row is the median of its rounds, its ratio
+to the unprotected route the median of the same-round ratios. Besides
+requests/s, each sample has the app's CPU time per answered request (from
+/proc), which other load on the machine moves much less than it moves
+requests/s. Then the revocation-to-refusal delay of the cache (p50/p99): a
+subject revoked while its token is cached, timed until the cache stops
+answering for it. Prints a markdown table and one JSON line. Run through
+bench/run."""
 
 from __future__ import annotations
 
@@ -21,8 +25,9 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from statistics import median
 
 from authd import AuthClient
 
@@ -32,7 +37,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from tests.harness import free_port, port_open, wait_until  # noqa: E402
 
-NEW_TOKENS = int(os.environ.get("BENCH_NEW_TOKENS", "20000"))
+#: New tokens for one sample (1 s of warmup and 3 s measured, each token once).
+NEW_TOKENS = int(os.environ.get("BENCH_NEW_TOKENS", "12000"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
 def cpu_ticks(pid: int) -> int | None:
@@ -121,11 +128,16 @@ def main() -> None:
     issuer = BenchIssuer()
     repeated = work / "repeated.tokens"
     repeated.write_text("\n".join(issuer.token(sub=f"auth0|r{i}") for i in range(100)))
-    fresh = work / "new.tokens"
-    fresh.write_text("\n".join(issuer.token(sub=f"auth0|new-{i}") for i in range(NEW_TOKENS)))
+    fresh = []
+    for turn in range(ROUNDS):
+        tokens = work / f"new-{turn}.tokens"
+        tokens.write_text(
+            "\n".join(issuer.token(sub=f"auth0|new-{turn}-{i}") for i in range(NEW_TOKENS))
+        )
+        fresh.append(tokens)
     watch = issuer.token(sub="bench@clients", permissions=["revocations:watch", "sessions:revoke"])
 
-    print(f"minted {NEW_TOKENS} new tokens", file=sys.stderr)
+    print(f"minted {ROUNDS} sets of {NEW_TOKENS} new tokens", file=sys.stderr)
     port = free_port()
     config = work / "authd.toml"
     config.write_text(
@@ -145,44 +157,63 @@ def main() -> None:
             "WATCH_TOKEN": watch,
             "ISSUER_URL": issuer.url,
         }
-        rows: dict[str, dict[str, object]] = {}
-        with serve("unprotected", env) as (url, pid):
-            rows["unprotected"] = run(url, None, 2, 10, pid)
-            rows["unprotected, the same tokens sent (not read)"] = run(url, repeated, 2, 10, pid)
-        with serve("authd", env) as (url, pid):
-            rows["authd, repeated tokens (warm cache)"] = run(url, repeated, 2, 10, pid)
-            rows["authd, new tokens"] = run(url, fresh, 1, 5, pid)
-        with serve("mw", env) as (url, pid):
-            rows["authd ASGI middleware, repeated tokens (warm cache)"] = run(
-                url, repeated, 2, 10, pid
-            )
-        with serve("pyjwt", env) as (url, pid):
-            rows["PyJWT + PyJWKClient, repeated tokens"] = run(url, repeated, 2, 10, pid)
-            rows["PyJWT + PyJWKClient, new tokens"] = run(url, fresh, 1, 5, pid)
+        # (row, app, tokens: None, a file, or one file per round, duration)
+        plan: list[tuple[str, str, Path | list[Path] | None, float]] = [
+            ("unprotected", "unprotected", None, 5),
+            ("unprotected, the same tokens sent (not read)", "unprotected", repeated, 5),
+            ("authd, repeated tokens (warm cache)", "authd", repeated, 5),
+            ("authd ASGI middleware, repeated tokens (warm cache)", "mw", repeated, 5),
+            ("PyJWT + PyJWKClient, repeated tokens", "pyjwt", repeated, 5),
+            ("authd, new tokens", "authd", fresh, 3),
+            ("PyJWT + PyJWKClient, new tokens", "pyjwt", fresh, 3),
+        ]
+        samples: dict[str, list[dict[str, object]]] = {row: [] for row, *_ in plan}
+        with ExitStack() as apps:
+            served = {
+                kind: apps.enter_context(serve(kind, env))
+                for kind in ("unprotected", "authd", "mw", "pyjwt")
+            }
+            for turn in range(ROUNDS):
+                for row, kind, tokens, duration in plan:
+                    url, pid = served[kind]
+                    sent = tokens[turn] if isinstance(tokens, list) else tokens
+                    samples[row].append(run(url, sent, 1, duration, pid))
         delays = revocation_delay(f"127.0.0.1:{port}", issuer, watch)
     finally:
         authd.terminate()
         authd.wait(10)
 
-    unprotected = float(rows["unprotected"]["rps"])  # type: ignore[arg-type]
-    unprotected_cpu = rows["unprotected"].get("app_cpu_us")
+    base = samples["unprotected"]
+
+    def ratios(row: str, key: str, invert: bool = False) -> str:
+        values = []
+        for mine, theirs in zip(samples[row], base, strict=True):
+            a, b = mine.get(key), theirs.get(key)
+            if a and b:
+                values.append(float(b) / float(a) if invert else float(a) / float(b))  # type: ignore[arg-type]
+        return f"{median(values):.2f}" if values else "-"
+
+    print(
+        f"{ROUNDS} rounds, the rows in turns; repeated: 5 s a sample, new: 3 s "
+        "(each after 1 s of warmup)\n"
+    )
     print(
         "| route (FastAPI, uvicorn, 1 core) | requests/s | of unprotected "
-        "| p50 µs | p99 µs | non-200 | app CPU µs/request | of unprotected, by CPU |"
+        "| p99 µs | non-200 | app CPU µs/request (rounds) | of unprotected, by CPU |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, row in rows.items():
-        ratio = float(row["rps"]) / unprotected  # type: ignore[arg-type]
-        cpu = row.get("app_cpu_us")
-        by_cpu = (
-            f"{float(unprotected_cpu) / float(cpu):.2f}"  # type: ignore[arg-type]
-            if cpu and unprotected_cpu
-            else "-"
-        )
-        print(
-            f"| {name} | {row['rps']} | {ratio:.2f} | {row['p50_us']} | {row['p99_us']} "
-            f"| {row['non_200']} | {cpu if cpu is not None else '-'} | {by_cpu} |"
-        )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    rows: dict[str, dict[str, object]] = {}
+    for name, taken in samples.items():
+        rps = median(float(t["rps"]) for t in taken)  # type: ignore[arg-type]
+        cpus = [float(t["app_cpu_us"]) for t in taken if "app_cpu_us" in t]  # type: ignore[arg-type]
+        cpu = f"{median(cpus):.1f} ({', '.join(f'{c:.1f}' for c in cpus)})" if cpus else "-"
+        p99 = median(float(t["p99_us"]) for t in taken)  # type: ignore[arg-type]
+        bad = sum(int(t["non_200"]) for t in taken)  # type: ignore[call-overload]
+        new = "new tokens" in name
+        by_rps = "-" if new else ratios(name, "rps")
+        by_cpu = "-" if new else ratios(name, "app_cpu_us", invert=True)
+        print(f"| {name} | {rps:.0f} | {by_rps} | {p99:.0f} | {bad} | {cpu} | {by_cpu} |")
+        rows[name] = {"rps": rps, "app_cpu_us": median(cpus) if cpus else None, "samples": taken}
     print(
         f"\nrevocation to refusal by the cache (n={delays['n']}): after RevokeSession answered "
         f"p50 {delays['answered_p50_us']} µs, p99 {delays['answered_p99_us']} µs; after it "

@@ -1,0 +1,167 @@
+"""Instructions a request costs the app, counted by callgrind: the figure
+that does not move with the machine's load, where requests/s and CPU time
+move by tens of per cent within minutes on a shared machine.
+
+Each row's app (`bench.app`, the same ``GET /orders`` as `bench.bench`) runs
+under ``valgrind --tool=callgrind`` in uvicorn, as the benchmark serves it;
+one keep-alive HTTP/1.1 connection sends it WARMUP requests, then the
+counters are zeroed (``callgrind_control -z``), REQUESTS more are sent and
+counted (``callgrind_control -d``). A row's figure is the instructions of
+the whole uvicorn process (the server, the framework, the package, the
+revocation stream's heartbeats) over those requests, divided by their
+number. Rows: unprotected (no token, and the token sent but not read), the
+ASGI middleware and the ``Authorize`` dependency with a warm cache (one
+token repeated).
+
+    python -m bench.instructions    # from clients/python; AUTHD_BIN; valgrind
+
+BENCH_REQUESTS (2000) and BENCH_WARMUP (300) set the counts. BENCH_SERVER:
+``h11`` (the default: uvicorn's pure-Python parser and asyncio's loop, what
+``pip install uvicorn`` gives) or ``standard`` (httptools and uvloop, what
+``uvicorn[standard]`` and ``fastapi[standard]`` give; installed separately).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from .issuer import BenchIssuer
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from tests.harness import free_port, port_open, wait_until  # noqa: E402
+
+REQUESTS = int(os.environ.get("BENCH_REQUESTS", "2000"))
+WARMUP = int(os.environ.get("BENCH_WARMUP", "300"))
+SERVER = os.environ.get("BENCH_SERVER", "h11")
+UVICORN = {
+    "h11": ["--http", "h11", "--loop", "asyncio"],
+    "standard": ["--http", "httptools", "--loop", "uvloop"],
+}[SERVER]
+
+
+def send(port: int, token: str | None, count: int) -> None:
+    """``count`` GET /orders on one keep-alive connection; each must be 200."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    for _ in range(count):
+        connection.request("GET", "/orders", headers=headers)
+        answer = connection.getresponse()
+        answer.read()
+        if answer.status != 200:
+            raise SystemExit(f"GET /orders answered {answer.status}")
+    connection.close()
+
+
+def count(kind: str, token: str | None, env: dict[str, str], work: Path) -> float:
+    """Instructions per request of the app of ``kind`` under callgrind."""
+    port = free_port()
+    out = work / f"callgrind.{kind}.{'token' if token else 'none'}"
+    app = subprocess.Popen(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}.%p",
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "bench.app:from_env",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            *UVICORN,
+        ],
+        cwd=HERE.parent,
+        env={**env, "BENCH_ROUTE": kind},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until("the app listens", lambda: port_open(port), 300)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=120) as ready:
+            assert json.load(ready) == {"cache": True}, "the app's cache did not catch up"
+        send(port, token, WARMUP)
+        subprocess.run(["callgrind_control", "-z", str(app.pid)], check=True, capture_output=True)
+        send(port, token, REQUESTS)
+        subprocess.run(["callgrind_control", "-d", str(app.pid)], check=True, capture_output=True)
+        # The dump after zeroing is the highest-numbered part file.
+        dumps = sorted(work.glob(f"{out.name}.{app.pid}.*"), key=lambda p: int(p.suffix[1:]))
+        text = dumps[-1].read_text()
+        found = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
+        assert found, f"no totals in {dumps[-1]}"
+        return int(found.group(1)) / REQUESTS
+    finally:
+        app.terminate()
+        app.wait(60)
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="authd-py-instructions-"))
+    issuer = BenchIssuer()
+    token = issuer.token(sub="auth0|counted")
+    watch = issuer.token(sub="bench@clients", permissions=["revocations:watch"])
+    port = free_port()
+    config = work / "authd.toml"
+    config.write_text(
+        f'[server]\nlisten = "127.0.0.1:{port}"\n[store]\npath = "{work}/data"\n' + issuer.config()
+    )
+    authd = subprocess.Popen(
+        [os.environ["AUTHD_BIN"], "serve", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "RUST_LOG": "warn"},
+    )
+    try:
+        wait_until("authd listens", lambda: port_open(port), 30)
+        env = {
+            **os.environ,
+            "AUTHD_TARGET": f"127.0.0.1:{port}",
+            "WATCH_TOKEN": watch,
+            "ISSUER_URL": issuer.url,
+        }
+        rows = [
+            ("unprotected", "unprotected", None),
+            ("unprotected, the token sent (not read)", "unprotected", token),
+            ("ASGI middleware, warm cache", "mw", token),
+            ("`Authorize` dependency, warm cache", "authd", token),
+        ]
+        figures: dict[str, float] = {}
+        for name, kind, sent in rows:
+            started = time.monotonic()
+            figures[name] = count(kind, sent, env, work)
+            print(
+                f"{name}: {figures[name]:,.0f} instructions a request "
+                f"({time.monotonic() - started:.0f} s)",
+                file=sys.stderr,
+            )
+    finally:
+        authd.terminate()
+        authd.wait(10)
+    base = figures["unprotected"]
+    print(
+        f"\nuvicorn {' '.join(UVICORN)}; {REQUESTS} requests after {WARMUP}, "
+        "one keep-alive connection, callgrind\n"
+    )
+    print("| route (FastAPI, uvicorn) | instructions a request | of unprotected |")
+    print("|---|---:|---:|")
+    for name, value in figures.items():
+        print(f"| {name} | {value:,.0f} | {base / value:.2f} |")
+    print(json.dumps({"server": SERVER, "requests": REQUESTS, "warmup": WARMUP, "rows": figures}))
+
+
+if __name__ == "__main__":
+    main()
