@@ -3,13 +3,36 @@
  * `google.rpc.ErrorInfo` in the `grpc-status-details-bin` trailer.
  */
 import { fromBinary } from "@bufbuild/protobuf";
-import { status as Code, type Metadata } from "@grpc/grpc-js";
+import type { Metadata } from "@grpc/grpc-js";
 
 import { ErrorReason, ErrorReasonSchema } from "./gen/auth/v1/auth_pb.js";
 import { ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
 import { StatusSchema } from "./gen/google/rpc/status_pb.js";
 
-export { status as Code } from "@grpc/grpc-js";
+/**
+ * The gRPC status codes, whatever the transport (a Connect error's code
+ * name maps to one). The same names and numbers as grpc-js's `status`, which
+ * is not imported here: a client speaking Connect never loads grpc-js.
+ */
+export enum Code {
+  OK = 0,
+  CANCELLED = 1,
+  UNKNOWN = 2,
+  INVALID_ARGUMENT = 3,
+  DEADLINE_EXCEEDED = 4,
+  NOT_FOUND = 5,
+  ALREADY_EXISTS = 6,
+  PERMISSION_DENIED = 7,
+  RESOURCE_EXHAUSTED = 8,
+  FAILED_PRECONDITION = 9,
+  ABORTED = 10,
+  OUT_OF_RANGE = 11,
+  UNIMPLEMENTED = 12,
+  INTERNAL = 13,
+  UNAVAILABLE = 14,
+  DATA_LOSS = 15,
+  UNAUTHENTICATED = 16,
+}
 
 /** The `domain` of every ErrorInfo authd sends. */
 export const ERROR_DOMAIN = "authd";

@@ -4,7 +4,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 
-import { AuthError, Code } from "./errors.js";
+import { AuthError } from "./errors.js";
 import type { Attempt, Channel, StreamCall, StreamHandlers, Target, TlsOptions } from "./transport.js";
 
 const bufferOf = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -81,7 +81,9 @@ export class GrpcChannel implements Channel {
     });
     // Errors arrive again, with their trailers, as the status.
     call.on("error", () => undefined);
-    call.on("status", (status) => handlers.end(status.code === Code.OK ? undefined : AuthError.fromGrpc(status)));
+    call.on("status", (status) =>
+      handlers.end(status.code === grpc.status.OK ? undefined : AuthError.fromGrpc(status)),
+    );
     return { cancel: () => call.cancel() };
   }
 

@@ -18,7 +18,6 @@ import {
 
 import { ConnectChannel, type HttpVersion } from "./connect.js";
 import { AuthError, Code } from "./errors.js";
-import { GrpcChannel } from "./grpc.js";
 
 /** TLS to authd: PEM contents (read them with `fs.readFileSync`). */
 export interface TlsOptions {
@@ -147,6 +146,71 @@ export function parseEndpoint(uri: string, tls: TlsOptions | undefined): Target 
   return { host: parts[1]!.replace(/^\[(.*)\]$/, "$1"), port, authority: `${parts[1]}:${port}`, secure };
 }
 
+/** `./grpc.js` and `@grpc/grpc-js` under it, loaded at the first gRPC call: a client speaking Connect never loads them. */
+let grpcModule: Promise<typeof import("./grpc.js")> | undefined;
+
+/** A gRPC channel made when its first call is: until then, grpc-js is not loaded. */
+class LazyGrpcChannel implements Channel {
+  readonly #target: Target;
+  readonly #tls: TlsOptions | undefined;
+  #channel: Promise<Channel> | undefined;
+  #closed = false;
+
+  constructor(target: Target, tls: TlsOptions | undefined) {
+    this.#target = target;
+    this.#tls = tls;
+  }
+
+  #made(): Promise<Channel> {
+    if (this.#closed) return Promise.reject(new AuthError(Code.CANCELLED, "the AuthClient is closed"));
+    this.#channel ??= (grpcModule ??= import("./grpc.js")).then(
+      ({ GrpcChannel }) => new GrpcChannel(this.#target, this.#tls),
+      (error: Error) => {
+        grpcModule = undefined;
+        this.#channel = undefined;
+        throw new AuthError(Code.INTERNAL, `@grpc/grpc-js could not be loaded: ${error.message}`);
+      },
+    );
+    return this.#channel;
+  }
+
+  unary(path: string, request: Uint8Array, attempt: Attempt): Promise<Uint8Array> {
+    return this.#made().then((channel) => channel.unary(path, request, attempt));
+  }
+
+  serverStream(
+    path: string,
+    request: Uint8Array,
+    serviceToken: string | undefined,
+    handlers: StreamHandlers,
+  ): StreamCall {
+    let call: StreamCall | undefined;
+    let ended = false;
+    const end = (error: AuthError): void => {
+      if (ended) return;
+      ended = true;
+      handlers.end(error);
+    };
+    this.#made().then(
+      (channel) => {
+        if (!ended) call = channel.serverStream(path, request, serviceToken, handlers);
+      },
+      (error: AuthError) => end(error),
+    );
+    return {
+      cancel: () => (call ? call.cancel() : end(new AuthError(Code.CANCELLED, "the stream was cancelled"))),
+    };
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#channel?.then(
+      (channel) => channel.close(),
+      () => undefined,
+    );
+  }
+}
+
 export class Transport {
   readonly #endpoints: Endpoint[];
   readonly #timeoutMs: number | undefined;
@@ -170,7 +234,7 @@ export class Transport {
       channel:
         options.protocol === "connect"
           ? new ConnectChannel(target, options.tls, options.httpVersion)
-          : new GrpcChannel(target, options.tls),
+          : new LazyGrpcChannel(target, options.tls),
       inFlight: 0,
     }));
   }

@@ -3,6 +3,7 @@
 // package.
 
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { test } from "node:test";
 
 import { create, toBinary } from "@bufbuild/protobuf";
@@ -83,4 +84,26 @@ test("a Connect error: code by name, reason and metadata from ErrorInfo's value 
   assert.equal(fromConnectError({ code: "unavailable" }).code, Code.UNAVAILABLE);
   assert.equal(fromConnectError({ message: "no code" }), undefined);
   assert.equal(fromConnectError("text"), undefined);
+});
+
+test("grpc-js is loaded only by a client that speaks gRPC, at its first call", () => {
+  // The CommonJS build, whose require.cache lists every module loaded.
+  const script = (protocol) => `
+    const { AuthClient } = require(${JSON.stringify(new URL("../../dist/cjs/index.js", import.meta.url).pathname)});
+    const loaded = () => Object.keys(require.cache).some((m) => m.includes("@grpc/grpc-js"));
+    const client = new AuthClient({ endpoints: "http://127.0.0.1:9", protocol: "${protocol}", cache: false, retry: { maxAttempts: 1 } });
+    const before = loaded();
+    client.verifyToken("a.b.c").catch((e) => {
+      console.log(JSON.stringify({ before, after: loaded(), code: e.code }));
+      client.close();
+    });`;
+  const run = (protocol) => JSON.parse(execFileSync(process.execPath, ["-e", script(protocol)], { encoding: "utf8" }));
+  assert.deepEqual(run("connect"), { before: false, after: false, code: Code.UNAVAILABLE });
+  assert.deepEqual(run("grpc"), { before: false, after: true, code: Code.UNAVAILABLE });
+});
+
+test("Code is grpc-js's status, name for name and number for number", async () => {
+  const { status } = await import("@grpc/grpc-js");
+  const names = (e) => Object.fromEntries(Object.entries(e).filter(([k]) => Number.isNaN(Number(k))));
+  assert.deepEqual(names(Code), names(status));
 });
