@@ -13,14 +13,14 @@
 // every counted request is a cache miss that asks authd.
 //
 //   AUTHD_BIN=… node instructions.mjs      # from clients/node/bench; valgrind
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 
-import { AUDIENCE, Authd, Issuer } from "../test/support.mjs";
+import { Authd, Issuer } from "../test/support.mjs";
+import { mint, startApp } from "./apps.mjs";
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 2_000);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 500);
@@ -29,17 +29,6 @@ const issuer = await Issuer.start();
 const authd = await Authd.start(issuer.sessionsConfig());
 const watchToken = await issuer.token({ permissions: "revocations:watch" });
 const work = mkdtempSync(join(tmpdir(), "authd-node-instructions-"));
-
-async function mint(n) {
-  const tokens = [];
-  for (let i = 0; i < n; i += 64) {
-    const batch = Array.from({ length: Math.min(64, n - i) }, (_, j) =>
-      issuer.token({ scope: "read:orders", jti: `i-${Date.now()}-${i + j}` }),
-    );
-    tokens.push(...(await Promise.all(batch)));
-  }
-  return tokens;
-}
 
 /** `tokens` (null: none) sent one after another on one keep-alive connection; each must be 200. */
 async function send(port, tokens, count) {
@@ -62,44 +51,20 @@ async function send(port, tokens, count) {
 
 /** Instructions per request of the app of `route` (mode[:protocol[/HTTP version]][@use]). */
 async function count(route, tokens, warmup) {
-  const [spec, mount = "route"] = route.split("@");
-  const [mode, how = ""] = spec.split(":");
-  const [protocol, httpVersion] = how.split("/");
   const out = join(work, `callgrind.${route.replace(/[^a-z0-9.]/gi, "_")}.${tokens ? tokens.length : 0}`);
-  const child = spawn(
-    "valgrind",
-    [
-      "--tool=callgrind",
-      "--smc-check=all",
-      `--callgrind-out-file=${out}.%p`,
-      process.execPath,
-      new URL("./app.mjs", import.meta.url).pathname,
-    ],
-    {
-      env: {
-        ...process.env,
-        BENCH_MODE: mode,
-        BENCH_MOUNT: mount,
-        AUTHD_URL: authd.uri,
-        AUTHD_PROTOCOL: protocol ?? "",
-        AUTHD_HTTP_VERSION: httpVersion ?? "",
-        ISSUER_URL: issuer.url,
-        WATCH_TOKEN: watchToken,
-        AUDIENCE,
-      },
-      stdio: ["ignore", "pipe", "ignore"],
-    },
+  const app = await startApp(
+    route,
+    ["valgrind", "--tool=callgrind", "--smc-check=all", `--callgrind-out-file=${out}.%p`],
+    { authd, issuer, watchToken },
+    "ignore",
   );
   try {
-    const port = await new Promise((resolve, reject) => {
-      createInterface({ input: child.stdout }).on("line", (l) => l.startsWith("READY ") && resolve(Number(l.slice(6))));
-      child.once("exit", (code) => reject(new Error(`app ${route} exited ${code}`)));
-    });
+    const { port, pid } = app;
     await send(port, warmup, WARMUP);
-    execFileSync("callgrind_control", ["-z", String(child.pid)], { stdio: "ignore" });
+    execFileSync("callgrind_control", ["-z", String(pid)], { stdio: "ignore" });
     await send(port, tokens, REQUESTS);
-    execFileSync("callgrind_control", ["-d", String(child.pid)], { stdio: "ignore" });
-    const prefix = `${out.slice(work.length + 1)}.${child.pid}.`;
+    execFileSync("callgrind_control", ["-d", String(pid)], { stdio: "ignore" });
+    const prefix = `${out.slice(work.length + 1)}.${pid}.`;
     const dumps = readdirSync(work)
       .filter((f) => f.startsWith(prefix))
       .sort((a, b) => Number(a.slice(prefix.length)) - Number(b.slice(prefix.length)));
@@ -107,10 +72,7 @@ async function count(route, tokens, warmup) {
     if (!found) throw new Error(`no totals in ${dumps.at(-1)}`);
     return Number(found[1]) / REQUESTS;
   } finally {
-    await new Promise((resolve) => {
-      child.once("exit", resolve);
-      child.kill("SIGTERM");
-    });
+    await app.stop();
   }
 }
 
@@ -125,7 +87,7 @@ try {
     ["express-jwt", "repeated", one, one],
   ];
   for (const route of ["authd:connect/2", "authd:connect/1.1", "express-jwt"]) {
-    const fresh = await mint(WARMUP + REQUESTS);
+    const fresh = await mint(issuer, WARMUP + REQUESTS);
     rows.push([route, "new", fresh.slice(WARMUP), fresh.slice(0, WARMUP)]);
   }
   const figures = [];

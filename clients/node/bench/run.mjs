@@ -15,14 +15,13 @@
 // has the app's CPU time per request (user + system, from /proc, over the
 // measured requests). Then the revocation-to-refusal delay through the Node
 // cache, in each protocol.
-import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { createInterface } from "node:readline";
 
 import autocannon from "autocannon";
 import { AuthClient } from "@authd/client";
 
-import { AUDIENCE, Authd, Issuer, eventually } from "../test/support.mjs";
+import { Authd, Issuer, eventually } from "../test/support.mjs";
+import { mint, startApp } from "./apps.mjs";
 
 const APP_CPU = process.env.BENCH_APP_CPU ?? "0";
 const DURATION_S = Number(process.env.BENCH_SECONDS ?? 5);
@@ -36,45 +35,12 @@ const issuer = await Issuer.start();
 const authd = await Authd.start(issuer.sessionsConfig());
 const watchToken = await issuer.token({ permissions: "revocations:watch" });
 
-async function mint(n) {
-  const tokens = [];
-  for (let i = 0; i < n; i += 64) {
-    const batch = Array.from({ length: Math.min(64, n - i) }, (_, j) =>
-      issuer.token({ scope: "read:orders", jti: `b-${i + j}` }),
-    );
-    tokens.push(...(await Promise.all(batch)));
-  }
-  return tokens;
-}
-
 /** A process's CPU time (user + system) so far, in µs, from /proc (USER_HZ 100). */
 function cpuUs(pid) {
   const fields = readFileSync(`/proc/${pid}/stat`, "utf8")
     .replace(/^.*\) /s, "")
     .split(" ");
   return (Number(fields[11]) + Number(fields[12])) * 10_000;
-}
-
-async function startApp(mode, protocol, httpVersion, mount) {
-  const child = spawn("taskset", ["-c", APP_CPU, process.execPath, new URL("./app.mjs", import.meta.url).pathname], {
-    env: {
-      ...process.env,
-      BENCH_MODE: mode,
-      BENCH_MOUNT: mount,
-      AUTHD_URL: authd.uri,
-      AUTHD_PROTOCOL: protocol ?? "",
-      AUTHD_HTTP_VERSION: httpVersion ?? "",
-      ISSUER_URL: issuer.url,
-      WATCH_TOKEN: watchToken,
-      AUDIENCE,
-    },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  const port = await new Promise((resolve, reject) => {
-    createInterface({ input: child.stdout }).on("line", (l) => l.startsWith("READY ") && resolve(Number(l.slice(6))));
-    child.once("exit", (code) => reject(new Error(`app ${mode} exited ${code}`)));
-  });
-  return { port, pid: child.pid, stop: () => new Promise((r) => (child.once("exit", r), child.kill("SIGTERM"))) };
 }
 
 function load(port, tokens, options) {
@@ -92,14 +58,6 @@ function load(port, tokens, options) {
       },
     ],
   });
-}
-
-/** An app of `route` (mode[:protocol[/HTTP version]][@use]), started. */
-function appOf(route) {
-  const [spec, mount = "route"] = route.split("@");
-  const [mode, how = ""] = spec.split(":");
-  const [protocol, httpVersion] = how.split("/");
-  return startApp(mode, protocol, httpVersion, mount);
 }
 
 /** One sample: `tokens` sent to `app` (`options`: autocannon's duration or amount). */
@@ -144,13 +102,13 @@ try {
   const renewed = routes.filter((r) => !unguarded(r) && !r.endsWith("@use"));
   const perRound = WARM_TOKENS + NEW_TOKENS;
   console.error(`minting ${perRound * ROUNDS * renewed.length} tokens...`);
-  const fresh = await mint(perRound * ROUNDS * renewed.length);
+  const fresh = await mint(issuer, perRound * ROUNDS * renewed.length);
   let taken = 0;
   const take = (n) => fresh.slice(taken, (taken += n));
 
   const rows = [];
   for (const route of routes) {
-    const app = await appOf(route);
+    const app = await startApp(route, ["taskset", "-c", APP_CPU], { authd, issuer, watchToken });
     apps.push(app);
     const tokens = unguarded(route) ? null : [one];
     rows.push({ route, what: "repeated", app, tokens, samples: [] });

@@ -8,7 +8,7 @@
  */
 import type { IncomingHttpHeaders } from "node:http";
 
-import { bareToken, type AuthClient } from "./client.js";
+import { bareToken, type AuthClient, type VerifyOptions } from "./client.js";
 import { AuthError, Code, Reasons } from "./errors.js";
 import { frozen, type VerifiedToken } from "./types.js";
 
@@ -204,6 +204,14 @@ function result(token: string, verified: VerifiedToken): AuthResult {
   return made;
 }
 
+/** Sets `req.auth` from the cache's answer for `token`, if it gives one; whether it did. */
+function fromCache(client: AuthClient, options: VerifyOptions, req: RequestLike, token: string): boolean {
+  const hit = client.cached(token, options);
+  if (!hit) return false;
+  req.auth = result(token, hit);
+  return true;
+}
+
 /**
  * Protects the routes after it: the request's bearer token must be one
  * authd verifies (with `requiredScopes` and `audience`), else `next(err)`:
@@ -262,17 +270,10 @@ export function auth(options: AuthOptions): Handler {
       value.charCodeAt(7) > 0x20 &&
       value.charCodeAt(value.length - 1) > 0x20 &&
       headers.dpop === undefined;
-    if (usual) {
-      // The hot path: a repeated token is answered from the cache without a
-      // promise or a parse. A hit means authd verified this very token;
-      // anything else takes the full path below.
-      const token = value.slice(7);
-      const hit = client.cached(token, verifyOptions);
-      if (hit) {
-        req.auth = result(token, hit);
-        return next();
-      }
-    }
+    // The hot path: a repeated token is answered from the cache without a
+    // promise or a parse. A hit means authd verified this very token;
+    // anything else takes the full path below.
+    if (usual && fromCache(client, verifyOptions, req, value.slice(7))) return next();
     const found = credentials(headers);
     if (found === undefined) {
       return credentialsRequired ? next(new UnauthorizedError("Unauthorized", realm)) : next();
@@ -282,13 +283,9 @@ export function auth(options: AuthOptions): Handler {
     }
     const [scheme, token] = found;
     const proof = headers.dpop;
-    if (!usual && scheme === "bearer" && proof === undefined) {
-      // Another spelling of a bearer header (`bearer`, blanks around the token).
-      const hit = client.cached(token, verifyOptions);
-      if (hit) {
-        req.auth = result(token, hit);
-        return next();
-      }
+    // Another spelling of a bearer header (`bearer`, blanks around the token).
+    if (!usual && scheme === "bearer" && proof === undefined && fromCache(client, verifyOptions, req, token)) {
+      return next();
     }
     const dpop =
       proof === undefined

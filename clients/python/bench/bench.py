@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from statistics import median
@@ -85,6 +85,33 @@ def run(
     return result
 
 
+def uvicorn(port: int, *options: str) -> list[str]:
+    """The command that serves `bench.app`'s app (BENCH_ROUTE names it) on
+    ``port``, run from this package's parent directory."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "bench.app:from_env",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        *options,
+    ]
+
+
+def wait_ready(port: int, timeout: float) -> None:
+    """Until the app on ``port`` listens and its cache has caught up."""
+    wait_until("the app listens", lambda: port_open(port), timeout)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=timeout) as ready:
+        assert json.load(ready) == {"cache": True}, "the app's cache did not catch up"
+
+
 @contextmanager
 def serve(kind: str, env: dict[str, str]) -> Iterator[tuple[str, int]]:
     """uvicorn (one worker, on cpu 0) serving the app of ``kind``
@@ -92,35 +119,50 @@ def serve(kind: str, env: dict[str, str]) -> Iterator[tuple[str, int]]:
     its pid."""
     port = free_port()
     app = subprocess.Popen(
-        [
-            "taskset",
-            "-c",
-            "0",
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "bench.app:from_env",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
+        ["taskset", "-c", "0", *uvicorn(port)],
         cwd=HERE.parent,
         env={**env, "BENCH_ROUTE": kind},
     )
     try:
-        wait_until("the app listens", lambda: port_open(port), 30)
-        base = f"http://127.0.0.1:{port}"
-        with urllib.request.urlopen(base + "/ready", timeout=15) as ready:
-            assert json.load(ready) == {"cache": True}, "the app's cache did not catch up"
-        yield base + "/orders", app.pid
+        wait_ready(port, 30)
+        yield f"http://127.0.0.1:{port}/orders", app.pid
     finally:
         app.terminate()
         app.wait(10)
+
+
+@contextmanager
+def authd_serving(
+    work: Path, issuer: BenchIssuer, watch: str, prefix: Sequence[str] = ()
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """authd (after ``prefix``, e.g. a ``taskset``) on a free port, trusting
+    ``issuer``: its target, and the environment `bench.app.from_env` reads."""
+    port = free_port()
+    config = work / "authd.toml"
+    config.write_text(
+        f'[server]\nlisten = "127.0.0.1:{port}"\n[store]\npath = "{work}/data"\n' + issuer.config()
+    )
+    authd = subprocess.Popen(
+        [*prefix, os.environ["AUTHD_BIN"], "serve", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "RUST_LOG": "warn"},
+    )
+    try:
+        wait_until("authd listens", lambda: port_open(port), 30)
+        target = f"127.0.0.1:{port}"
+        yield (
+            target,
+            {
+                **os.environ,
+                "AUTHD_TARGET": target,
+                "WATCH_TOKEN": watch,
+                "ISSUER_URL": issuer.url,
+            },
+        )
+    finally:
+        authd.terminate()
+        authd.wait(10)
 
 
 def main() -> None:
@@ -138,25 +180,7 @@ def main() -> None:
     watch = issuer.token(sub="bench@clients", permissions=["revocations:watch", "sessions:revoke"])
 
     print(f"minted {ROUNDS} sets of {NEW_TOKENS} new tokens", file=sys.stderr)
-    port = free_port()
-    config = work / "authd.toml"
-    config.write_text(
-        f'[server]\nlisten = "127.0.0.1:{port}"\n[store]\npath = "{work}/data"\n' + issuer.config()
-    )
-    authd = subprocess.Popen(
-        ["taskset", "-c", "1", os.environ["AUTHD_BIN"], "serve", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "RUST_LOG": "warn"},
-    )
-    try:
-        wait_until("authd listens", lambda: port_open(port), 30)
-        env = {
-            **os.environ,
-            "AUTHD_TARGET": f"127.0.0.1:{port}",
-            "WATCH_TOKEN": watch,
-            "ISSUER_URL": issuer.url,
-        }
+    with authd_serving(work, issuer, watch, ["taskset", "-c", "1"]) as (target, env):
         # (row, app, tokens: None, a file, or one file per round, duration)
         plan: list[tuple[str, str, Path | list[Path] | None, float]] = [
             ("unprotected", "unprotected", None, 5),
@@ -178,10 +202,7 @@ def main() -> None:
                     url, pid = served[kind]
                     sent = tokens[turn] if isinstance(tokens, list) else tokens
                     samples[row].append(run(url, sent, 1, duration, pid))
-        delays = revocation_delay(f"127.0.0.1:{port}", issuer, watch)
-    finally:
-        authd.terminate()
-        authd.wait(10)
+        delays = revocation_delay(target, issuer, watch)
 
     base = samples["unprotected"]
 

@@ -31,14 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
+from .bench import HERE, authd_serving, free_port, uvicorn, wait_ready
 from .issuer import BenchIssuer
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-from tests.harness import free_port, port_open, wait_until  # noqa: E402
 
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "2000"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "300"))
@@ -71,19 +67,7 @@ def count(kind: str, token: str | None, env: dict[str, str], work: Path) -> floa
             "valgrind",
             "--tool=callgrind",
             f"--callgrind-out-file={out}.%p",
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "bench.app:from_env",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            *UVICORN,
+            *uvicorn(port, *UVICORN),
         ],
         cwd=HERE.parent,
         env={**env, "BENCH_ROUTE": kind},
@@ -91,9 +75,7 @@ def count(kind: str, token: str | None, env: dict[str, str], work: Path) -> floa
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_until("the app listens", lambda: port_open(port), 300)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=120) as ready:
-            assert json.load(ready) == {"cache": True}, "the app's cache did not catch up"
+        wait_ready(port, 300)
         send(port, token, WARMUP)
         subprocess.run(["callgrind_control", "-z", str(app.pid)], check=True, capture_output=True)
         send(port, token, REQUESTS)
@@ -114,25 +96,7 @@ def main() -> None:
     issuer = BenchIssuer()
     token = issuer.token(sub="auth0|counted")
     watch = issuer.token(sub="bench@clients", permissions=["revocations:watch"])
-    port = free_port()
-    config = work / "authd.toml"
-    config.write_text(
-        f'[server]\nlisten = "127.0.0.1:{port}"\n[store]\npath = "{work}/data"\n' + issuer.config()
-    )
-    authd = subprocess.Popen(
-        [os.environ["AUTHD_BIN"], "serve", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "RUST_LOG": "warn"},
-    )
-    try:
-        wait_until("authd listens", lambda: port_open(port), 30)
-        env = {
-            **os.environ,
-            "AUTHD_TARGET": f"127.0.0.1:{port}",
-            "WATCH_TOKEN": watch,
-            "ISSUER_URL": issuer.url,
-        }
+    with authd_serving(work, issuer, watch) as (_, env):
         rows = [
             ("unprotected", "unprotected", None),
             ("unprotected, the token sent (not read)", "unprotected", token),
@@ -148,9 +112,6 @@ def main() -> None:
                 f"({time.monotonic() - started:.0f} s)",
                 file=sys.stderr,
             )
-    finally:
-        authd.terminate()
-        authd.wait(10)
     base = figures["unprotected"]
     print(
         f"\nuvicorn {' '.join(UVICORN)}; {REQUESTS} requests after {WARMUP}, "
