@@ -65,5 +65,5 @@ pub mod verify;
 
 pub use config::Config;
 pub use error::{Error, Reason};
-pub use server::{App, run};
+pub use server::{App, listen, run};
 pub use verify::{VerifiedToken, Verifier, VerifyRequest};

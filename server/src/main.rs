@@ -272,7 +272,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 async fn serve(config: &Config, app: App) -> Result<(), StartError> {
     let stop = shutdown_signal()?;
-    let listener = TcpListener::bind(config.server.listen).await.map_err(|e| {
+    let listener = authd::listen(config.server.listen).map_err(|e| {
         StartError::Setup(format!("cannot listen on {}: {e}", config.server.listen))
     })?;
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);

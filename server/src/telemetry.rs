@@ -59,8 +59,15 @@ pub fn init(config: &LogConfig) {
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match config.format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Pretty => builder.with_ansi(colours()).try_init(),
     };
+}
+
+/// Whether the log is coloured: only on a terminal, so that a log file or
+/// journal holds plain `name=value` fields a reader can grep.
+fn colours() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
 }
 
 /// Exports spans until dropped, then flushes those still queued.
@@ -118,6 +125,7 @@ pub fn init_with_tracing(
             .with_filter(filter)
             .boxed(),
         LogFormat::Pretty => fmt::layer()
+            .with_ansi(colours())
             .with_writer(std::io::stderr)
             .with_filter(filter)
             .boxed(),

@@ -102,6 +102,27 @@ impl Refusals {
     }
 }
 
+/// Connections the kernel may hold completed but not yet accepted. A burst
+/// larger than the queue is not refused: the kernel drops the handshake's
+/// last packet and the client's connection is accepted only when the
+/// handshake is sent again, a second and more later. tokio's default is 1024;
+/// Linux caps the value at `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds authd's port, with room for a burst of connections
+/// ([`LISTEN_BACKLOG`]).
+pub(crate) fn listen(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted authd binds at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// How often refusals are summed up in the log.
 const SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
