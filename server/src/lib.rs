@@ -65,5 +65,6 @@ pub mod verify;
 
 pub use config::Config;
 pub use error::{Error, Reason};
-pub use server::{App, listen, run};
+pub use server::{App, run};
+pub use transport::listen;
 pub use verify::{VerifiedToken, Verifier, VerifyRequest};

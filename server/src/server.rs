@@ -343,15 +343,6 @@ async fn probe_store(store: &dyn Store, health: &HealthReporter, was: Option<boo
 /// The gRPC name of the service, as health and reflection know it.
 const SERVICE_NAME: &str = "auth.v1.AuthService";
 
-/// Binds authd's port for [`run`], with an accept queue that holds a burst
-/// of connections (4096, or the kernel's `net.core.somaxconn` if lower).
-///
-/// # Errors
-/// The address is in use, not local, or not permitted.
-pub fn listen(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    crate::transport::listen(address)
-}
-
 /// Serves `app` on `listener` until `shutdown` completes, then lets in-flight
 /// calls finish (at most `grace`).
 pub async fn run(

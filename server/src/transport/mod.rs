@@ -109,9 +109,12 @@ impl Refusals {
 /// Linux caps the value at `net.core.somaxconn` (4096 by default).
 const LISTEN_BACKLOG: u32 = 4096;
 
-/// Binds authd's port, with room for a burst of connections
-/// ([`LISTEN_BACKLOG`]).
-pub(crate) fn listen(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+/// Binds authd's port for [`crate::run`], with an accept queue that holds a
+/// burst of connections (4096, or `net.core.somaxconn` if lower).
+///
+/// # Errors
+/// The address is in use, not local, or not permitted.
+pub fn listen(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if address.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
