@@ -5,6 +5,9 @@
 //                speaking AUTHD_PROTOCOL to authd (connect or grpc; default: the client's),
 //                Connect over AUTHD_HTTP_VERSION (2 or 1.1; default: the client's)
 //   express-jwt  express-jwt + jwks-rsa exactly as the classic Auth0 snippet configures them
+//   by-hand      every request's token sent to authd with one node:http POST (Connect,
+//                HTTP/1.1 keep-alive), no package, no cache, no checks of the answer
+//                but its status: the least any app that asks authd can spend on a request
 // BENCH_MOUNT: "route" (the default) puts the middleware on the route, as
 // Auth0's quickstart does (`app.get("/orders", checkJwt, handler)`); "use"
 // mounts it with app.use() before every route.
@@ -56,6 +59,34 @@ if (mode === "authd") {
     algorithms: ["RS256"],
   });
   mount(checkJwt);
+} else if (mode === "by-hand") {
+  const http = await import("node:http");
+  const { create, toBinary } = await import("@bufbuild/protobuf");
+  const { VerifyTokenRequestSchema } = await import("../dist/esm/gen/auth/v1/auth_pb.js");
+  const url = new URL(AUTHD_URL);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 100 });
+  mount((req, res, next) => {
+    const body = toBinary(
+      VerifyTokenRequestSchema,
+      create(VerifyTokenRequestSchema, { token: req.headers.authorization.slice(7) }),
+    );
+    const ask = http.request(
+      {
+        agent,
+        host: url.hostname,
+        port: url.port,
+        method: "POST",
+        path: "/auth.v1.AuthService/VerifyToken",
+        headers: { "content-type": "application/proto", "content-length": body.byteLength },
+      },
+      (answer) => {
+        answer.resume();
+        answer.on("end", () => (answer.statusCode === 200 ? next() : next(new Error(`authd: ${answer.statusCode}`))));
+      },
+    );
+    ask.on("error", next);
+    ask.end(body);
+  });
 } else if (mode === "noop") {
   mount((req, res, next) => next());
 } else if (mode !== "none") {

@@ -3,14 +3,19 @@
 // by tens of per cent within minutes on a shared machine.
 //
 // Each row's app (app.mjs, the same GET /orders as run.mjs) runs under
-// `valgrind --tool=callgrind --smc-check=all` (V8 writes its code at run
-// time); one keep-alive connection sends it BENCH_WARMUP requests, then the
-// counters are zeroed (`callgrind_control -z`), BENCH_REQUESTS more are sent
-// and counted (`callgrind_control -d`). A row's figure is the instructions of
-// the whole node process (Express, the package, V8's compilers and collector,
-// the revocation stream's heartbeats) over those requests, divided by their
-// number. New-token rows send each token once, the warmup included, so that
-// every counted request is a cache miss that asks authd.
+// `valgrind --tool=callgrind --smc-check=all --separate-threads=yes` (V8
+// writes its code at run time); one keep-alive connection sends it
+// BENCH_WARMUP requests, then the counters are zeroed (`callgrind_control
+// -z`), BENCH_REQUESTS more are sent and counted (`callgrind_control -d`).
+// Two figures a row, each divided by the requests counted:
+//   - the main thread: Express, the package, node's HTTP, the JavaScript
+//     itself; within ~3 % from run to run;
+//   - the whole process: with V8's helper threads (its optimising compiler,
+//     its concurrent marking). Their work comes in lumps (a major collection
+//     falls in the window or not), so this figure moves by up to ~10 % a row
+//     between runs; a longer window (BENCH_REQUESTS) evens it out.
+// New-token rows send each token once, the warmup included, so that every
+// counted request is a cache miss that asks authd.
 //
 //   AUTHD_BIN=… node instructions.mjs      # from clients/node/bench; valgrind
 import { execFileSync } from "node:child_process";
@@ -49,12 +54,32 @@ async function send(port, tokens, count) {
   agent.destroy();
 }
 
+/** Dumps the counters of `pid` (`callgrind_control -d`): the main thread's total and the whole process's. */
+function dump(out, pid) {
+  execFileSync("callgrind_control", ["-d", String(pid)], { stdio: "ignore" });
+  // The last dump: one file per thread, `<out>.<pid>.<dump>-<thread>`; the main thread is 01.
+  const prefix = `${out.slice(work.length + 1)}.${pid}.`;
+  const dumps = readdirSync(work).filter((f) => f.startsWith(prefix));
+  const dumpOf = (f) => Number(f.slice(prefix.length).split("-")[0]);
+  const last = Math.max(...dumps.map(dumpOf));
+  let main = 0;
+  let all = 0;
+  for (const f of dumps.filter((d) => dumpOf(d) === last)) {
+    const found = /^(?:summary|totals): (\d+)/m.exec(readFileSync(join(work, f), "utf8"));
+    if (!found) throw new Error(`no totals in ${f}`);
+    all += Number(found[1]);
+    if (f.endsWith("-01")) main = Number(found[1]);
+  }
+  if (!main) throw new Error(`no main thread among ${dumps.join(", ")}`);
+  return { main, all };
+}
+
 /** Instructions per request of the app of `route` (mode[:protocol[/HTTP version]][@use]). */
 async function count(route, tokens, warmup) {
   const out = join(work, `callgrind.${route.replace(/[^a-z0-9.]/gi, "_")}.${tokens ? tokens.length : 0}`);
   const app = await startApp(
     route,
-    ["valgrind", "--tool=callgrind", "--smc-check=all", `--callgrind-out-file=${out}.%p`],
+    ["valgrind", "--tool=callgrind", "--smc-check=all", "--separate-threads=yes", `--callgrind-out-file=${out}.%p`],
     { authd, issuer, watchToken },
     "ignore",
   );
@@ -63,14 +88,8 @@ async function count(route, tokens, warmup) {
     await send(port, warmup, WARMUP);
     execFileSync("callgrind_control", ["-z", String(pid)], { stdio: "ignore" });
     await send(port, tokens, REQUESTS);
-    execFileSync("callgrind_control", ["-d", String(pid)], { stdio: "ignore" });
-    const prefix = `${out.slice(work.length + 1)}.${pid}.`;
-    const dumps = readdirSync(work)
-      .filter((f) => f.startsWith(prefix))
-      .sort((a, b) => Number(a.slice(prefix.length)) - Number(b.slice(prefix.length)));
-    const found = /^(?:summary|totals): (\d+)/m.exec(readFileSync(join(work, dumps.at(-1)), "utf8"));
-    if (!found) throw new Error(`no totals in ${dumps.at(-1)}`);
-    return Number(found[1]) / REQUESTS;
+    const counted = dump(out, pid);
+    return { main: counted.main / REQUESTS, all: counted.all / REQUESTS };
   } finally {
     await app.stop();
   }
@@ -78,6 +97,9 @@ async function count(route, tokens, warmup) {
 
 try {
   const one = [await issuer.token({ scope: "read:orders" })];
+  // BENCH_ROUTES: only these routes, beside the unprotected one (the base of the ratios).
+  const only = process.env.BENCH_ROUTES?.split(",");
+  const wanted = (route) => !only || only.includes(route);
   const rows = [
     ["none", "repeated", null, null],
     ["none", "repeated (sent, not read)", one, one],
@@ -85,27 +107,28 @@ try {
     ["authd:connect/2", "repeated", one, one],
     ["authd:connect/2@use", "repeated", one, one],
     ["express-jwt", "repeated", one, one],
-  ];
-  for (const route of ["authd:connect/2", "authd:connect/1.1", "express-jwt"]) {
+  ].filter(([route], i) => i === 0 || wanted(route));
+  for (const route of ["by-hand", "authd:connect/2", "authd:connect/1.1", "express-jwt"].filter(wanted)) {
     const fresh = await mint(issuer, WARMUP + REQUESTS);
     rows.push([route, "new", fresh.slice(WARMUP), fresh.slice(0, WARMUP)]);
   }
   const figures = [];
+  const n = (x) => Math.round(x).toLocaleString("en");
   for (const [route, what, tokens, warmup] of rows) {
     const started = performance.now();
-    const value = await count(route, tokens, warmup);
-    figures.push({ route, what, value });
+    const { main, all } = await count(route, tokens, warmup);
+    figures.push({ route, what, main, all });
     console.error(
-      `${route} ${what}: ${Math.round(value).toLocaleString("en")} instructions a request (${((performance.now() - started) / 1000).toFixed(0)} s)`,
+      `${route} ${what}: ${n(main)} instructions a request on the main thread, ${n(all)} in all (${((performance.now() - started) / 1000).toFixed(0)} s)`,
     );
   }
-  const base = figures[0].value;
-  console.log(`\n${REQUESTS} requests after ${WARMUP}, one keep-alive connection, callgrind\n`);
-  console.log("| route | tokens | instructions a request | × unprotected |");
-  console.log("|---|---|---:|---:|");
-  for (const { route, what, value } of figures) {
-    const ratio = what === "new" ? "—" : (base / value).toFixed(2);
-    console.log(`| ${route} | ${what} | ${Math.round(value).toLocaleString("en")} | ${ratio} |`);
+  const base = figures[0];
+  const ratio = (r, k) => (r.what === "new" ? "—" : (base[k] / r[k]).toFixed(2));
+  console.log(`\n${REQUESTS} requests after ${WARMUP}, one keep-alive connection, callgrind; instructions a request\n`);
+  console.log("| route | tokens | main thread | × unprotected | whole process | × unprotected |");
+  console.log("|---|---|---:|---:|---:|---:|");
+  for (const r of figures) {
+    console.log(`| ${r.route} | ${r.what} | ${n(r.main)} | ${ratio(r, "main")} | ${n(r.all)} | ${ratio(r, "all")} |`);
   }
   console.log(JSON.stringify({ requests: REQUESTS, warmup: WARMUP, rows: figures }));
 } finally {

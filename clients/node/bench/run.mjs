@@ -96,6 +96,8 @@ try {
     ...guarded.slice(0, turn),
     "noop@use",
     "authd:connect/2@use",
+    // The least any app that asks authd can spend: one node:http POST, no package.
+    "by-hand",
   ];
   const unguarded = (route) => route === "none" || route.startsWith("noop");
   // Rows with new tokens: the protected routes mounted on the route.

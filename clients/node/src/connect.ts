@@ -242,6 +242,12 @@ class Http2 implements Http {
   }
 }
 
+/** The first value of header `name` (lowercase) in a `rawHeaders` list: no headers object made. */
+function rawHeader(raw: readonly string[], name: string): string | undefined {
+  for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i]!.toLowerCase() === name) return raw[i + 1];
+  return undefined;
+}
+
 /** HTTP/1.1: a keep-alive pool of at most MAX_CONNECTIONS (one exchange at a time each). */
 class Http1 implements Http {
   readonly #agent: http.Agent;
@@ -283,18 +289,22 @@ class Http1 implements Http {
   }
 
   exchange(path: string, headers: Record<string, string | number>, body: Uint8Array, on: ExchangeHandlers): Exchange {
+    // Headers as a flat list (`rawHeaders`' form): node checks and writes
+    // each one without keeping a headers object for the request.
+    const list = ["host", this.#authority];
+    for (const name in headers) list.push(name, String(headers[name]));
     const req = this.#request({
       agent: this.#agent,
       host: this.#host,
       port: this.#port,
       method: "POST",
       path,
-      headers: { host: this.#authority, ...headers },
+      headers: list,
     });
     let responded = false;
     req.on("response", (res) => {
       responded = true;
-      on.response(res.statusCode ?? 0, res.headers["content-type"]);
+      on.response(res.statusCode ?? 0, rawHeader(res.rawHeaders, "content-type"));
       res.on("data", (chunk: Buffer) => on.data(chunk));
       res.on("end", () => on.end());
       res.on("error", (e) => on.error(e, false));

@@ -193,9 +193,13 @@ const results = new WeakMap<VerifiedToken, AuthResult>();
 function result(token: string, verified: VerifiedToken): AuthResult {
   let made = results.get(verified);
   if (!made) {
+    let header: Readonly<Record<string, unknown>> | undefined;
     made = Object.freeze({
       payload: frozen(payloadOf(verified)),
-      header: frozen(decodeHeader(token)),
+      // Decoded when first read (the same object each time): most handlers never do.
+      get header() {
+        return (header ??= frozen(decodeHeader(token)));
+      },
       token,
       verified,
     });

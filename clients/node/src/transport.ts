@@ -211,6 +211,14 @@ class LazyGrpcChannel implements Channel {
   }
 }
 
+/** A method's HTTP path, `/<service>/<method>`, made once per method. */
+const paths = new WeakMap<object, string>();
+function pathOf(method: { parent: { typeName: string }; name: string }): string {
+  let path = paths.get(method);
+  if (path === undefined) paths.set(method, (path = `/${method.parent.typeName}/${method.name}`));
+  return path;
+}
+
 export class Transport {
   readonly #endpoints: Endpoint[];
   readonly #timeoutMs: number | undefined;
@@ -263,7 +271,7 @@ export class Transport {
     idempotent: boolean,
     options: CallOptions = {},
   ): Promise<MessageShape<O>> {
-    const path = `/${method.parent.typeName}/${method.name}`;
+    const path = pathOf(method);
     const bytes = toBinary(method.input, create(method.input, request));
     const attempts = idempotent ? Math.max(1, this.#retry.maxAttempts) : 1;
     const attempt: Attempt = {
@@ -315,7 +323,7 @@ export class Transport {
     serviceToken: string | undefined,
     handlers: { open(): void; message(m: MessageShape<O>): void; end(error: AuthError | undefined): void },
   ): StreamCall {
-    const path = `/${method.parent.typeName}/${method.name}`;
+    const path = pathOf(method);
     if (this.#closed) {
       queueMicrotask(() => handlers.end(new AuthError(Code.CANCELLED, "the AuthClient is closed")));
       return { cancel: () => undefined };

@@ -121,6 +121,7 @@ describe("auth() options and errors", () => {
         ["scopes", () => req.auth.verified.scopes.push("admin")],
         ["claims", () => (req.auth.verified.claims.extra = "added")],
         ["req.auth", () => (req.auth.token = "other")],
+        ["header", () => (req.auth.header.alg = "none")],
       ]) {
         try {
           change();
@@ -140,10 +141,13 @@ describe("auth() options and errors", () => {
       assert.deepEqual(await response.json(), {
         sub: "auth0|frozen",
         scopes: ["read:orders"],
-        refused: ["payload", "scopes", "claims", "req.auth"],
+        refused: ["payload", "scopes", "claims", "req.auth", "header"],
       });
     }
     assert.equal(seen[0].token, token);
+    // The JOSE header, decoded when read: the token's own, the same object each time.
+    assert.deepEqual(seen[0].header, JSON.parse(Buffer.from(token.split(".")[0], "base64url").toString()));
+    assert.equal(seen[0].header, seen[1].header);
     assert.ok(
       seen.every((a) => a === seen[0]),
       "one answer from the cache: one req.auth",
