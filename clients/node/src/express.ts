@@ -183,29 +183,33 @@ export function payloadOf(v: VerifiedToken): JWTPayload {
   return payload;
 }
 
+/** The `req.auth` of a verified token, frozen. */
+function made(token: string, verified: VerifiedToken): AuthResult {
+  let header: Readonly<Record<string, unknown>> | undefined;
+  return Object.freeze({
+    payload: frozen(payloadOf(verified)),
+    // Decoded when first read (the same object each time): most handlers never do.
+    get header() {
+      return (header ??= frozen(decodeHeader(token)));
+    },
+    token,
+    verified,
+  });
+}
+
 /**
- * The `req.auth` of a verified token, made once per answer and frozen: a
- * cache hit returns the same `VerifiedToken` for the same token (its key
- * is the token's SHA-256), so repeated tokens share it and allocate nothing.
+ * The `req.auth` of a cached answer, made at its first hit and kept with
+ * it: a hit returns the same `VerifiedToken` for the same token (its key is
+ * the token's SHA-256), so repeated tokens share one `req.auth` and
+ * allocate nothing. A miss makes its own (`made`), so that a token seen
+ * once adds nothing here.
  */
 const results = new WeakMap<VerifiedToken, AuthResult>();
 
 function result(token: string, verified: VerifiedToken): AuthResult {
-  let made = results.get(verified);
-  if (!made) {
-    let header: Readonly<Record<string, unknown>> | undefined;
-    made = Object.freeze({
-      payload: frozen(payloadOf(verified)),
-      // Decoded when first read (the same object each time): most handlers never do.
-      get header() {
-        return (header ??= frozen(decodeHeader(token)));
-      },
-      token,
-      verified,
-    });
-    results.set(verified, made);
-  }
-  return made;
+  let kept = results.get(verified);
+  if (!kept) results.set(verified, (kept = made(token, verified)));
+  return kept;
 }
 
 /** Sets `req.auth` from the cache's answer for `token`, if it gives one; whether it did. */
@@ -301,7 +305,7 @@ export function auth(options: AuthOptions): Handler {
           };
     client.verifyToken(scheme === "dpop" ? `DPoP ${token}` : token, { requiredScopes, audience, ...dpop }).then(
       (verified) => {
-        req.auth = result(bareToken(token), verified);
+        req.auth = made(bareToken(token), verified);
         next();
       },
       (error: unknown) => next(refuse(error, scheme)),

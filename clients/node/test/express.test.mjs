@@ -145,13 +145,16 @@ describe("auth() options and errors", () => {
       });
     }
     assert.equal(seen[0].token, token);
-    // The JOSE header, decoded when read: the token's own, the same object each time.
-    assert.deepEqual(seen[0].header, JSON.parse(Buffer.from(token.split(".")[0], "base64url").toString()));
-    assert.equal(seen[0].header, seen[1].header);
+    // The first request asked authd; the cache answered the others, all with one req.auth.
+    const [, ...hits] = seen;
     assert.ok(
-      seen.every((a) => a === seen[0]),
+      hits.every((a) => a === hits[0]),
       "one answer from the cache: one req.auth",
     );
+    assert.deepEqual(seen[0].payload, hits[0].payload);
+    // The JOSE header, decoded when read: the token's own, the same object each time.
+    assert.deepEqual(hits[0].header, JSON.parse(Buffer.from(token.split(".")[0], "base64url").toString()));
+    assert.equal(hits[0].header, hits[1].header);
   });
 
   test("requiredScopes in auth() are checked by authd: 403 insufficient_scope", async () => {
