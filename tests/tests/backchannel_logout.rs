@@ -286,6 +286,14 @@ async fn a_logout_token_ends_its_session_everywhere_and_nothing_forged_does() ->
         refresh(&authd, &alice.session_handle).await,
         Some(ErrorReason::SessionRevoked)
     );
+    // Her session ended there as RevokeSession ends one: its refresh token
+    // revoked at the issuer, once, and forgotten by authd.
+    assert_eq!(issuer.stats().await?["revoke"], 1, "revoked at the issuer");
+    assert_eq!(
+        refresh(&authd, &alice.session_handle).await,
+        Some(ErrorReason::SessionRevoked)
+    );
+    assert_eq!(issuer.stats().await?["revoke"], 1, "and only once");
     // The same token again, or another app's token for the same logout:
     // acknowledged, nothing new.
     let held = authd.verifier().revocations().status().0;

@@ -145,10 +145,16 @@ impl Sessions {
         let leased = loop {
             let now = unix_now();
             let record = self.live_record(id, now).await?;
-            // Its `sid` or its user revoked since it began (by RevokeSession
-            // on any replica, or `authd revoke`): it ends here too.
+            // Its `sid` or its user revoked since it began (a back-channel
+            // logout, RevokeSession on any replica, `authd revoke`): it ends
+            // here as RevokeSession ends a session, its refresh token
+            // revoked at the issuer and forgotten. An issuer that does not
+            // answer leaves the session revoked and its token sealed, as
+            // RevokeSession does; the caller is refused either way.
             if self.revocations.check_begun(&started_as(&record)).is_err() {
-                self.mark_revoked(record).await?;
+                if let Err(error) = self.revoke_record(record).await {
+                    tracing::warn!(session = %&id[..16], %error, "session ended by a revocation; its refresh token is not revoked at the issuer");
+                }
                 return Err(Error::SessionRevoked);
             }
             if let Some(recent) = self

@@ -64,7 +64,7 @@ impl Sessions {
     /// revocations of its tokens, then revokes its refresh token at the
     /// issuer. When the issuer is down the session stays revoked in authd,
     /// keeps its sealed refresh token, and a retry finishes the job.
-    async fn revoke_record(&self, mut record: SessionRecord) -> Result<u32, Error> {
+    pub(super) async fn revoke_record(&self, mut record: SessionRecord) -> Result<u32, Error> {
         let newly = !record.revoked;
         let revoked = self.mark_revoked(record.clone()).await?;
         if newly {
