@@ -219,15 +219,15 @@ export class AuthClient {
     }
     const answer = await this.#transport.unary(
       AuthService.method.verifyToken,
-      // Only the fields given: a field left out is its default.
+      // A field not given (undefined) is left at its default by `create`.
       {
         token,
-        ...(scopes.length > 0 && { requiredScopes: [...scopes] }),
-        ...(options.audience !== undefined && { audience: options.audience }),
-        ...(options.dpopProof !== undefined && { dpopProof: options.dpopProof }),
-        ...(options.httpMethod !== undefined && { httpMethod: options.httpMethod }),
-        ...(options.httpUri !== undefined && { httpUri: options.httpUri }),
-        ...(options.clientCertificate !== undefined && { clientCertificate: options.clientCertificate }),
+        requiredScopes: [...scopes],
+        audience: options.audience,
+        dpopProof: options.dpopProof,
+        httpMethod: options.httpMethod,
+        httpUri: options.httpUri,
+        clientCertificate: options.clientCertificate,
       },
       IDEMPOTENT,
       options,

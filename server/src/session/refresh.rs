@@ -153,7 +153,7 @@ impl Sessions {
             // RevokeSession does; the caller is refused either way.
             if self.revocations.check_begun(&started_as(&record)).is_err() {
                 if let Err(error) = self.revoke_record(record).await {
-                    tracing::warn!(session = %&id[..16], %error, "session ended by a revocation; its refresh token is not revoked at the issuer");
+                    tracing::warn!(session = %&id[..16], %error, "session ended by a revocation; revoking it did not finish");
                 }
                 return Err(Error::SessionRevoked);
             }
