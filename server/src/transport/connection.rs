@@ -200,7 +200,7 @@ async fn serve_opened<T>(
     let front = TowerToHyperService::new(Front::new(rpc, http, routes.protocols));
     match protocol {
         Protocol::Http2(first) => {
-            let io = TokioIo::new(Rewind::new(first, io));
+            let io = TokioIo::new(Rewind::for_http2(first, io));
             let connection = shared.http2.serve_connection(io, front);
             let connection = std::pin::pin!(connection);
             drive(
@@ -386,14 +386,35 @@ struct Rewind<T> {
     first: Vec<u8>,
     at: usize,
     inner: T,
+    /// Whether writers are told they may write several buffers at once.
+    vectored: bool,
 }
 
-impl<T> Rewind<T> {
+impl<T: AsyncWrite> Rewind<T> {
     fn new(first: Vec<u8>, inner: T) -> Self {
+        let vectored = inner.is_write_vectored();
         Rewind {
             first,
             at: 0,
             inner,
+            vectored,
+        }
+    }
+
+    /// For HTTP/2, which writes the answers of many streams together: `h2`
+    /// keeps a DATA payload out of its write buffer from 256 bytes on when
+    /// the stream takes vectored writes, and from 1 KiB on when it does not,
+    /// and it writes the buffer out before it buffers the next frame after
+    /// such a payload. A Connect JSON answer of VerifyToken (~300 bytes)
+    /// would then leave in a `writev` of its own, each waking the client,
+    /// where the gRPC answers of the same calls leave together. Told that
+    /// the stream does not take vectored writes, `h2` copies payloads under
+    /// 1 KiB into its buffer, so the answers of the calls that are ready go
+    /// out in one write; a larger payload is written after the buffer.
+    fn for_http2(first: Vec<u8>, inner: T) -> Self {
+        Rewind {
+            vectored: false,
+            ..Rewind::new(first, inner)
         }
     }
 }
@@ -437,7 +458,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.vectored
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -487,6 +508,124 @@ mod tests {
         rewound.read_exact(&mut again).await.expect("read");
         assert_eq!(&again[..first.len()], &first[..]);
         assert_eq!(&again[first.len()..], &[0, 0, 9, 1]);
+    }
+
+    /// A stream that takes vectored writes and counts the writes made to it.
+    struct Counted {
+        inner: tokio::io::DuplexStream,
+        writes: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl AsyncRead for Counted {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counted {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            this.writes.fetch_add(1, Ordering::Relaxed);
+            Pin::new(&mut this.inner).poll_write(cx, buf)
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            this.writes.fetch_add(1, Ordering::Relaxed);
+            let whole: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            Pin::new(&mut this.inner).poll_write(cx, &whole)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        }
+    }
+
+    /// The writes an HTTP/2 server over `wrap`'s stream makes to answer
+    /// eight calls sent together, each answer a 300-byte body (the size of
+    /// a Connect JSON VerifyToken answer).
+    async fn writes_for_eight_answers(wrap: fn(Counted) -> Rewind<Counted>) -> usize {
+        use http_body_util::{BodyExt, Full};
+        use hyper::body::Bytes;
+
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let server_io = wrap(Counted {
+            inner: server_io,
+            writes: Arc::clone(&writes),
+        });
+        let answer = |_request: http::Request<hyper::body::Incoming>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(vec![
+                b'a';
+                300
+            ]))))
+        };
+        tokio::spawn(
+            http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(server_io), hyper::service::service_fn(answer)),
+        );
+        let (mut send, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client_io))
+                .await
+                .expect("handshake");
+        tokio::spawn(connection);
+        let call = |send: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>| {
+            let request = http::Request::post("http://authd/auth.v1.AuthService/VerifyToken")
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .expect("request");
+            let answer = send.send_request(request);
+            async move {
+                let answer = answer.await.expect("answer");
+                answer
+                    .into_body()
+                    .collect()
+                    .await
+                    .expect("body")
+                    .to_bytes()
+                    .len()
+            }
+        };
+        // The handshake and a first call, not counted.
+        assert_eq!(call(&mut send).await, 300);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = writes.load(Ordering::Relaxed);
+        let calls: Vec<_> = (0..8).map(|_| call(&mut send)).collect();
+        for length in futures_util::future::join_all(calls).await {
+            assert_eq!(length, 300);
+        }
+        writes.load(Ordering::Relaxed) - before
+    }
+
+    #[tokio::test]
+    async fn http2_answers_ready_together_are_written_together() {
+        // As h2 writes to a stream that takes vectored writes: an answer of
+        // 300 bytes leaves in a write of its own.
+        let apart = writes_for_eight_answers(|io| Rewind::new(Vec::new(), io)).await;
+        assert!(apart >= 8, "{apart} writes for eight answers");
+        // Served as authd serves HTTP/2: the eight answers share one write
+        // (or two, should the calls arrive in two reads).
+        let together = writes_for_eight_answers(|io| Rewind::for_http2(Vec::new(), io)).await;
+        assert!(together <= 2, "{together} writes for eight answers");
     }
 
     #[tokio::test]
