@@ -55,31 +55,47 @@ fn take<'a>(buf: &mut &'a [u8], n: usize) -> Out<&'a [u8]> {
 }
 
 /// Every field occurrence of an encoded message, in wire order.
-fn fields(mut buf: &[u8]) -> Out<Vec<(u32, Raw<'_>)>> {
-    let mut seen = Vec::with_capacity(8);
-    while !buf.is_empty() {
-        let key = varint(&mut buf)?;
-        let number = u32::try_from(key >> 3).map_err(|_| Declined)?;
-        let raw = match key & 7 {
-            0 => Raw::Varint(varint(&mut buf)?),
-            1 => Raw::Fixed64(u64::from_le_bytes(
-                take(&mut buf, 8)?.try_into().map_err(|_| Declined)?,
-            )),
-            2 => {
-                let len = usize::try_from(varint(&mut buf)?).map_err(|_| Declined)?;
-                Raw::Bytes(take(&mut buf, len)?)
-            }
-            5 => Raw::Fixed32(u32::from_le_bytes(
-                take(&mut buf, 4)?.try_into().map_err(|_| Declined)?,
-            )),
-            _ => return Err(Declined),
-        };
-        if number == 0 {
-            return Err(Declined);
+fn fields(buf: &[u8]) -> Out<Vec<(u32, Raw<'_>)>> {
+    each_field(buf).collect()
+}
+
+/// Each field occurrence of `bytes`, in wire order, read as it is needed;
+/// nothing is read past a malformed one.
+fn each_field(mut bytes: &[u8]) -> impl Iterator<Item = Out<(u32, Raw<'_>)>> {
+    std::iter::from_fn(move || {
+        if bytes.is_empty() {
+            return None;
         }
-        seen.push((number, raw));
+        let next = field(&mut bytes);
+        if next.is_err() {
+            bytes = &[];
+        }
+        Some(next)
+    })
+}
+
+/// The field occurrence at the start of `buf`.
+fn field<'a>(buf: &mut &'a [u8]) -> Out<(u32, Raw<'a>)> {
+    let key = varint(buf)?;
+    let number = u32::try_from(key >> 3).map_err(|_| Declined)?;
+    let raw = match key & 7 {
+        0 => Raw::Varint(varint(buf)?),
+        1 => Raw::Fixed64(u64::from_le_bytes(
+            take(buf, 8)?.try_into().map_err(|_| Declined)?,
+        )),
+        2 => {
+            let len = usize::try_from(varint(buf)?).map_err(|_| Declined)?;
+            Raw::Bytes(take(buf, len)?)
+        }
+        5 => Raw::Fixed32(u32::from_le_bytes(
+            take(buf, 4)?.try_into().map_err(|_| Declined)?,
+        )),
+        _ => return Err(Declined),
+    };
+    if number == 0 {
+        return Err(Declined);
     }
-    Ok(seen)
+    Ok((number, raw))
 }
 
 fn message(desc: &MessageDescriptor, bytes: &[u8], out: &mut Vec<u8>, depth: usize) -> Out<()> {
@@ -292,25 +308,39 @@ fn map(field: &FieldDescriptor, entries: &[Raw<'_>], out: &mut Vec<u8>, depth: u
                 _ => {}
             }
         }
-        let name = map_key(&key_field.kind(), k)?;
-        match pairs.iter_mut().find(|(n, _)| *n == name) {
-            Some(pair) => pair.1 = v,
-            None => pairs.push((name, v)),
-        }
+        keep_last(&mut pairs, map_key(&key_field.kind(), k)?, v);
     }
+    object(pairs, out, |value, out| match (value_field.kind(), value) {
+        (Kind::Message(m), Some(Raw::Bytes(b))) => message(&m, b, out, depth + 1),
+        (Kind::Message(m), None) => message(&m, &[], out, depth + 1),
+        (kind, Some(raw)) => scalar(&kind, raw, out),
+        (kind, None) => default_scalar(&kind, out),
+    })
+}
+
+/// Map entries in order of their keys' first appearance, a later entry of a
+/// key replacing the earlier one's value.
+fn keep_last<K: PartialEq, V>(pairs: &mut Vec<(K, V)>, key: K, value: V) {
+    match pairs.iter_mut().find(|(k, _)| *k == key) {
+        Some(pair) => pair.1 = value,
+        None => pairs.push((key, value)),
+    }
+}
+
+/// `pairs` as a JSON object, each value written by `value`.
+fn object<K: AsRef<str>, V>(
+    pairs: Vec<(K, V)>,
+    out: &mut Vec<u8>,
+    mut value: impl FnMut(V, &mut Vec<u8>) -> Out<()>,
+) -> Out<()> {
     out.push(b'{');
-    for (i, (name, value)) in pairs.iter().enumerate() {
+    for (i, (key, v)) in pairs.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        string(name, out);
+        string(key.as_ref(), out);
         out.push(b':');
-        match (value_field.kind(), value) {
-            (Kind::Message(m), Some(Raw::Bytes(b))) => message(&m, b, out, depth + 1)?,
-            (Kind::Message(m), None) => message(&m, &[], out, depth + 1)?,
-            (kind, Some(raw)) => scalar(&kind, *raw, out)?,
-            (kind, None) => default_scalar(&kind, out)?,
-        }
+        value(v, out)?;
     }
     out.push(b'}');
     Ok(())
@@ -482,6 +512,12 @@ fn scalar(kind: &Kind, raw: Raw<'_>, out: &mut Vec<u8>) -> Out<()> {
 
 /// The well-known types whose JSON is not an object of their fields.
 fn well_known(desc: &MessageDescriptor, bytes: &[u8], out: &mut Vec<u8>, depth: usize) -> Out<()> {
+    match desc.full_name() {
+        "google.protobuf.Struct" => return json_object(bytes, out, depth),
+        "google.protobuf.ListValue" => return json_array(bytes, out, depth),
+        "google.protobuf.Value" => return json_value(bytes, out, depth),
+        _ => {}
+    }
     let seen = fields(bytes)?;
     let last = |n: u32| seen.iter().rev().find(|(f, _)| *f == n).map(|(_, r)| *r);
     let int = |n: u32| match last(n) {
@@ -514,45 +550,6 @@ fn well_known(desc: &MessageDescriptor, bytes: &[u8], out: &mut Vec<u8>, depth: 
             }
             let _ = std::io::Write::write_fmt(out, format_args!("\"{d}\""));
         }
-        "google.protobuf.Struct" => {
-            let field = desc.get_field(1).ok_or(Declined)?;
-            let entries: Vec<Raw<'_>> = seen
-                .iter()
-                .filter(|(n, _)| *n == 1)
-                .map(|(_, r)| *r)
-                .collect();
-            map(&field, &entries, out, depth)?;
-        }
-        "google.protobuf.ListValue" => {
-            let field = desc.get_field(1).ok_or(Declined)?;
-            let all: Vec<Raw<'_>> = seen
-                .iter()
-                .filter(|(n, _)| *n == 1)
-                .map(|(_, r)| *r)
-                .collect();
-            list(&field, &all, out, depth)?;
-        }
-        "google.protobuf.Value" => {
-            // A oneof: the last member set; none set is null.
-            let Some(&(number, raw)) = seen.last() else {
-                out.extend_from_slice(b"null");
-                return Ok(());
-            };
-            let field = desc.get_field(number).ok_or(Declined)?;
-            match (field.kind(), raw) {
-                (Kind::Message(m), Raw::Bytes(_)) => {
-                    let mut merged = Vec::new();
-                    for (_, r) in seen.iter().filter(|(n, _)| *n == number) {
-                        let Raw::Bytes(b) = r else {
-                            return Err(Declined);
-                        };
-                        merged.extend_from_slice(b);
-                    }
-                    message(&m, &merged, out, depth + 1)?;
-                }
-                (kind, raw) => scalar(&kind, raw, out)?,
-            }
-        }
         "google.protobuf.Empty" => out.extend_from_slice(b"{}"),
         "google.protobuf.StringValue"
         | "google.protobuf.BytesValue"
@@ -571,6 +568,116 @@ fn well_known(desc: &MessageDescriptor, bytes: &[u8], out: &mut Vec<u8>, depth: 
         }
         // Any, FieldMask and the descriptor types: the fallback's.
         _ => return Err(Declined),
+    }
+    Ok(())
+}
+
+// `Struct`, `Value` and `ListValue` (a token's claims) are written without
+// their descriptors: their field numbers and types are fixed by
+// `google/protobuf/struct.proto`, and claims are most of an answer.
+
+/// The encoded messages of field 1 (`Struct`'s entries, `ListValue`'s
+/// values), other fields skipped.
+fn messages_of_field_1(bytes: &[u8]) -> impl Iterator<Item = Out<&[u8]>> {
+    each_field(bytes).filter_map(|field| match field {
+        Ok((1, Raw::Bytes(message))) => Some(Ok(message)),
+        Ok((1, _)) | Err(_) => Some(Err(Declined)),
+        Ok(_) => None,
+    })
+}
+
+/// A `google.protobuf.Struct` (`map<string, Value> fields = 1`): an object,
+/// a later entry of a key replacing the earlier one's value in its place.
+fn json_object(bytes: &[u8], out: &mut Vec<u8>, depth: usize) -> Out<()> {
+    if depth > MAX_DEPTH {
+        return Err(Declined);
+    }
+    let mut pairs: Vec<(&str, Option<&[u8]>)> = Vec::new();
+    for entry in messages_of_field_1(bytes) {
+        let entry = entry?;
+        let (mut key, mut value) = ("", None);
+        for field in each_field(entry) {
+            match field? {
+                (1, Raw::Bytes(k)) => key = std::str::from_utf8(k).map_err(|_| Declined)?,
+                (2, Raw::Bytes(v)) => value = Some(v),
+                (1 | 2, _) => return Err(Declined),
+                _ => {}
+            }
+        }
+        keep_last(&mut pairs, key, value);
+    }
+    object(pairs, out, |value, out| {
+        json_value(value.unwrap_or_default(), out, depth + 1)
+    })
+}
+
+/// A `google.protobuf.ListValue` (`repeated Value values = 1`): an array.
+fn json_array(bytes: &[u8], out: &mut Vec<u8>, depth: usize) -> Out<()> {
+    if depth > MAX_DEPTH {
+        return Err(Declined);
+    }
+    out.push(b'[');
+    let mut first = true;
+    for value in messages_of_field_1(bytes) {
+        let value = value?;
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        json_value(value, out, depth + 1)?;
+    }
+    out.push(b']');
+    Ok(())
+}
+
+/// A `google.protobuf.Value`: the member of its oneof set last (null when
+/// none is); a `struct_value` or `list_value` set more than once merges, as
+/// parsing the concatenation does.
+fn json_value(bytes: &[u8], out: &mut Vec<u8>, depth: usize) -> Out<()> {
+    if depth > MAX_DEPTH {
+        return Err(Declined);
+    }
+    let (mut last, mut structs, mut lists) = (None, 0usize, 0usize);
+    for field in each_field(bytes) {
+        let field = field?;
+        match field.0 {
+            5 => structs += 1,
+            6 => lists += 1,
+            _ => {}
+        }
+        last = Some(field);
+    }
+    match last {
+        None => out.extend_from_slice(b"null"),
+        // null_value (NullValue has one value), number_value, string_value, bool_value
+        Some((1, Raw::Varint(_))) => out.extend_from_slice(b"null"),
+        Some((2, Raw::Fixed64(v))) => float(f64::from_bits(v), false, out),
+        Some((3, Raw::Bytes(b))) => string(std::str::from_utf8(b).map_err(|_| Declined)?, out),
+        Some((4, Raw::Varint(v))) => out.extend_from_slice(if v != 0 { b"true" } else { b"false" }),
+        // struct_value, list_value
+        Some((number @ (5 | 6), Raw::Bytes(only))) => {
+            let merged;
+            let whole = if (if number == 5 { structs } else { lists }) == 1 {
+                only
+            } else {
+                let mut all = Vec::new();
+                for field in each_field(bytes) {
+                    match field? {
+                        (n, Raw::Bytes(b)) if n == number => all.extend_from_slice(b),
+                        (n, _) if n == number => return Err(Declined),
+                        _ => {}
+                    }
+                }
+                merged = all;
+                &merged[..]
+            };
+            if number == 5 {
+                json_object(whole, out, depth + 1)?;
+            } else {
+                json_array(whole, out, depth + 1)?;
+            }
+        }
+        Some(_) => return Err(Declined),
     }
     Ok(())
 }
@@ -812,7 +919,157 @@ mod tests {
         }
     }
 
+    /// Any `Value`: scalars (strings with escapes and non-ASCII), and
+    /// structs and lists nested a few levels.
+    fn any_value() -> impl proptest::strategy::Strategy<Value = prost_types::Value> {
+        use prost_types::value::Kind as K;
+        let leaf = proptest::prop_oneof![
+            proptest::strategy::Just(prost_types::Value { kind: None }),
+            proptest::strategy::Just(value(K::NullValue(0))),
+            proptest::num::f64::NORMAL.prop_map(|n| value(K::NumberValue(n))),
+            proptest::num::i32::ANY.prop_map(|n| value(K::NumberValue(f64::from(n)))),
+            "\\PC{0,12}|[\"\\\\\n\t\u{1}é]{0,4}".prop_map(|s| value(K::StringValue(s))),
+            proptest::bool::ANY.prop_map(|b| value(K::BoolValue(b))),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            proptest::prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6)
+                    .prop_map(|values| value(K::ListValue(prost_types::ListValue { values }))),
+                proptest::collection::btree_map("[a-z_]{0,6}|\\PC{0,3}", inner, 0..6).prop_map(
+                    |fields| value(K::StructValue(prost_types::Struct {
+                        fields: fields.into_iter().collect()
+                    }))
+                ),
+            ]
+        })
+    }
+
+    /// The claims of an answer as their wire bytes, `extra` appended.
+    fn claims_on_the_wire(extra: &[u8]) -> (MessageDescriptor, Vec<u8>) {
+        let pool = super::super::descriptors().expect("pool");
+        let desc = pool
+            .get_message_by_name("auth.v1.VerifyTokenResponse")
+            .expect("message");
+        let field = desc.get_field_by_name("claims").expect("claims");
+        let mut bytes = pb::VerifyTokenResponse {
+            claims: Some(claims()),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        // The claims field once more, holding `extra`: the two merge.
+        prost::encoding::encode_key(
+            field.number(),
+            prost::encoding::WireType::LengthDelimited,
+            &mut bytes,
+        );
+        prost::encoding::encode_varint(extra.len() as u64, &mut bytes);
+        bytes.extend_from_slice(extra);
+        (desc, bytes)
+    }
+
+    /// `Struct` entries as a writer that repeats keys might send them.
+    fn entry(key: &str, value: &prost_types::Value) -> Vec<u8> {
+        let mut entry = Vec::new();
+        prost::encoding::string::encode(1, &key.to_owned(), &mut entry);
+        prost::encoding::message::encode(2, value, &mut entry);
+        let mut field = Vec::new();
+        prost::encoding::bytes::encode(1, &entry, &mut field);
+        field
+    }
+
+    #[test]
+    fn repeated_keys_and_members_read_as_prost_reflect_reads_them() {
+        use prost_types::value::Kind as K;
+        // A key of the claims given again (its value replaced in place), a
+        // new key twice, and a Value whose struct_value is set twice (the
+        // two merge) after a number_value (the oneof's last member wins).
+        let mut extra = entry("org", &value(K::NumberValue(7.0)));
+        extra.extend(entry("x", &value(K::BoolValue(false))));
+        extra.extend(entry("x", &value(K::StringValue("again".to_owned()))));
+        let mut twice = Vec::new();
+        prost::encoding::double::encode(2, &1.0, &mut twice);
+        for (k, v) in [("a", 1.0), ("b", 2.0)] {
+            let inner = prost_types::Struct {
+                fields: [(k.to_owned(), value(K::NumberValue(v)))].into(),
+            };
+            prost::encoding::message::encode(5, &inner, &mut twice);
+        }
+        let mut merged = Vec::new();
+        prost::encoding::string::encode(1, &"merged".to_owned(), &mut merged);
+        prost::encoding::bytes::encode(2, &twice, &mut merged);
+        prost::encoding::bytes::encode(1, &merged, &mut extra);
+        let (desc, bytes) = claims_on_the_wire(&extra);
+        let text = String::from_utf8(transcode(&desc, &bytes).expect("transcodes")).expect("UTF-8");
+        // Each key once (a JSON reader would hide a repeated one).
+        for key in ["\"org\":", "\"x\":", "\"merged\":"] {
+            assert_eq!(text.matches(key).count(), 1, "{key} in {text}");
+        }
+        let fast: Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(fast, oracle(&desc, &bytes));
+        assert_eq!(fast["claims"]["org"], 7.0);
+        assert_eq!(fast["claims"]["x"], "again");
+        assert_eq!(
+            fast["claims"]["merged"],
+            serde_json::json!({"a": 1.0, "b": 2.0})
+        );
+    }
+
+    #[test]
+    fn malformed_claims_decline() {
+        // A key that is not a string, a value that is not a message, a
+        // Value member of the wrong wire type, a member unknown to Value,
+        // a string that is not UTF-8.
+        let mut not_utf8 = Vec::new();
+        prost::encoding::bytes::encode(3, &vec![0xff, 0xfe], &mut not_utf8);
+        let mut bad_value = Vec::new();
+        prost::encoding::string::encode(1, &"k".to_owned(), &mut bad_value);
+        prost::encoding::bytes::encode(2, &not_utf8, &mut bad_value);
+        for extra in [
+            vec![0x0a, 0x02, 0x08, 0x01],
+            vec![0x0a, 0x05, 0x0a, 0x01, b'k', 0x10, 0x01],
+            vec![0x0a, 0x07, 0x0a, 0x01, b'k', 0x12, 0x02, 0x10, 0x01],
+            vec![0x0a, 0x07, 0x0a, 0x01, b'k', 0x12, 0x02, 0x38, 0x01],
+            [
+                &[0x0a, u8::try_from(bad_value.len()).expect("short")][..],
+                &bad_value,
+            ]
+            .concat(),
+        ] {
+            let (desc, bytes) = claims_on_the_wire(&extra);
+            assert_eq!(transcode(&desc, &bytes), Err(Declined), "{extra:?}");
+        }
+    }
+
+    #[test]
+    fn claims_nested_past_the_bound_decline() {
+        use prost_types::value::Kind as K;
+        let mut deep = value(K::NullValue(0));
+        for _ in 0..MAX_DEPTH {
+            deep = value(K::ListValue(prost_types::ListValue { values: vec![deep] }));
+        }
+        let (desc, bytes) = claims_on_the_wire(&entry("deep", &deep));
+        assert_eq!(transcode(&desc, &bytes), Err(Declined));
+    }
+
     proptest::proptest! {
+        #[test]
+        fn any_claims_read_as_prost_reflect_writes_them(
+            fields in proptest::collection::btree_map("\\PC{0,8}", any_value(), 0..8),
+        ) {
+            let answer = pb::VerifyTokenResponse {
+                claims: Some(prost_types::Struct { fields: fields.into_iter().collect() }),
+                ..Default::default()
+            };
+            let pool = super::super::descriptors().expect("pool");
+            let desc = pool
+                .get_message_by_name("auth.v1.VerifyTokenResponse")
+                .expect("message");
+            let bytes = answer.encode_to_vec();
+            let fast = transcode(&desc, &bytes).expect("transcodes");
+            let fast: Value = serde_json::from_slice(&fast).expect("valid JSON");
+            proptest::prop_assert_eq!(fast, oracle(&desc, &bytes));
+        }
+
         #[test]
         fn timestamps_read_as_prost_types_displays_them(
             seconds in -62_135_596_800i64..=253_402_300_799,
