@@ -27,10 +27,10 @@ const APP_CPU = process.env.BENCH_APP_CPU ?? "0";
 const DURATION_S = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 // A new-token sample comes after the same app's repeated-token one, which
-// runs only the cache's hit path: its miss path must be optimized again
-// before the sample. 1,000 warm-up tokens and 2,000 measured (the first
-// defaults) measured that warm-up: the same apps cost 305–330 µs a miss
-// then, 230–240 µs with these.
+// runs only the cache's hit path, so V8 compiles the miss path again first.
+// With the first defaults (1,000 warm-up tokens, 2,000 measured) a sample
+// measured that compilation: 305–330 µs a miss, against 230–240 µs with
+// these.
 const NEW_TOKENS = Number(process.env.BENCH_NEW_TOKENS ?? 5_000);
 const WARM_TOKENS = Number(process.env.BENCH_WARM_TOKENS ?? 3_000);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
