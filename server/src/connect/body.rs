@@ -42,22 +42,32 @@ where
     }
     let reading = async {
         let mut body = std::pin::pin!(body);
-        let mut whole = BytesMut::new();
+        // A body that arrives in one frame (most do) is kept as it came;
+        // the bytes of several are gathered.
+        let mut first = Bytes::new();
+        let mut rest: Option<BytesMut> = None;
         while let Some(frame) = body.frame().await {
             let frame = frame
                 .map_err(|e| Error::MalformedRequest(format!("the request body failed: {e}")))?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            if whole.len() + data.len() > max {
-                return Err(Error::RequestTooLarge {
-                    len: whole.len() + data.len(),
-                    max,
-                });
+            let len = first.len() + rest.as_ref().map_or(0, BytesMut::len) + data.len();
+            if len > max {
+                return Err(Error::RequestTooLarge { len, max });
             }
-            whole.extend_from_slice(&data);
+            match &mut rest {
+                Some(whole) => whole.extend_from_slice(&data),
+                None if first.is_empty() => first = data,
+                None => {
+                    let mut whole = BytesMut::with_capacity(len);
+                    whole.extend_from_slice(&first);
+                    whole.extend_from_slice(&data);
+                    rest = Some(whole);
+                }
+            }
         }
-        Ok(whole.freeze())
+        Ok(rest.map_or(first, BytesMut::freeze))
     };
     match tokio::time::timeout(timeout, reading).await {
         Ok(read) => read,
@@ -116,16 +126,16 @@ pub(super) async fn drain<B: HttpBody<Data = Bytes>>(body: B) {
     let _ = tokio::time::timeout(Duration::from_secs(1), reading).await;
 }
 
-/// The request message as protobuf bytes: a JSON body parsed with the
-/// proto3 JSON mapping (unknown fields refused, depth bounded), a binary one
-/// as it is (the RPC decodes it).
-pub(super) fn to_proto(
+/// The request message as a gRPC message, its 5-byte prefix included: a
+/// JSON body parsed with the proto3 JSON mapping (unknown fields refused,
+/// depth bounded), a binary one as it is (the RPC decodes it).
+pub(super) fn to_grpc_message(
     codec: Codec,
     input: &MessageDescriptor,
     bytes: Bytes,
 ) -> Result<Bytes, Error> {
     match codec {
-        Codec::Proto => Ok(bytes),
+        Codec::Proto => Ok(framed(0, &bytes)),
         Codec::Json => {
             // An empty body is the empty message, as in the binary encoding.
             let json: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -138,23 +148,30 @@ pub(super) fn to_proto(
                     "the JSON nests deeper than {MAX_JSON_DEPTH} levels"
                 )));
             }
-            if let Ok(proto) = super::json_wire::transcode(input, json) {
-                return Ok(proto);
+            let mut out = BytesMut::with_capacity(PREFIX + json.len());
+            out.put_bytes(0, PREFIX);
+            if super::json_wire::transcode(input, json, &mut out).is_err() {
+                out.truncate(PREFIX);
+                let mut de = serde_json::Deserializer::from_slice(json);
+                let message = DynamicMessage::deserialize_with_options(
+                    input.clone(),
+                    &mut de,
+                    &DeserializeOptions::new().deny_unknown_fields(true),
+                )
+                .and_then(|m| de.end().map(|()| m))
+                .map_err(|e| {
+                    Error::MalformedRequest(crate::error::truncate(
+                        &format!("the JSON is not a {}: {e}", input.full_name()),
+                        240,
+                    ))
+                })?;
+                message
+                    .encode(&mut out)
+                    .map_err(|e| Error::Internal(format!("a request does not encode: {e}")))?;
             }
-            let mut de = serde_json::Deserializer::from_slice(json);
-            let message = DynamicMessage::deserialize_with_options(
-                input.clone(),
-                &mut de,
-                &DeserializeOptions::new().deny_unknown_fields(true),
-            )
-            .and_then(|m| de.end().map(|()| m))
-            .map_err(|e| {
-                Error::MalformedRequest(crate::error::truncate(
-                    &format!("the JSON is not a {}: {e}", input.full_name()),
-                    240,
-                ))
-            })?;
-            Ok(Bytes::from(message.encode_to_vec()))
+            let len = u32::try_from(out.len() - PREFIX).unwrap_or(u32::MAX);
+            out[1..PREFIX].copy_from_slice(&len.to_be_bytes());
+            Ok(out.freeze())
         }
     }
 }
@@ -267,15 +284,25 @@ mod tests {
     #[test]
     fn json_maps_to_the_message_and_unknown_fields_are_refused() {
         let desc = verify_request();
-        let proto = to_proto(
-            Codec::Json,
-            &desc,
-            Bytes::from_static(br#"{"token":"t","requiredScopes":["a"]}"#),
-        )
-        .expect("valid");
-        let decoded = authd_proto::pb::VerifyTokenRequest::decode(proto).expect("decodes");
-        assert_eq!(decoded.token, "t");
-        assert_eq!(decoded.required_scopes, ["a"]);
+        let message = |json: &'static [u8]| {
+            let mut framed = BytesMut::from(
+                to_grpc_message(Codec::Json, &desc, Bytes::from_static(json)).expect("valid"),
+            );
+            let (flags, proto) = take_framed(&mut framed).expect("one whole message");
+            assert_eq!((flags, framed.len()), (0, 0));
+            authd_proto::pb::VerifyTokenRequest::decode(proto).expect("decodes")
+        };
+        // Written by the fast path, and by the mapping (a float it declines).
+        for json in [
+            &br#"{"token":"t","requiredScopes":["a"]}"#[..],
+            br#"{"token":"t","requiredScopes":["a"],"audience":null}"#,
+        ] {
+            let decoded = message(json);
+            assert_eq!(decoded.token, "t");
+            assert_eq!(decoded.required_scopes, ["a"]);
+        }
+        let decoded = message(br#"{"token":"t\u00e9","requiredScopes":[]}"#);
+        assert_eq!(decoded.token, "t\u{e9}");
         for bad in [
             &br#"{"token":"t","tokn":"x"}"#[..],
             br#"{"token":1}"#,
@@ -283,12 +310,17 @@ mod tests {
             br#"not json"#,
             br#"[]"#,
         ] {
-            let refused = to_proto(Codec::Json, &desc, Bytes::from_static(bad)).expect_err("bad");
+            let refused =
+                to_grpc_message(Codec::Json, &desc, Bytes::from_static(bad)).expect_err("bad");
             assert_eq!(refused.reason(), crate::Reason::MalformedRequest, "{bad:?}");
         }
         assert_eq!(
-            to_proto(Codec::Json, &desc, Bytes::new()).expect("empty is {}"),
-            Bytes::new()
+            to_grpc_message(Codec::Json, &desc, Bytes::new()).expect("empty is {}"),
+            framed(0, b"")
+        );
+        assert_eq!(
+            to_grpc_message(Codec::Proto, &desc, Bytes::from_static(b"\n\x01t")).expect("as is"),
+            framed(0, b"\n\x01t")
         );
     }
 
@@ -315,6 +347,32 @@ mod tests {
                 len: 1_000_000,
                 max: 99
             })
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_in_several_frames_are_gathered_and_bounded_as_a_whole() {
+        let frames = |parts: &[&'static [u8]]| {
+            let frames: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = parts
+                .iter()
+                .map(|p| Ok(http_body::Frame::data(Bytes::from_static(p))))
+                .collect();
+            http_body_util::StreamBody::new(futures_util::stream::iter(frames))
+        };
+        let headers = HeaderMap::new();
+        let second = Duration::from_secs(1);
+        let parts: &[&'static [u8]] = &[b"", b"{\"tok", b"", b"en\":", b"\"t\"}"];
+        assert_eq!(
+            read(&headers, frames(parts), 100, second).await,
+            Ok(Bytes::from_static(br#"{"token":"t"}"#))
+        );
+        assert_eq!(
+            read(&headers, frames(&[b"abc"]), 3, second).await,
+            Ok(Bytes::from_static(b"abc"))
+        );
+        assert_eq!(
+            read(&headers, frames(&[b"ab", b"cd"]), 3, second).await,
+            Err(Error::RequestTooLarge { len: 4, max: 3 })
         );
     }
 

@@ -185,26 +185,30 @@ fn kind(content_type: Option<&HeaderValue>) -> Kind {
     let Ok(value) = value.to_str() else {
         return Kind::Other;
     };
-    let media = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    match media.as_str() {
-        "application/json" => Kind::ConnectUnary(Codec::Json),
-        "application/proto" => Kind::ConnectUnary(Codec::Proto),
-        "application/connect+json" => Kind::ConnectStream(Codec::Json),
-        "application/connect+proto" => Kind::ConnectStream(Codec::Proto),
-        // tonic-web speaks these; `+json` and others are not gRPC-Web here.
-        "application/grpc-web"
-        | "application/grpc-web+proto"
-        | "application/grpc-web-text"
-        | "application/grpc-web-text+proto" => Kind::GrpcWeb,
-        "application/grpc" | "application/grpc+proto" => Kind::Grpc,
-        _ => Kind::Other,
-    }
+    let media = value.split(';').next().unwrap_or_default().trim();
+    MEDIA_TYPES
+        .iter()
+        .find(|(name, _)| media.eq_ignore_ascii_case(name))
+        .map_or(Kind::Other, |(_, kind)| *kind)
 }
+
+/// The media types of the port's protocols (compared ignoring case).
+const MEDIA_TYPES: [(&str, Kind); 10] = [
+    ("application/json", Kind::ConnectUnary(Codec::Json)),
+    ("application/proto", Kind::ConnectUnary(Codec::Proto)),
+    ("application/connect+json", Kind::ConnectStream(Codec::Json)),
+    (
+        "application/connect+proto",
+        Kind::ConnectStream(Codec::Proto),
+    ),
+    // tonic-web speaks these; `+json` and others are not gRPC-Web here.
+    ("application/grpc-web", Kind::GrpcWeb),
+    ("application/grpc-web+proto", Kind::GrpcWeb),
+    ("application/grpc-web-text", Kind::GrpcWeb),
+    ("application/grpc-web-text+proto", Kind::GrpcWeb),
+    ("application/grpc", Kind::Grpc),
+    ("application/grpc+proto", Kind::Grpc),
+];
 
 /// The service in front of one connection's gRPC stack `S`: gRPC goes
 /// straight through, Connect and gRPC-Web are turned into gRPC calls to

@@ -130,8 +130,8 @@ where
     } else {
         body::decompress(encoding, bytes, rpc.max_message)?
     };
-    let message = body::to_proto(codec, &rpc.method.input(), message)?;
-    let mut call = Request::new(Body::new(Full::new(body::framed(0, &message))));
+    let message = body::to_grpc_message(codec, &rpc.method.input(), message)?;
+    let mut call = Request::new(Body::new(Full::new(message)));
     *call.method_mut() = Method::POST;
     *call.uri_mut() = parts.uri;
     *call.version_mut() = Version::HTTP_2;
