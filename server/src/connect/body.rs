@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use prost::Message;
 use prost_reflect::{DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions};
 
-use super::{Codec, MAX_JSON_DEPTH};
+use super::{Codec, MAX_JSON_DEPTH, wire_json::Plan};
 use crate::error::Error;
 
 /// The 5-byte prefix of a gRPC message and of a Connect envelope: flags,
@@ -176,19 +176,16 @@ pub(super) fn to_grpc_message(
     }
 }
 
-/// An answer message from protobuf bytes to `codec`.
-pub(super) fn from_proto(
-    codec: Codec,
-    output: &MessageDescriptor,
-    bytes: Bytes,
-) -> Result<Bytes, Error> {
+/// An answer message from protobuf bytes to `codec`, JSON written by the
+/// answer type's plan.
+pub(super) fn from_proto(codec: Codec, output: &Plan, bytes: Bytes) -> Result<Bytes, Error> {
     match codec {
         Codec::Proto => Ok(bytes),
         Codec::Json => {
             if let Ok(json) = super::wire_json::transcode(output, &bytes) {
                 return Ok(Bytes::from(json));
             }
-            let message = DynamicMessage::decode(output.clone(), bytes)
+            let message = DynamicMessage::decode(output.descriptor().clone(), bytes)
                 .map_err(|e| Error::Internal(format!("an answer of authd does not decode: {e}")))?;
             let mut out = Vec::with_capacity(256);
             let mut ser = serde_json::Serializer::new(&mut out);

@@ -73,11 +73,13 @@ pub struct Protocols {
     body_timeout: Duration,
 }
 
-/// One RPC Connect serves: its descriptor and its request's size limit.
+/// One RPC Connect serves: its descriptor, its request's size limit and
+/// the plan its answers are written to JSON by.
 #[derive(Debug, Clone)]
 struct Rpc {
     method: MethodDescriptor,
     max_message: usize,
+    answer: Arc<wire_json::Plan>,
 }
 
 impl Rpc {
@@ -125,6 +127,7 @@ impl Protocols {
                 methods.insert(
                     path,
                     Rpc {
+                        answer: Arc::new(wire_json::Plan::new(&method.output())),
                         method,
                         max_message,
                     },

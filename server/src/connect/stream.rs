@@ -11,12 +11,11 @@ use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, Request, Response, header};
 use http_body::{Body as HttpBody, Frame};
 use http_body_util::{BodyExt, Either, StreamBody};
-use prost_reflect::MessageDescriptor;
 use serde_json::{Map, Value, json};
 use tonic::{Code, Status, body::Body};
 use tower::Service;
 
-use super::{BoxError, Codec, FrontBody, Protocols, Rpc, body, errors, unary};
+use super::{BoxError, Codec, FrontBody, Protocols, Rpc, body, errors, unary, wire_json::Plan};
 
 /// The flag of the last envelope of a stream.
 const END_STREAM: u8 = 0x02;
@@ -36,7 +35,7 @@ where
     B: HttpBody<Data = Bytes>,
     B::Error: Display + Into<BoxError>,
 {
-    let output = rpc.method.output();
+    let output = Arc::clone(&rpc.answer);
     let called = match unary::grpc_call(&protocols, &rpc, codec, request, true).await {
         Ok(call) => Ok(inner.call(call).await),
         Err(status) => Err(status),
@@ -71,7 +70,7 @@ where
 }
 
 /// The gRPC answer's messages as Connect envelopes, then the end of stream.
-fn relay<RB>(answer: RB, codec: Codec, output: MessageDescriptor) -> Body
+fn relay<RB>(answer: RB, codec: Codec, output: Arc<Plan>) -> Body
 where
     RB: HttpBody<Data = Bytes> + Send + Unpin + 'static,
     RB::Error: Display,
@@ -80,7 +79,7 @@ where
         answer: RB,
         buf: BytesMut,
         codec: Codec,
-        output: MessageDescriptor,
+        output: Arc<Plan>,
         done: bool,
     }
     let relay = Relay {

@@ -49,7 +49,7 @@ where
         let Some((0, message)) = body::take_framed(&mut messages) else {
             return Err(Status::internal("the answer carries no message"));
         };
-        let message = body::from_proto(codec, &rpc.method.output(), message)?;
+        let message = body::from_proto(codec, &rpc.answer, message)?;
         let mut response = Response::new(Either::Right(Body::new(Full::new(message))));
         let headers = response.headers_mut();
         headers.insert(

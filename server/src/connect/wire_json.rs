@@ -12,11 +12,99 @@ use super::Declined;
 
 type Out<T> = Result<T, Declined>;
 
-/// `bytes` (an encoded `desc`) as proto3 JSON, the way `prost-reflect`
-/// serializes it with its default options.
-pub(super) fn transcode(desc: &MessageDescriptor, bytes: &[u8]) -> Out<Vec<u8>> {
+/// How the answers of one message type are written, made once from its
+/// descriptor (at start, for each RPC's answer): each field's number, shape,
+/// kind and JSON key already escaped, and the plans of the messages it holds.
+#[derive(Debug)]
+pub(super) struct Plan {
+    desc: MessageDescriptor,
+    well_known: bool,
+    fields: Vec<FieldPlan>,
+}
+
+#[derive(Debug)]
+struct FieldPlan {
+    field: FieldDescriptor,
+    number: u32,
+    /// `"jsonName":`
+    key: Vec<u8>,
+    kind: Kind,
+    shape: Shape,
+    /// The plan of a message field's type; `None` for other kinds, and
+    /// beyond `PLAN_DEPTH` (a recursive type), where one is made per call.
+    nested: Option<Plan>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Single { presence: bool },
+    List,
+    Map,
+}
+
+/// How deep plans are made ahead; a deeper message is planned when met.
+const PLAN_DEPTH: usize = 6;
+
+impl Plan {
+    pub(super) fn new(desc: &MessageDescriptor) -> Plan {
+        Plan::to_depth(desc, PLAN_DEPTH)
+    }
+
+    fn to_depth(desc: &MessageDescriptor, depth: usize) -> Plan {
+        let well_known = desc.full_name().starts_with("google.protobuf.");
+        let fields = if well_known {
+            Vec::new()
+        } else {
+            desc.fields()
+                .map(|field| {
+                    let kind = field.kind();
+                    let shape = if field.is_map() {
+                        Shape::Map
+                    } else if field.is_list() {
+                        Shape::List
+                    } else {
+                        Shape::Single {
+                            presence: field.supports_presence(),
+                        }
+                    };
+                    let nested = match &kind {
+                        Kind::Message(m) if shape != Shape::Map && depth > 0 => {
+                            Some(Plan::to_depth(m, depth - 1))
+                        }
+                        _ => None,
+                    };
+                    let mut key = Vec::new();
+                    string(field.json_name(), &mut key);
+                    key.push(b':');
+                    FieldPlan {
+                        number: field.number(),
+                        key,
+                        kind,
+                        shape,
+                        nested,
+                        field,
+                    }
+                })
+                .collect()
+        };
+        Plan {
+            desc: desc.clone(),
+            well_known,
+            fields,
+        }
+    }
+
+    /// The message type this plan writes.
+    pub(super) fn descriptor(&self) -> &MessageDescriptor {
+        &self.desc
+    }
+}
+
+/// `bytes` (an encoded message of `plan`'s type) as proto3 JSON, the way
+/// `prost-reflect` serializes it with its default options.
+pub(super) fn transcode(plan: &Plan, bytes: &[u8]) -> Out<Vec<u8>> {
     let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 2 + 16);
-    message(desc, bytes, &mut out, 0)?;
+    message(plan, bytes, &mut out, 0)?;
     Ok(out)
 }
 
@@ -98,65 +186,94 @@ fn field<'a>(buf: &mut &'a [u8]) -> Out<(u32, Raw<'a>)> {
     Ok((number, raw))
 }
 
-fn message(desc: &MessageDescriptor, bytes: &[u8], out: &mut Vec<u8>, depth: usize) -> Out<()> {
+fn message(plan: &Plan, bytes: &[u8], out: &mut Vec<u8>, depth: usize) -> Out<()> {
     if depth > MAX_DEPTH {
         return Err(Declined);
     }
-    if desc.full_name().starts_with("google.protobuf.") {
-        return well_known(desc, bytes, out, depth);
+    if plan.well_known {
+        return well_known(&plan.desc, bytes, out, depth);
     }
     let seen = fields(bytes)?;
     out.push(b'{');
     let mut first = true;
-    for field in desc.fields() {
-        let number = field.number();
+    for field in &plan.fields {
+        let number = field.number;
         let mut values = seen.iter().filter(|(n, _)| *n == number).map(|(_, r)| *r);
         let Some(one) = values.next() else {
             continue;
         };
-        if field.is_map() {
-            let entries: Vec<Raw<'_>> = std::iter::once(one).chain(values).collect();
-            key(&field, &mut first, out);
-            map(&field, &entries, out, depth)?;
-        } else if field.is_list() {
-            let all: Vec<Raw<'_>> = std::iter::once(one).chain(values).collect();
-            key(&field, &mut first, out);
-            list(&field, &all, out, depth)?;
-        } else {
-            // The last occurrence wins; a message's occurrences merge,
-            // which is what parsing their concatenation does.
-            let rest: Vec<Raw<'_>> = values.collect();
-            if let Kind::Message(m) = field.kind() {
-                let mut merged = Vec::new();
-                for raw in std::iter::once(one).chain(rest) {
-                    let Raw::Bytes(b) = raw else {
+        match field.shape {
+            Shape::Map => {
+                let entries: Vec<Raw<'_>> = std::iter::once(one).chain(values).collect();
+                key(field, &mut first, out);
+                map(&field.field, &entries, out, depth)?;
+            }
+            Shape::List => {
+                let all: Vec<Raw<'_>> = std::iter::once(one).chain(values).collect();
+                key(field, &mut first, out);
+                list(field, &all, out, depth)?;
+            }
+            Shape::Single { presence } => {
+                if let Kind::Message(m) = &field.kind {
+                    // A message's occurrences merge, which is what parsing
+                    // their concatenation does.
+                    let Raw::Bytes(only) = one else {
                         return Err(Declined);
                     };
-                    merged.extend_from_slice(b);
+                    let merged;
+                    let whole = match values.next() {
+                        None => only,
+                        Some(second) => {
+                            let mut all = only.to_vec();
+                            for raw in std::iter::once(second).chain(values) {
+                                let Raw::Bytes(b) = raw else {
+                                    return Err(Declined);
+                                };
+                                all.extend_from_slice(b);
+                            }
+                            merged = all;
+                            &merged[..]
+                        }
+                    };
+                    key(field, &mut first, out);
+                    nested(field, m, whole, out, depth + 1)?;
+                    continue;
                 }
-                key(&field, &mut first, out);
-                message(&m, &merged, out, depth + 1)?;
-                continue;
+                // The last occurrence wins.
+                let last = values.next_back().unwrap_or(one);
+                if !presence && is_default(&field.kind, last)? {
+                    continue;
+                }
+                key(field, &mut first, out);
+                scalar(&field.kind, last, out)?;
             }
-            let last = rest.last().copied().unwrap_or(one);
-            if !field.supports_presence() && is_default(&field, last)? {
-                continue;
-            }
-            key(&field, &mut first, out);
-            scalar(&field.kind(), last, out)?;
         }
     }
     out.push(b'}');
     Ok(())
 }
 
-fn key(field: &FieldDescriptor, first: &mut bool, out: &mut Vec<u8>) {
+/// A message held by `field`, written by its plan (made now when the
+/// type nests deeper than plans are made ahead).
+fn nested(
+    field: &FieldPlan,
+    desc: &MessageDescriptor,
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+    depth: usize,
+) -> Out<()> {
+    match &field.nested {
+        Some(plan) => message(plan, bytes, out, depth),
+        None => message(&Plan::to_depth(desc, 0), bytes, out, depth),
+    }
+}
+
+fn key(field: &FieldPlan, first: &mut bool, out: &mut Vec<u8>) {
     if !*first {
         out.push(b',');
     }
     *first = false;
-    string(field.json_name(), out);
-    out.push(b':');
+    out.extend_from_slice(&field.key);
 }
 
 /// `s` as a JSON string, escaped as `serde_json` escapes it (`prost-reflect`'s
@@ -223,8 +340,8 @@ fn escape(b: u8, out: &mut Vec<u8>) {
 
 /// Whether a field without presence holds its default (proto3 leaves it
 /// out of JSON, as `prost-reflect` does).
-fn is_default(field: &FieldDescriptor, raw: Raw<'_>) -> Out<bool> {
-    Ok(match (field.kind(), raw) {
+fn is_default(kind: &Kind, raw: Raw<'_>) -> Out<bool> {
+    Ok(match (kind, raw) {
         (Kind::String | Kind::Bytes, Raw::Bytes(b)) => b.is_empty(),
         (_, Raw::Varint(v)) => v == 0,
         (_, Raw::Fixed64(v)) => v == 0,
@@ -234,8 +351,8 @@ fn is_default(field: &FieldDescriptor, raw: Raw<'_>) -> Out<bool> {
 }
 
 /// Each value of a repeated field: packed scalars expanded.
-fn list(field: &FieldDescriptor, all: &[Raw<'_>], out: &mut Vec<u8>, depth: usize) -> Out<()> {
-    let kind = field.kind();
+fn list(field: &FieldPlan, all: &[Raw<'_>], out: &mut Vec<u8>, depth: usize) -> Out<()> {
+    let kind = &field.kind;
     out.push(b'[');
     let mut first = true;
     let mut item = |raw: Raw<'_>, out: &mut Vec<u8>| -> Out<()> {
@@ -243,18 +360,18 @@ fn list(field: &FieldDescriptor, all: &[Raw<'_>], out: &mut Vec<u8>, depth: usiz
             out.push(b',');
         }
         first = false;
-        match &kind {
+        match kind {
             Kind::Message(m) => {
                 let Raw::Bytes(b) = raw else {
                     return Err(Declined);
                 };
-                message(m, b, out, depth + 1)
+                nested(field, m, b, out, depth + 1)
             }
             other => scalar(other, raw, out),
         }
     };
     for raw in all {
-        match (&kind, *raw) {
+        match (kind, *raw) {
             (Kind::String | Kind::Bytes | Kind::Message(_), _)
             | (_, Raw::Varint(_))
             | (_, Raw::Fixed32(_))
@@ -262,7 +379,7 @@ fn list(field: &FieldDescriptor, all: &[Raw<'_>], out: &mut Vec<u8>, depth: usiz
             // Packed: a run of varints or fixed-width values.
             (_, Raw::Bytes(mut packed)) => {
                 while !packed.is_empty() {
-                    let value = match fixed_width(&kind) {
+                    let value = match fixed_width(kind) {
                         Some(8) => Raw::Fixed64(u64::from_le_bytes(
                             take(&mut packed, 8)?.try_into().map_err(|_| Declined)?,
                         )),
@@ -311,8 +428,10 @@ fn map(field: &FieldDescriptor, entries: &[Raw<'_>], out: &mut Vec<u8>, depth: u
         keep_last(&mut pairs, map_key(&key_field.kind(), k)?, v);
     }
     object(pairs, out, |value, out| match (value_field.kind(), value) {
-        (Kind::Message(m), Some(Raw::Bytes(b))) => message(&m, b, out, depth + 1),
-        (Kind::Message(m), None) => message(&m, &[], out, depth + 1),
+        (Kind::Message(m), Some(Raw::Bytes(b))) => {
+            message(&Plan::to_depth(&m, 0), b, out, depth + 1)
+        }
+        (Kind::Message(m), None) => message(&Plan::to_depth(&m, 0), &[], out, depth + 1),
         (kind, Some(raw)) => scalar(&kind, raw, out),
         (kind, None) => default_scalar(&kind, out),
     })
@@ -707,7 +826,7 @@ mod tests {
         let pool = super::super::descriptors().expect("pool");
         let desc = pool.get_message_by_name(name).expect("message");
         let bytes = message.encode_to_vec();
-        let fast = transcode(&desc, &bytes).expect("transcodes");
+        let fast = transcode(&Plan::new(&desc), &bytes).expect("transcodes");
         let fast: Value = serde_json::from_slice(&fast).expect("valid JSON");
         assert_eq!(fast, oracle(&desc, &bytes), "{name}");
     }
@@ -806,11 +925,19 @@ mod tests {
             let mut message = DynamicMessage::new(desc.clone());
             fill(&mut message, 0);
             let bytes = message.encode_to_vec();
-            let fast = transcode(&desc, &bytes).expect("transcodes");
+            let fast = transcode(&Plan::new(&desc), &bytes).expect("transcodes");
             let fast: Value = serde_json::from_slice(&fast).expect("valid JSON");
             assert_eq!(fast, oracle(&desc, &bytes), "{}", desc.full_name());
+            // Planned ahead or nested plans made when met (a type that
+            // nests deeper than plans are made ahead): the same bytes.
             assert_eq!(
-                serde_json::from_slice::<Value>(&transcode(&desc, &[]).expect("empty"))
+                transcode(&Plan::to_depth(&desc, 0), &bytes),
+                transcode(&Plan::new(&desc), &bytes),
+                "{}",
+                desc.full_name()
+            );
+            assert_eq!(
+                serde_json::from_slice::<Value>(&transcode(&Plan::new(&desc), &[]).expect("empty"))
                     .expect("json"),
                 oracle(&desc, &[]),
             );
@@ -999,7 +1126,8 @@ mod tests {
         prost::encoding::bytes::encode(2, &twice, &mut merged);
         prost::encoding::bytes::encode(1, &merged, &mut extra);
         let (desc, bytes) = claims_on_the_wire(&extra);
-        let text = String::from_utf8(transcode(&desc, &bytes).expect("transcodes")).expect("UTF-8");
+        let text = String::from_utf8(transcode(&Plan::new(&desc), &bytes).expect("transcodes"))
+            .expect("UTF-8");
         // Each key once (a JSON reader would hide a repeated one).
         for key in ["\"org\":", "\"x\":", "\"merged\":"] {
             assert_eq!(text.matches(key).count(), 1, "{key} in {text}");
@@ -1036,7 +1164,11 @@ mod tests {
             .concat(),
         ] {
             let (desc, bytes) = claims_on_the_wire(&extra);
-            assert_eq!(transcode(&desc, &bytes), Err(Declined), "{extra:?}");
+            assert_eq!(
+                transcode(&Plan::new(&desc), &bytes),
+                Err(Declined),
+                "{extra:?}"
+            );
         }
     }
 
@@ -1048,7 +1180,7 @@ mod tests {
             deep = value(K::ListValue(prost_types::ListValue { values: vec![deep] }));
         }
         let (desc, bytes) = claims_on_the_wire(&entry("deep", &deep));
-        assert_eq!(transcode(&desc, &bytes), Err(Declined));
+        assert_eq!(transcode(&Plan::new(&desc), &bytes), Err(Declined));
     }
 
     proptest::proptest! {
@@ -1065,7 +1197,7 @@ mod tests {
                 .get_message_by_name("auth.v1.VerifyTokenResponse")
                 .expect("message");
             let bytes = answer.encode_to_vec();
-            let fast = transcode(&desc, &bytes).expect("transcodes");
+            let fast = transcode(&Plan::new(&desc), &bytes).expect("transcodes");
             let fast: Value = serde_json::from_slice(&fast).expect("valid JSON");
             proptest::prop_assert_eq!(fast, oracle(&desc, &bytes));
         }
@@ -1105,9 +1237,15 @@ mod tests {
             .get_message_by_name("auth.v1.VerifyTokenResponse")
             .expect("message");
         // Truncated, a bad wire type, a string that is not UTF-8.
-        assert_eq!(transcode(&desc, &[0x0a, 0x05, b'a']), Err(Declined));
-        assert_eq!(transcode(&desc, &[0x0b]), Err(Declined));
-        assert_eq!(transcode(&desc, &[0x0a, 0x01, 0xff]), Err(Declined));
+        assert_eq!(
+            transcode(&Plan::new(&desc), &[0x0a, 0x05, b'a']),
+            Err(Declined)
+        );
+        assert_eq!(transcode(&Plan::new(&desc), &[0x0b]), Err(Declined));
+        assert_eq!(
+            transcode(&Plan::new(&desc), &[0x0a, 0x01, 0xff]),
+            Err(Declined)
+        );
         // A timestamp past year 9999.
         let late = pb::VerifyTokenResponse {
             issued_at: Some(prost_types::Timestamp {
@@ -1116,6 +1254,9 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(transcode(&desc, &late.encode_to_vec()), Err(Declined));
+        assert_eq!(
+            transcode(&Plan::new(&desc), &late.encode_to_vec()),
+            Err(Declined)
+        );
     }
 }
