@@ -148,9 +148,10 @@ pub(super) fn to_grpc_message(
                     "the JSON nests deeper than {MAX_JSON_DEPTH} levels"
                 )));
             }
-            let mut out = BytesMut::with_capacity(PREFIX + json.len());
-            out.put_bytes(0, PREFIX);
-            if super::json_wire::transcode(input, json, &mut out).is_err() {
+            prefixed(0, json.len(), |out| {
+                if super::json_wire::transcode(input, json, out).is_ok() {
+                    return Ok(());
+                }
                 out.truncate(PREFIX);
                 let mut de = serde_json::Deserializer::from_slice(json);
                 let message = DynamicMessage::deserialize_with_options(
@@ -166,12 +167,9 @@ pub(super) fn to_grpc_message(
                     ))
                 })?;
                 message
-                    .encode(&mut out)
-                    .map_err(|e| Error::Internal(format!("a request does not encode: {e}")))?;
-            }
-            let len = u32::try_from(out.len() - PREFIX).unwrap_or(u32::MAX);
-            out[1..PREFIX].copy_from_slice(&len.to_be_bytes());
-            Ok(out.freeze())
+                    .encode(out)
+                    .map_err(|e| Error::Internal(format!("a request does not encode: {e}")))
+            })
         }
     }
 }
@@ -199,11 +197,27 @@ pub(super) fn from_proto(codec: Codec, output: &Plan, bytes: Bytes) -> Result<By
 
 /// `message` behind a 5-byte prefix with `flags`.
 pub(super) fn framed(flags: u8, message: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(PREFIX + message.len());
+    let Ok(framed) = prefixed::<std::convert::Infallible>(flags, message.len(), |out| {
+        out.extend_from_slice(message);
+        Ok(())
+    });
+    framed
+}
+
+/// What `write` appends (about `capacity` bytes) behind a 5-byte prefix
+/// with `flags` and its length.
+fn prefixed<E>(
+    flags: u8,
+    capacity: usize,
+    write: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+) -> Result<Bytes, E> {
+    let mut out = BytesMut::with_capacity(PREFIX + capacity);
     out.put_u8(flags);
-    out.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
-    out.extend_from_slice(message);
-    out.freeze()
+    out.put_u32(0);
+    write(&mut out)?;
+    let len = u32::try_from(out.len() - PREFIX).unwrap_or(u32::MAX);
+    out[1..PREFIX].copy_from_slice(&len.to_be_bytes());
+    Ok(out.freeze())
 }
 
 /// The first whole prefixed message of `buf` (its flags and bytes), taken
@@ -289,7 +303,7 @@ mod tests {
             assert_eq!((flags, framed.len()), (0, 0));
             authd_proto::pb::VerifyTokenRequest::decode(proto).expect("decodes")
         };
-        // Written by the fast path, and by the mapping (a float it declines).
+        // Written by the fast path, and by the mapping (a null it declines).
         for json in [
             &br#"{"token":"t","requiredScopes":["a"]}"#[..],
             br#"{"token":"t","requiredScopes":["a"],"audience":null}"#,

@@ -90,34 +90,10 @@ impl<'de> Deserialize<'de> for Flat<'de> {
     }
 }
 
-/// A member's name, borrowed from the body when it holds no escape.
-struct Name<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Name<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct NameText;
-        impl<'de> Visitor<'de> for NameText {
-            type Value = Name<'de>;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a member name")
-            }
-
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Name<'de>, E> {
-                Ok(Name(Cow::Borrowed(v)))
-            }
-
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Name<'de>, E> {
-                Ok(Name(Cow::Owned(v.to_owned())))
-            }
-        }
-        deserializer.deserialize_str(NameText)
-    }
-}
-
 /// A JSON object's members in order, duplicates kept (so that they can be
-/// declined rather than silently merged).
-struct Members<'a>(Vec<(Name<'a>, Flat<'a>)>);
+/// declined rather than silently merged). A name is read as a `Flat`
+/// string (JSON object keys are strings), borrowed like the values.
+struct Members<'a>(Vec<(Flat<'a>, Flat<'a>)>);
 
 impl<'de> Deserialize<'de> for Members<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -150,7 +126,10 @@ pub(super) fn transcode(
 ) -> Result<(), Declined> {
     let Members(members) = serde_json::from_slice(json).map_err(|_| Declined)?;
     let mut fields: Vec<(FieldDescriptor, Flat<'_>)> = Vec::with_capacity(members.len());
-    for (Name(name), value) in members {
+    for (name, value) in members {
+        let Flat::Str(name) = name else {
+            return Err(Declined);
+        };
         let field = desc
             .get_field_by_json_name(&name)
             .or_else(|| desc.get_field_by_name(&name))
