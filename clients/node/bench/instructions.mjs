@@ -10,10 +10,12 @@
 // Two figures a row, each divided by the requests counted:
 //   - the main thread: Express, the package, node's HTTP, the JavaScript
 //     itself; within ~3 % from run to run;
-//   - the whole process: with V8's helper threads (its optimising compiler,
-//     its concurrent marking). Their work comes in lumps (a major collection
-//     falls in the window or not), so this figure moves by up to ~10 % a row
-//     between runs; a longer window (BENCH_REQUESTS) evens it out.
+//   - the whole process: with V8's helper threads. Under callgrind their
+//     work is mostly TurboFan compiling (80–99 % of it), which goes on for
+//     thousands of requests: after 500 warm-up requests it added 150–350 k
+//     instructions to each counted one, more for an app with more code to
+//     compile, so the default warm-up is 8,000. It still comes in lumps,
+//     ±10 % a row between runs.
 // New-token rows send each token once, the warmup included, so that every
 // counted request is a cache miss that asks authd.
 //
@@ -28,7 +30,7 @@ import { Authd, Issuer } from "../test/support.mjs";
 import { mint, startApp } from "./apps.mjs";
 
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 2_000);
-const WARMUP = Number(process.env.BENCH_WARMUP ?? 500);
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 8_000);
 
 const issuer = await Issuer.start();
 const authd = await Authd.start(issuer.sessionsConfig());
