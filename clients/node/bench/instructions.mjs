@@ -11,11 +11,12 @@
 //   - the main thread: Express, the package, node's HTTP, the JavaScript
 //     itself; within ~3 % from run to run;
 //   - the whole process: with V8's helper threads. Under callgrind their
-//     work is mostly TurboFan compiling (80–99 % of it), which goes on for
-//     thousands of requests: after 500 warm-up requests it added 150–350 k
-//     instructions to each counted one, more for an app with more code to
-//     compile, so the default warm-up is 8,000. It still comes in lumps,
-//     ±10 % a row between runs.
+//     work is mostly TurboFan compiling (70–99 % of it), which never stops
+//     altogether; after 500 warm-up requests an app with @authd/client
+//     still compiled its code for the first time (45–73 k instructions a
+//     request more than the unprotected app), after 8,000 no longer, so
+//     8,000 is the default warm-up. It comes in lumps, ±10 % a row between
+//     runs.
 // New-token rows send each token once, the warmup included, so that every
 // counted request is a cache miss that asks authd.
 //
