@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
-from .cache import bearer_key, scope_part
+from .cache import bearer_key
 from .middleware import (
     AnyClient,
     Refusal,
@@ -95,7 +95,7 @@ def read_headers(
         size = len(key)
         if size == 13 and key.lower() == b"authorization":
             authorization = value
-        elif size == 4 and key.lower() == b"dpop":
+        elif size == 4 and key != b"host" and key.lower() == b"dpop":
             if proofs is None:
                 proofs = []
             proofs.append(value.decode("latin-1"))
@@ -168,8 +168,8 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
-        scopes = self.rules.access(path)
-        if scopes is None:
+        rule = self.rules.rule(path)
+        if rule is None:
             await self.app(scope, receive, send)
             return
         authorization, proof, certs = read_headers(scope, self._cert_key)
@@ -177,10 +177,18 @@ class AuthMiddleware:
             token = None
             # A repeated Bearer token: the cache answers, with nothing else made.
             if proof is None and authorization is not None:
-                key = bearer_key(authorization, scope_part(scopes))
-                if key is not None:
-                    der = client_certificate(scope, self.client_cert_header, certs)
-                    token = self.client._cached(key, der)
+                # No header configured and no TLS extension (uvicorn's
+                # scope): no certificate, without a call to learn it.
+                der = (
+                    client_certificate(scope, self.client_cert_header, certs)
+                    if self._cert_key is not None or "extensions" in scope
+                    else None
+                )
+                # The cache itself: a miss goes on below, which starts the
+                # revocation stream when it has to.
+                cache = self.client._cache
+                if cache is not None:
+                    token = cache.answer(bearer_key(authorization, rule.part), der)
             if token is None:
                 token = await authorize_async(
                     self.client,
@@ -189,14 +197,16 @@ class AuthMiddleware:
                     scope.get("method", "GET"),
                     path,
                     self.dpop_origin,
-                    scopes,
+                    rule.scopes,
                     lambda: client_certificate(scope, self.client_cert_header, certs),
                 )
         except Refusal as refused:
             await _refuse(scope, send, refused)
             return
         scope[SCOPE_KEY] = token
-        state = scope.setdefault("state", {})
+        state = scope.get("state")
+        if state is None:
+            scope["state"] = state = {}
         if type(state) is dict or isinstance(state, MutableMapping):
             state["authd_token"] = token
         current = _CURRENT.set(token)

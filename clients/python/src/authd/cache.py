@@ -105,16 +105,15 @@ def token_key(token: str, part: KeyPart) -> bytes:
     return key.digest()
 
 
-def bearer_key(authorization: bytes, part: KeyPart) -> bytes | None:
-    """`token_key` of the token in an ``Authorization`` header's raw value
-    written the usual way, ``Bearer <token>`` with no other blank, hashed
-    as it is, with nothing decoded or copied; ``None`` for any other
-    spelling. (A token of bytes that are not ASCII gets another key than
-    `token_key` gives, so it finds no entry: no JWT is such.)"""
-    if authorization[:7] != b"Bearer " or len(authorization) < 8:
-        return None
-    if authorization[7] <= 0x20 or authorization[-1] <= 0x20:
-        return None
+def bearer_key(authorization: bytes, part: KeyPart) -> bytes:
+    """The key of an ``Authorization`` header's raw value, hashed as it is,
+    with nothing decoded, copied or checked: for the usual spelling,
+    ``Bearer <token>`` with no other blank, it is `token_key` of the token.
+    Entries are kept under that spelling only (`token_key` of the token
+    `authd.middleware.bearer_token` reads), so any other spelling finds no
+    entry and goes on to be read the general way. (A token of bytes that are
+    not ASCII keys otherwise than `token_key` of it decoded: no JWT is such,
+    and authd refuses it, so no entry holds one.)"""
     key = part.copy()
     key.update(authorization)
     return key.digest()
@@ -204,10 +203,18 @@ class VerifyCache:
 
     def get(self, key: bytes) -> VerifiedToken | None:
         """The cached answer for ``key``, while the stream is live and no
-        revocation names it."""
+        revocation names it, whatever its binding."""
+        return self.answer(key, None, any_binding=True)
+
+    def answer(
+        self, key: bytes, client_certificate: bytes | None, *, any_binding: bool = False
+    ) -> VerifiedToken | None:
+        """`get`, given only to a request that proves the answer's binding
+        (`binding_proven`: a certificate-bound token with that certificate,
+        DER). Every repeated token's path: one call, with nothing made."""
         now = self._clock()
         with self._lock:
-            # _state(now) is ANSWERING, inline: this is every hit's path.
+            # _state(now) is ANSWERING, inline.
             heard = self._last_heard
             if self._off or not self._synced or heard is None or now - heard > self._silence:
                 return None
@@ -218,18 +225,13 @@ class VerifyCache:
                 entry.checked == self._revoked_version or not self._revoked.refuses(entry.id)
             ):
                 entry.checked = self._revoked_version
-                return entry.token
-            del self._entries[key]
-            return None
-
-    def answer(self, key: bytes, client_certificate: bytes | None) -> VerifiedToken | None:
-        """`get`, given only to a request that proves the answer's binding
-        (`binding_proven`: a certificate-bound token with that certificate,
-        DER)."""
-        hit = self.get(key)
-        if hit is None or (hit.binding is not None and not binding_proven(hit, client_certificate)):
-            return None
-        return hit
+                hit = entry.token
+            else:
+                del self._entries[key]
+                return None
+        if hit.binding is None or any_binding or binding_proven(hit, client_certificate):
+            return hit
+        return None
 
     def insert(self, key: bytes, token: str, verified: VerifiedToken) -> None:
         """Keeps authd's answer for ``token`` (without its scheme), unless a

@@ -65,12 +65,10 @@ class Authorizer:
         try:
             # A repeated Bearer token: the cache answers, with nothing else made.
             if proof is None and authorization is not None:
-                key = bearer_key(authorization, self._part)
-                if key is not None:
-                    der = client_certificate(scope, self.client_cert_header, certs)
-                    hit = client._cached(key, der)
-                    if hit is not None:
-                        return hit
+                der = client_certificate(scope, self.client_cert_header, certs)
+                hit = client._cached(bearer_key(authorization, self._part), der)
+                if hit is not None:
+                    return hit
             return await authorize_async(
                 client,
                 text(authorization),

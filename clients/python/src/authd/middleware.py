@@ -37,11 +37,12 @@ import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import grpc
 
 from . import aio
-from .cache import scope_part
+from .cache import KeyPart, scope_part
 from .client import AuthClient
 from .errors import AuthError, ErrorReason
 from .types import VerifiedToken
@@ -70,17 +71,17 @@ class ScopeRules:
     """
 
     def __init__(self, default: Sequence[str] = ()) -> None:
-        self._default: Access = tuple(default)
-        self._paths: dict[str, Access] = {}
+        self._default: Rule | None = Rule.of(default)
+        self._paths: dict[str, Rule | None] = {}
 
     def default_scopes(self, scopes: Iterable[str]) -> ScopeRules:
         """The scopes of every path without a rule of its own."""
-        self._default = tuple(scopes)
+        self._default = Rule.of(scopes)
         return self
 
     def require(self, path: str, scopes: Iterable[str]) -> ScopeRules:
         """``path`` needs a token holding all of ``scopes``."""
-        self._paths[path] = tuple(scopes)
+        self._paths[path] = Rule.of(scopes)
         return self
 
     def public(self, path: str) -> ScopeRules:
@@ -88,14 +89,34 @@ class ScopeRules:
         self._paths[path] = None
         return self
 
+    def rule(self, path: str) -> Rule | None:
+        """The rule ``path`` falls under: ``None`` when public."""
+        paths = self._paths
+        if path in paths:
+            return paths[path]
+        cut = path.rfind("/")
+        if cut >= 0 and path[: cut + 1] in paths:
+            return paths[path[: cut + 1]]
+        return self._default
+
     def access(self, path: str) -> Access:
         """What ``path`` needs: ``None`` when public, else the scopes."""
-        if path in self._paths:
-            return self._paths[path]
-        cut = path.rfind("/")
-        if cut >= 0 and path[: cut + 1] in self._paths:
-            return self._paths[path[: cut + 1]]
-        return self._default
+        rule = self.rule(path)
+        return None if rule is None else rule.scopes
+
+
+class Rule(NamedTuple):
+    """What a protected path needs: the scopes, and the beginning of the
+    cache keys of tokens asked for them (`authd.cache.scope_part`), made
+    once with the rule rather than on every request."""
+
+    scopes: tuple[str, ...]
+    part: KeyPart
+
+    @staticmethod
+    def of(scopes: Iterable[str]) -> Rule:
+        held = tuple(scopes)
+        return Rule(held, scope_part(held))
 
 
 @dataclass
