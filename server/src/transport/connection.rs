@@ -214,7 +214,7 @@ async fn serve_opened<T>(
             .await;
         }
         Protocol::Http1(first) => {
-            let io = TokioIo::new(Rewind::new(first, io));
+            let io = TokioIo::new(Rewind::for_http1(first, io));
             let connection = shared.http1.serve_connection(io, front);
             let connection = std::pin::pin!(connection);
             // Always an idle bound: an HTTP/1.1 client has no PING to keep
@@ -388,6 +388,11 @@ struct Rewind<T> {
     inner: T,
     /// Whether writers are told they may write several buffers at once.
     vectored: bool,
+    /// HTTP/1.1: an answer's first write waits once for the worker's other
+    /// ready tasks ([`Rewind::for_http1`]).
+    yields: bool,
+    /// Bytes were read since the last write: the next write yields first.
+    read_since_write: bool,
 }
 
 impl<T: AsyncWrite> Rewind<T> {
@@ -398,6 +403,8 @@ impl<T: AsyncWrite> Rewind<T> {
             at: 0,
             inner,
             vectored,
+            yields: false,
+            read_since_write: false,
         }
     }
 
@@ -417,6 +424,35 @@ impl<T: AsyncWrite> Rewind<T> {
             ..Rewind::new(first, inner)
         }
     }
+
+    /// For HTTP/1.1, which answers one request at a time on each
+    /// connection: an answer is written in a system call of its own, and on
+    /// loopback (or any client on this host) that call also wakes the
+    /// client, which has gone idle while its request was served: on a
+    /// virtual machine that wake-up costs the server more than the rest of
+    /// a cached VerifyToken call. So the first write after a read yields
+    /// once (the task wakes itself and returns `Pending`): the worker runs
+    /// the other connections' ready calls first, and their answers leave
+    /// one after the other, while the client is still awake from the
+    /// first. A connection with nothing else ready waits one turn of the
+    /// worker's loop.
+    fn for_http1(first: Vec<u8>, inner: T) -> Self {
+        Rewind {
+            yields: true,
+            ..Rewind::new(first, inner)
+        }
+    }
+
+    /// Whether this write yields first (see [`Rewind::for_http1`]); once
+    /// per read.
+    fn yield_once(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.read_since_write {
+            return false;
+        }
+        self.read_since_write = false;
+        cx.waker().wake_by_ref();
+        true
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
@@ -430,13 +466,19 @@ impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
             let n = (this.first.len() - this.at).min(buf.remaining());
             buf.put_slice(&this.first[this.at..this.at + n]);
             this.at += n;
+            this.read_since_write |= this.yields;
             if this.at == this.first.len() {
                 this.first = Vec::new();
                 this.at = 0;
             }
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if this.yields && buf.filled().len() > before {
+            this.read_since_write = true;
+        }
+        polled
     }
 }
 
@@ -446,7 +488,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.yield_once(cx) {
+            return Poll::Pending;
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -454,7 +500,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if this.yield_once(cx) {
+            return Poll::Pending;
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -508,6 +558,75 @@ mod tests {
         rewound.read_exact(&mut again).await.expect("read");
         assert_eq!(&again[..first.len()], &first[..]);
         assert_eq!(&again[first.len()..], &[0, 0, 9, 1]);
+    }
+
+    /// Counts the wake-ups of the task it wakes.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_http1_answer_yields_once_after_each_read_and_never_otherwise() {
+        let wakes = Arc::new(Wakes(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        let woken = || wakes.0.load(Ordering::Relaxed);
+
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut stream = Rewind::for_http1(b"GET / HTTP/1.1\r\n".to_vec(), server);
+        // Nothing read yet: a write goes at once.
+        let write = |stream: &mut Rewind<_>, cx: &mut Context<'_>| {
+            Pin::new(stream).poll_write(cx, b"answer")
+        };
+        assert!(matches!(write(&mut stream, &mut cx), Poll::Ready(Ok(6))));
+        assert_eq!(woken(), 0);
+        // The rewound first bytes count as a read: the next write yields
+        // once, waking its own task, then goes.
+        let mut read = [0u8; 64];
+        let n = stream.read(&mut read).await.expect("read");
+        assert_eq!(&read[..n], b"GET / HTTP/1.1\r\n");
+        assert!(write(&mut stream, &mut cx).is_pending());
+        assert_eq!(woken(), 1);
+        assert!(matches!(write(&mut stream, &mut cx), Poll::Ready(Ok(6))));
+        assert!(matches!(write(&mut stream, &mut cx), Poll::Ready(Ok(6))));
+        assert_eq!(woken(), 1);
+        // So does a read from the stream, vectored writes alike.
+        client.write_all(b"GET / HTTP/1.1\r\n").await.expect("send");
+        let n = stream.read(&mut read).await.expect("read");
+        assert!(n > 0);
+        let bufs = [io::IoSlice::new(b"ans"), io::IoSlice::new(b"wer")];
+        assert!(
+            Pin::new(&mut stream)
+                .poll_write_vectored(&mut cx, &bufs)
+                .is_pending()
+        );
+        assert_eq!(woken(), 2);
+        assert!(matches!(
+            Pin::new(&mut stream).poll_write_vectored(&mut cx, &bufs),
+            Poll::Ready(Ok(3 | 6))
+        ));
+        // Every write that went is what the client reads, once.
+        drop(stream);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.expect("read");
+        assert!(got.starts_with(b"answeransweranswer"), "{got:?}");
+
+        // An HTTP/2 stream never yields: h2 writes the ready answers together.
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut stream = Rewind::for_http2(Vec::new(), server);
+        client.write_all(b"x").await.expect("send");
+        let n = stream.read(&mut read).await.expect("read");
+        assert_eq!(&read[..n], b"x");
+        assert!(matches!(write(&mut stream, &mut cx), Poll::Ready(Ok(6))));
+        assert_eq!(woken(), 2);
     }
 
     /// A stream that takes vectored writes and counts the writes made to it.
