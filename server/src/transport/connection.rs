@@ -475,9 +475,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
         }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if this.yields && buf.filled().len() > before {
-            this.read_since_write = true;
-        }
+        this.read_since_write |= this.yields && buf.filled().len() > before;
         polled
     }
 }
