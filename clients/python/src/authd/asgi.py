@@ -177,18 +177,8 @@ class AuthMiddleware:
             token = None
             # A repeated Bearer token: the cache answers, with nothing else made.
             if proof is None and authorization is not None:
-                # No header configured and no TLS extension (uvicorn's
-                # scope): no certificate, without a call to learn it.
-                der = (
-                    client_certificate(scope, self.client_cert_header, certs)
-                    if self._cert_key is not None or "extensions" in scope
-                    else None
-                )
-                # The cache itself: a miss goes on below, which starts the
-                # revocation stream when it has to.
-                cache = self.client._cache
-                if cache is not None:
-                    token = cache.answer(bearer_key(authorization, rule.part), der)
+                der = client_certificate(scope, self.client_cert_header, certs)
+                token = self.client._cached(bearer_key(authorization, rule.part), der)
             if token is None:
                 token = await authorize_async(
                     self.client,
