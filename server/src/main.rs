@@ -60,12 +60,14 @@ enum Command {
         #[arg(long, env = "AUTHD_CONFIG")]
         config: Option<PathBuf>,
         /// The user (`sub`): tokens issued until now, and sessions begun
-        /// until now, are refused.
-        #[arg(long)]
+        /// until now, are refused. Taken as written, even when it begins
+        /// with `-`.
+        #[arg(long, allow_hyphen_values = true)]
         user: Option<String>,
         /// The issuer's session id (`sid`): its tokens and the authd
-        /// sessions begun with it are refused.
-        #[arg(long)]
+        /// sessions begun with it are refused. Taken as written, even when
+        /// it begins with `-` (issuers' ids are often base64url).
+        #[arg(long, allow_hyphen_values = true)]
         session_id: Option<String>,
         /// The issuer (`iss`); default: the only configured one.
         #[arg(long)]
@@ -599,5 +601,39 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, StartError
         Ok(async {
             let _ = tokio::signal::ctrl_c().await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    /// Issuers' session ids are often base64url, and one in 64 begins with
+    /// `-`: `revoke` must take it as the value, not as an option.
+    #[test]
+    fn revoke_takes_a_user_or_session_id_that_begins_with_a_hyphen() {
+        for (flag, value) in [("--session-id", "-E3xq_9"), ("--user", "-x|y")] {
+            let cli = Cli::try_parse_from(["authd", "revoke", flag, value])
+                .unwrap_or_else(|e| panic!("{flag} {value}: {e}"));
+            let Command::Revoke {
+                user, session_id, ..
+            } = cli.command
+            else {
+                panic!("not revoke");
+            };
+            let parsed = if flag == "--user" { user } else { session_id };
+            assert_eq!(parsed.as_deref(), Some(value));
+        }
+        // Both named is still refused, hyphen or not.
+        assert!(
+            Cli::try_parse_from(["authd", "revoke", "--user", "-a", "--session-id", "-b"]).is_err()
+        );
     }
 }
