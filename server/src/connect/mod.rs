@@ -18,6 +18,8 @@
 //! - `wire_json` / `json_wire`: answers' protobuf bytes written straight as
 //!   JSON, and flat JSON requests straight as protobuf (the fast paths;
 //!   `prost-reflect`'s mapping is their fallback and their oracle).
+//! - `memo`: `VerifyToken` answers remembered as JSON, per worker thread
+//!   (a repeated token's answer is written once).
 //! - `errors`: gRPC status → Connect error (HTTP status and JSON body, the
 //!   ErrorInfo with its readable `debug` form).
 //! - [`openapi`]: the OpenAPI 3.1 document of the Connect JSON surface.
@@ -25,6 +27,7 @@
 mod body;
 mod errors;
 mod json_wire;
+mod memo;
 pub mod openapi;
 mod stream;
 mod unary;
@@ -80,6 +83,8 @@ struct Rpc {
     method: MethodDescriptor,
     max_message: usize,
     answer: Arc<wire_json::Plan>,
+    /// Whether its JSON answers are remembered (`memo`): `VerifyToken`'s.
+    remember: bool,
 }
 
 impl Rpc {
@@ -119,7 +124,8 @@ impl Protocols {
         for service in pool.services() {
             for method in service.methods() {
                 let path = format!("/{}/{}", service.full_name(), method.name());
-                let max_message = if path == crate::grpc::VERIFY_TOKEN_PATH {
+                let verify = path == crate::grpc::VERIFY_TOKEN_PATH;
+                let max_message = if verify {
                     limits.max_verify_message_bytes
                 } else {
                     limits.max_message_bytes
@@ -130,6 +136,7 @@ impl Protocols {
                         answer: Arc::new(wire_json::Plan::new(&method.output())),
                         method,
                         max_message,
+                        remember: verify,
                     },
                 );
             }

@@ -14,7 +14,7 @@ use tower::Service;
 use super::{
     BoxError, Codec, FrontBody, Protocols, Rpc,
     body::{self, ACCEPTED_ENCODINGS, Encoding},
-    errors,
+    errors, memo,
 };
 use crate::error::Error;
 
@@ -49,7 +49,13 @@ where
         let Some((0, message)) = body::take_framed(&mut messages) else {
             return Err(Status::internal("the answer carries no message"));
         };
-        let message = body::from_proto(codec, &rpc.answer, message)?;
+        let message = if rpc.remember && codec == Codec::Json {
+            memo::json(&message, |answer| {
+                body::from_proto(codec, &rpc.answer, answer.clone())
+            })?
+        } else {
+            body::from_proto(codec, &rpc.answer, message)?
+        };
         let mut response = Response::new(Either::Right(Body::new(Full::new(message))));
         let headers = response.headers_mut();
         headers.insert(
