@@ -12,12 +12,10 @@
 //! token's claims, never a credential, where other RPCs' answers hold
 //! refresh tokens, session handles or device codes.
 
-use std::{
-    cell::RefCell,
-    hash::{BuildHasher, RandomState},
-};
+use std::{cell::RefCell, hash::BuildHasher};
 
 use bytes::Bytes;
+use foldhash::fast::RandomState;
 
 /// Slots per worker thread.
 const SLOTS: usize = 256;
@@ -32,14 +30,16 @@ struct Slot {
 }
 
 struct Table {
-    /// Per thread, so that which answers share a slot is not known outside.
+    /// Seeded per thread, so that which answers share a slot is not known
+    /// outside. foldhash rather than SipHash: a miss (every new token) hashes
+    /// its answer too, and SipHash cost it 1.8 k instructions.
     hasher: RandomState,
     slots: Vec<Option<Slot>>,
 }
 
 thread_local! {
     static TABLE: RefCell<Table> = RefCell::new(Table {
-        hasher: RandomState::new(),
+        hasher: RandomState::default(),
         slots: Vec::new(),
     });
 }
@@ -53,9 +53,15 @@ pub(super) fn json<E>(
     if answer.len() > MAX_ANSWER {
         return write(answer);
     }
-    let known = TABLE.with_borrow(|table| {
-        let slot = table.slots.get(table.slot(answer))?.as_ref()?;
-        (slot.answer == *answer).then(|| slot.json.clone())
+    let (slot, known) = TABLE.with_borrow(|table| {
+        let slot = table.slot(answer);
+        let known = table
+            .slots
+            .get(slot)
+            .and_then(Option::as_ref)
+            .filter(|kept| kept.answer == *answer)
+            .map(|kept| kept.json.clone());
+        (slot, known)
     });
     if let Some(json) = known {
         return Ok(json);
@@ -66,7 +72,6 @@ pub(super) fn json<E>(
             if table.slots.is_empty() {
                 table.slots.resize_with(SLOTS, || None);
             }
-            let slot = table.slot(answer);
             table.slots[slot] = Some(Slot {
                 answer: answer.clone(),
                 json: json.clone(),
