@@ -186,6 +186,38 @@ async fn connect_json_and_binary_answer_what_grpc_answers_over_both_http_version
     Ok(())
 }
 
+/// Each worker remembers the JSON of the `VerifyToken` answers it wrote
+/// (`connect/memo.rs`): tokens asked in turn, many times over one
+/// connection, each get their own answer, the same every time.
+#[tokio::test]
+async fn repeated_tokens_in_turn_each_get_their_own_json_answer() -> Result<()> {
+    let (issuer, authd) = setup("").await?;
+    let mut tokens = Vec::new();
+    for user in ["alice", "bob", "carol", "dave"] {
+        let sub = format!("auth0|{user}");
+        let token = issuer
+            .token(&[("sub", sub.as_str()), ("scope", "read:orders")])
+            .await?;
+        tokens.push((sub, token));
+    }
+    for (name, client) in [("HTTP/1.1", http1()?), ("HTTP/2", http2()?)] {
+        let mut first: Vec<Option<Value>> = vec![None; tokens.len()];
+        for round in 0..5 {
+            for (i, (sub, token)) in tokens.iter().enumerate() {
+                let (status, body) =
+                    call(&client, &authd, VERIFY, &json!({"token": token})).await?;
+                assert_eq!(status, 200, "{name} {sub}: {body}");
+                assert_eq!(body["subject"], sub.as_str(), "{name} round {round}");
+                let kept = first[i].get_or_insert_with(|| body.clone());
+                assert_eq!(*kept, body, "{name} {sub}, round {round}");
+            }
+        }
+        // Answers differ by token, not only by subject.
+        assert_ne!(first[0], first[1]);
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn bodies_depth_compression_methods_and_deadlines_are_bounded() -> Result<()> {
     let (issuer, authd) = setup("").await?;
