@@ -11,7 +11,9 @@
 //! call fails before any answer is written) and it cannot give one answer's
 //! JSON for another. Only `VerifyToken`'s answers are kept: they hold the
 //! token's claims, never a credential, where other RPCs' answers hold
-//! refresh tokens, session handles or device codes.
+//! refresh tokens, session handles or device codes. An entry has no expiry:
+//! it stays until another answer takes its slot (the claims of up to
+//! `SLOTS` recent answers per worker thread stay in memory).
 
 use std::{cell::RefCell, hash::BuildHasher};
 
