@@ -657,7 +657,10 @@ async fn over_the_bound_of_calls_in_flight_calls_are_shed_at_once() -> Result<()
         setup("max_calls_in_flight = 8\nrequest_body_timeout_ms = 8000\n").await?;
     let mut legit = authd.client().await?;
     legit.verify_token(&token, &[]).await?;
-    // Eight calls whose message never completes hold every place.
+    // Eight calls whose message never completes hold every place. A holder
+    // that arrives while a probe below holds the eighth place is shed at
+    // once (as it should be) and tries again, so that all eight end up
+    // holding a place.
     let client = h2_client(&authd).await?;
     let one = h2raw::grpc_message(&verify_message(&token));
     let mut holders = Vec::new();
@@ -665,7 +668,13 @@ async fn over_the_bound_of_calls_in_flight_calls_are_shed_at_once() -> Result<()
         let client = client.clone();
         let part = one[..one.len() - 1].to_vec();
         holders.push(tokio::spawn(async move {
-            raw_call(&client, VERIFY, &part, false, &[]).await
+            loop {
+                let status = raw_call(&client, VERIFY, &part, false, &[]).await?;
+                if status.code() != Code::ResourceExhausted {
+                    return Ok::<_, anyhow::Error>(status);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }));
     }
     // The holders reach authd at the machine's pace (seconds apart on a
