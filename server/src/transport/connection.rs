@@ -82,7 +82,8 @@ impl Shared {
             .half_close(false)
             // An answer's head and body in one buffer, sent by one `write`:
             // the body is a few hundred bytes, and a two-part `writev` cost
-            // the kernel 0.3 µs a call more (BENCHMARKS.md).
+            // the kernel 0.1–0.45 µs a call more (BENCHMARKS.md). Rewind's
+            // vectored writes stay for HTTP/2.
             .writev(false);
         Arc::new(Shared {
             http2,
